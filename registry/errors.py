@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Anything raised as a `ChiaroscuroError` is a problem with the user's input (a name, a
+combination, a file), not a bug: the CLI prints its message on one line and exits with status 2.
+Messages name the problem and the fix.
+"""
+
+
+class ChiaroscuroError(Exception):
+    """Base class for errors caused by user input."""
+
+
+class UnknownNameError(ChiaroscuroError, KeyError):
+    """A name that no registry entry (nor alias) carries."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateNameError(ChiaroscuroError):
+    """Two entries (or an entry and an alias) claim the same name."""
+
+
+class ConfigError(ChiaroscuroError, ValueError):
+    """An impossible option value or combination (for example a non-causal operator on a
+    causal task)."""
+
+
+class DataError(ChiaroscuroError):
+    """A missing or malformed data file; the message names the file (and line)."""
