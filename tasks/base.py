@@ -64,6 +64,9 @@ class Task:
     metric: ClassVar[str] = "accuracy"  # the headline metric, a key of meter().compute()
     higher_is_better: ClassVar[bool] = True
     registry_name: ClassVar[str] = "?"  # set by the registry
+    # What each harness preset ("smoke", "cpu", "paper") sets for this task: task options and
+    # optionally "seq_len". Lets a preset shrink a task without the harness knowing the task.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     vocab_size: int
     pad_id: int = 0
