@@ -15,6 +15,7 @@ Declarations (class attributes) the harness relies on:
   on a causal task only with ``--allow-leaky`` and every record it produces is marked leaky.
 - ``flops(n_query, n_key)``: analytic forward FLOPs for one example (multiply-add = 2 FLOPs),
   counting the projections it owns. Used for cost accounting and ordering by cost.
+  ``untracked_flops`` is the part torch's FLOP counter cannot see (FFTs, elementwise).
 
 Forward contract: ``forward(x, ctx)`` with x (B, N, D) and a ``MixContext``:
 
@@ -81,6 +82,11 @@ class TokenMixer(nn.Module):
         """Analytic forward FLOPs for one example with n_query outputs over n_key inputs."""
         raise NotImplementedError
 
+    def untracked_flops(self, n_query: int, n_key: int) -> int:
+        """The part of flops() that torch.utils.flop_counter cannot see (FFTs, elementwise
+        work); the FLOP check compares flops() - untracked_flops() with the counter."""
+        return 0
+
 
 def validate_operator(obj: Any) -> None:
     """Registry validation: a plugin operator must be a TokenMixer-like nn.Module class."""
@@ -99,7 +105,9 @@ def gather_queries(x: Tensor, ctx: MixContext) -> Tensor:
     return torch.gather(x, 1, index)
 
 
-def attention_mask(ctx: MixContext, n_key: int, n_query: int, device: torch.device) -> Tensor | None:
+def attention_mask(
+    ctx: MixContext, n_key: int, n_query: int, device: torch.device
+) -> Tensor | None:
     """Boolean mask (B or 1, 1, Q, N) of allowed (query, key) pairs, or None if all allowed.
 
     Combines padding (keys that are padding are never attended), causality by original

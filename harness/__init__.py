@@ -1,0 +1,1 @@
+"""The harness: CLI, configuration, model assembly, training, cost accounting, records."""

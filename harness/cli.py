@@ -1,0 +1,277 @@
+"""Command line: ``python -m harness {run,list} ...``.
+
+Flags map onto the pydantic ``RunConfig`` (harness/config.py); only flags given explicitly
+override the preset. Input errors print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from registry import ChiaroscuroError, ConfigError
+
+EXIT_USAGE = 2
+
+
+def _parse_value(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got '{pair}'")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+# flag -> (section, field); the value is taken as parsed by argparse
+_RUN_FIELDS = {
+    "preset": (None, "preset"),
+    "seed": (None, "seed"),
+    "device": (None, "device"),
+    "out": (None, "out"),
+    "allow_leaky": (None, "allow_leaky"),
+    "layers": ("model", "layers"),
+    "d_model": ("model", "d_model"),
+    "heads": ("model", "heads"),
+    "mlp_ratio": ("model", "mlp_ratio"),
+    "dropout": ("model", "dropout"),
+    "router": ("routing", "router"),
+    "attn_fraction": ("routing", "attn_fraction"),
+    "execution": ("routing", "execution"),
+    "aux_weight": ("routing", "aux_weight"),
+    "task": ("data", "task"),
+    "seq_len": ("data", "seq_len"),
+    "data_dir": ("data", "data_dir"),
+    "cache_dir": ("data", "cache_dir"),
+    "lr": ("optim", "lr"),
+    "weight_decay": ("optim", "weight_decay"),
+    "warmup_steps": ("optim", "warmup_steps"),
+    "batch_size": ("optim", "batch_size"),
+    "grad_clip": ("optim", "grad_clip"),
+    "max_steps": ("budget", "max_steps"),
+    "max_time": ("budget", "max_time"),
+    "eval_every": ("budget", "eval_every"),
+    "eval_batches": ("budget", "eval_batches"),
+}
+# task-specific shortcuts, passed as task options when given
+_TASK_SHORTCUTS = ("train_file", "valid_file", "test_file", "tokenizer", "vocab_size",
+                   "eval_stride")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # absent flags stay absent, so the preset's values survive
+    g = p.add_argument_group("what to run")
+    g.add_argument("--router", default=S, help="router name (default entropy)")
+    g.add_argument("--ops", default=S, help="comma-separated operator names (default dct,attn)")
+    g.add_argument("--task", default=S, help="task name (default listops)")
+    g.add_argument("--preset", default=S, help="smoke | cpu | paper (default: cpu without a "
+                   "GPU, paper with one)")
+    g.add_argument("--seed", type=int, default=S)
+    g.add_argument("--allow-leaky", action="store_true", default=S,
+                   help="allow variants that see future tokens or other examples; the record "
+                        "is marked leaky")
+    g = p.add_argument_group("model")
+    g.add_argument("--layers", type=int, default=S)
+    g.add_argument("--d-model", type=int, default=S)
+    g.add_argument("--heads", type=int, default=S)
+    g.add_argument("--mlp-ratio", type=float, default=S)
+    g.add_argument("--dropout", type=float, default=S)
+    g.add_argument("--seq-len", type=int, default=S)
+    g = p.add_argument_group("routing")
+    g.add_argument("--attn-fraction", type=float, default=S,
+                   help="target share of tokens for the most expensive operator (default 0.375)")
+    g.add_argument("--execution", choices=["routed", "dense"], default=S,
+                   help="routed skips work for unrouted tokens; dense is the reference")
+    g.add_argument("--aux-weight", type=float, default=S, help="weight of router aux losses")
+    g.add_argument("--router-option", action="append", metavar="KEY=VALUE")
+    g.add_argument("--op-option", action="append", metavar="OP.KEY=VALUE")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=S, help="local copy of the task's files")
+    g.add_argument("--cache-dir", default=S)
+    g.add_argument("--task-option", action="append", metavar="KEY=VALUE")
+    for name in _TASK_SHORTCUTS:
+        g.add_argument(f"--{name.replace('_', '-')}", default=S,
+                       type=int if name in ("vocab_size", "eval_stride") else str)
+    g = p.add_argument_group("optimisation and budget")
+    g.add_argument("--lr", type=float, default=S)
+    g.add_argument("--weight-decay", type=float, default=S)
+    g.add_argument("--warmup-steps", type=int, default=S)
+    g.add_argument("--batch-size", type=int, default=S)
+    g.add_argument("--grad-clip", type=float, default=S)
+    g.add_argument("--max-steps", type=int, default=S)
+    g.add_argument("--max-time", type=float, default=S, help="seconds of training")
+    g.add_argument("--eval-every", type=int, default=S)
+    g.add_argument("--eval-batches", type=int, default=S)
+    g = p.add_argument_group("where")
+    g.add_argument("--device", default=S, help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--out", default=S, help="directory for the result record "
+                   "(default results/runs)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """A nested dict of the explicitly given flags, shaped like RunConfig."""
+    given = vars(args)
+    out: dict[str, Any] = {}
+    for flag, (section, field) in _RUN_FIELDS.items():
+        if flag in given:
+            target = out if section is None else out.setdefault(section, {})
+            target[field] = given[flag]
+    if "ops" in given:
+        out.setdefault("routing", {})["ops"] = given["ops"].split(",")
+    task_options = _key_values(given.get("task_option"), "--task-option")
+    for name in _TASK_SHORTCUTS:
+        if name in given:
+            task_options[name] = given[name]
+    if task_options:
+        out.setdefault("data", {})["task_options"] = task_options
+    if given.get("router_option"):
+        out.setdefault("routing", {})["router_options"] = _key_values(
+            given["router_option"], "--router-option")
+    op_options: dict[str, dict[str, Any]] = {}
+    for key, value in _key_values(given.get("op_option"), "--op-option").items():
+        op, dot, option = key.partition(".")
+        if not dot:
+            raise ConfigError(f"--op-option expects OP.KEY=VALUE, got '{key}={value}'")
+        op_options.setdefault(op, {})[option] = value
+    if op_options:
+        out.setdefault("routing", {})["op_options"] = op_options
+    return out
+
+
+def resolve_config(args: argparse.Namespace):
+    import torch
+
+    from tasks import TASKS
+
+    from .config import resolve
+
+    overrides = overrides_from_args(args)
+    if "preset" not in overrides:
+        overrides["preset"] = "paper" if torch.cuda.is_available() else "cpu"
+    task_name = overrides.get("data", {}).get("task", "listops")
+    task_presets = getattr(TASKS.get(task_name), "presets", {}) or {}
+    return resolve(overrides, task_presets)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from . import records
+    from .train import results_dir, train
+
+    cfg = resolve_config(args)
+    print(f"preset in force: {cfg.preset}")
+    print("resolved config: " + cfg.model_dump_json())
+    record = train(cfg)
+    path = records.write_record(record, results_dir(cfg))
+    rows = []
+    for split, values in record.metrics.items():
+        for name, value in values.items():
+            rows.append([split, name, f"{value:.4f}" if isinstance(value, float) else value])
+    cost = record.cost["test"]
+    rows += [
+        ["cost", "attention_flop_fraction", f"{cost['attention_flop_fraction']:.3f}"],
+        ["cost", "mixer_flop_fraction", f"{cost['mixer_flop_fraction']:.3f}"],
+        ["train", "tokens_per_second", f"{record.training['tokens_per_second']:.0f}"],
+        ["train", "wall_seconds", f"{record.training['wall_seconds']:.1f}"],
+    ]
+    print(tabulate(rows, headers=["", "metric", "value"]))
+    test = record.metrics["test"]
+    if "accuracy" in test and "majority_accuracy" in test:
+        verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
+        print(f"test accuracy {test['accuracy']:.4f} {verdict} the majority-class baseline "
+              f"{test['majority_accuracy']:.4f}")
+    for flag in record.flags:
+        if flag.startswith("leaky"):
+            print(f"WARNING: {flag}")
+    print(f"record: {path}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .checks import run_checks
+    from .train import build_task, seq_len_of
+
+    cfg = resolve_config(args)
+    task = build_task(cfg)  # no data is loaded: checks use random inputs of the task's shape
+    seq_len = seq_len_of(cfg)
+    print(f"checking router '{cfg.routing.router}' with {', '.join(cfg.routing.ops)} on "
+          f"'{cfg.data.task}' ({'causal' if task.causal else 'non-causal'}, seq_len {seq_len}, "
+          f"d_model {cfg.model.d_model})")
+    results = run_checks(cfg, task, seq_len, seed=cfg.seed)
+    print(tabulate([r.row() for r in results], headers=["check", "result", "detail"]))
+    failed = [r.name for r in results if not r.passed]
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .listing import describe_registries
+
+    listing = describe_registries()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for kind, entries in listing.items():
+        if kind == "plugin_failures":
+            for failure in entries:
+                print(f"warning: {failure}", file=sys.stderr)
+            continue
+        print(f"\n{kind}:")
+        print(tabulate([{k: v for k, v in e.items()} for e in entries], headers="keys"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Train and measure router x operators x task combinations.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train one combination and write its result record")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("check", help="invariant checks on random inputs: causality, batch "
+                       "independence, routed == dense, finite, FLOP counts")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("list", help="list operators, routers and tasks with their origin")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ChiaroscuroError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"error: invalid configuration: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,104 @@
+"""Honest cost accounting, accumulated from what the mixing layers report they executed.
+
+Definitions (all analytic forward FLOPs, multiply-add = 2):
+
+- ``attention_flop_fraction``: FLOPs executed by each layer's most expensive operator (the
+  attention) / FLOPs it would execute on every token. 1.0 for dense execution, soft routers and
+  single-operator runs: nothing was skipped, so nothing is claimed.
+- ``mixer_flop_fraction``: FLOPs of all mixing operators executed / FLOPs of full softmax
+  attention (the ``attn`` operator) on every token of the same shape. Below 1 only when the mix
+  really did less work than attention would have.
+- ``model_flops_per_token``: forward FLOPs per real token of the whole model (mixers + MLPs +
+  head); training costs about three times that.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from operators import OPERATORS
+
+from .model import Model
+
+
+class CostMeter:
+    def __init__(self, model: Model, d_model: int, heads: int, seq_len: int, causal: bool):
+        self.model = model
+        self.layers = len(model.mixing_layers)
+        self.names = model.op_names
+        attn = OPERATORS.get("attn")(d_model, heads, seq_len, causal)
+        self._attn_flops = attn.flops  # reference: full softmax attention of the same shape
+        self.reset()
+
+    def reset(self) -> None:
+        self.flops = [[0.0] * len(self.names) for _ in range(self.layers)]
+        self.full = [[0.0] * len(self.names) for _ in range(self.layers)]
+        self.routed = [[0.0] * len(self.names) for _ in range(self.layers)]
+        self.attn_reference = 0.0
+        self.tokens = 0.0
+        self.other_flops = 0.0  # MLPs and head
+        self.fraction_sums: list[torch.Tensor | None] = [None] * self.layers
+        self.gate_sums: dict[int, float] = defaultdict(float)
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, batch_tokens: int, seq_len: int, batch_size: int) -> None:
+        """Add the last forward's work. batch_tokens: real tokens in the batch."""
+        self.steps += 1
+        self.tokens += batch_tokens
+        self.attn_reference += self.layers * batch_size * self._attn_flops(seq_len, seq_len)
+        for i, layer in enumerate(self.model.mixing_layers):
+            cost = layer.last_cost
+            if cost is None:
+                continue
+            for k in range(len(self.names)):
+                self.flops[i][k] += cost.flops[k]
+                self.full[i][k] += cost.full_flops[k]
+                self.routed[i][k] += cost.routed[k]
+            fr = cost.stats.get("fractions")
+            if fr is not None:
+                fr = fr.detach().float().cpu()
+                prev = self.fraction_sums[i]
+                self.fraction_sums[i] = fr if prev is None else prev + fr
+            if "gate" in cost.stats:
+                self.gate_sums[i] += float(cost.stats["gate"].float().mean())
+        self.other_flops += batch_size * seq_len * self._other_flops_per_position()
+
+    def _other_flops_per_position(self) -> float:
+        per_block = 0.0
+        for block in self.model.blocks:
+            per_block += 2 * (block.mlp.fc.weight.numel() + block.mlp.proj.weight.numel())
+        head = sum(p.numel() for n, p in self.model.head.named_parameters() if n.endswith("weight"))
+        return per_block + 2 * head
+
+    def summary(self) -> dict[str, Any]:
+        total_mixer = sum(map(sum, self.flops))
+        top_exec = sum(layer[-1] for layer in self.flops)
+        top_full = sum(layer[-1] for layer in self.full)
+        per_layer = []
+        for i in range(self.layers):
+            routed_total = sum(self.routed[i]) or 1.0
+            entry = {
+                name: {
+                    "token_fraction": self.routed[i][k] / routed_total,
+                    "flops": self.flops[i][k],
+                    "flop_fraction_of_full": self.flops[i][k] / self.full[i][k]
+                    if self.full[i][k] else 0.0,
+                }
+                for k, name in enumerate(self.names)
+            }
+            if i in self.gate_sums and self.steps:
+                entry["gate_mean"] = self.gate_sums[i] / self.steps
+            per_layer.append(entry)
+        tokens = max(self.tokens, 1.0)
+        return {
+            "operators": self.names,
+            "attention_flop_fraction": top_exec / top_full if top_full else 1.0,
+            "mixer_flop_fraction": total_mixer / self.attn_reference if self.attn_reference else 0.0,
+            "mixer_flops_per_token": total_mixer / tokens,
+            "model_flops_per_token": (total_mixer + self.other_flops) / tokens,
+            "per_layer": per_layer,
+        }

@@ -1,0 +1,262 @@
+"""Score-and-band routers: spectral entropy (the method), a random control, and the paper's
+per-sequence top-k form.
+
+``entropy`` and ``random`` share ``CalibratedBandRouter``: a per-token score, and K-1
+thresholds that split the score axis into K bands whose target shares are
+``band_fractions(K, attn_fraction)`` (cheapest operator first). The highest band goes to the
+most expensive operator (index K-1, attention), the lowest to the cheapest (index 0).
+
+Thresholds are running quantiles of the score over real tokens:
+
+- training mode: the first batch initialises them from its own quantiles (the only time a
+  decision depends on the batch); every batch is decided with the *current* thresholds and
+  then moves them toward its quantiles by an exponential moving average (``momentum``);
+- eval mode: they are frozen.
+
+They are buffers (``thresholds``, ``calibrated``), so they live in ``state_dict`` and in
+checkpoints. The decision for a token therefore depends only on that token and the buffers:
+causal and batch independent. An uncalibrated router in eval mode uses the quantiles of a
+uniform score (``thresholds == cumulative band shares``) as its prior.
+
+``entropy-topk`` is the paper's capacity routing: within each sequence the
+``ceil(attn_fraction * length)`` highest-entropy real tokens go to attention. Which tokens
+make the cut depends on the other tokens of the sequence, future ones included: it is NOT
+causal, and is offered only as a flagged leaky variant.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from operators.spectral import spectral_entropy
+from registry import ConfigError
+
+from . import register_router
+from .base import Router, Routing, band_fractions, token_fractions
+
+# torch.quantile refuses inputs above 2**24 elements; larger batches are subsampled (strided).
+_QUANTILE_MAX = 1 << 24
+
+
+def _padding_mask(ctx: Any) -> Tensor | None:
+    return getattr(ctx, "padding_mask", None)
+
+
+def _hard_routing(assignment: Tensor, n_ops: int, mask: Tensor | None, x: Tensor,
+                  **stats: Tensor) -> Routing:
+    """Padding tokens go to the cheapest operator (index 0); weights are one-hot."""
+    if mask is not None:
+        assignment = assignment.masked_fill(~mask, 0)
+    weights = torch.nn.functional.one_hot(assignment, n_ops).to(x.dtype)
+    return Routing(
+        assignment=assignment,
+        weights=weights,
+        aux_loss=torch.zeros((), device=x.device),
+        stats={"fractions": token_fractions(assignment, n_ops, mask), **stats},
+    )
+
+
+def entropy_scores(x: Tensor) -> Tensor:
+    """Spectral entropy of each token over the feature axis, (B, N) float32, no grad."""
+    with torch.no_grad():
+        return spectral_entropy(x.detach().float()).float()
+
+
+class CalibratedBandRouter(Router):
+    """Base class: a per-token ``score`` (B, N) banded by running-quantile thresholds.
+
+    Option ``momentum`` (default 0.05): EMA rate of the thresholds toward each training batch's
+    quantiles. Subclasses implement ``score``.
+    """
+
+    hard = True
+    causal = True
+    batch_independent = True
+    min_ops = 2
+
+    thresholds: Tensor
+    calibrated: Tensor
+    levels: Tensor
+
+    def __init__(
+        self,
+        d_model: int,
+        n_ops: int,
+        *,
+        causal: bool,
+        attn_fraction: float = 0.375,
+        **options: Any,
+    ):
+        momentum = options.pop("momentum", 0.05)
+        super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
+        try:
+            momentum = float(momentum)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"router option momentum must be a number, got {momentum!r}"
+            ) from None
+        if not 0.0 < momentum <= 1.0:
+            raise ConfigError(f"router option momentum must be in (0, 1], got {momentum}")
+        self.momentum = momentum
+        targets = torch.tensor(band_fractions(n_ops, attn_fraction), dtype=torch.float64)
+        # Quantile levels of the K-1 thresholds: cumulative shares of the bands below each.
+        levels = targets[:-1].cumsum(0).clamp(0.0, 1.0).float()
+        self.register_buffer("levels", levels, persistent=False)
+        self.register_buffer("thresholds", levels.clone())
+        self.register_buffer("calibrated", torch.tensor(False))
+
+    def score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """(B, N, D) -> (B, N) float32, a function of each token's own vector only."""
+        raise NotImplementedError
+
+    def _batch_quantiles(self, scores: Tensor, mask: Tensor | None) -> Tensor | None:
+        real = scores[mask] if mask is not None else scores.reshape(-1)
+        if real.numel() == 0:
+            return None
+        if real.numel() > _QUANTILE_MAX:
+            real = real[:: math.ceil(real.numel() / _QUANTILE_MAX)]
+        return torch.quantile(real.float(), self.levels.float())
+
+    def forward(self, x: Tensor, ctx: Any) -> Routing:
+        mask = _padding_mask(ctx)
+        with torch.no_grad():
+            scores = self.score(x).float()
+            quantiles = self._batch_quantiles(scores, mask) if self.training else None
+            if quantiles is not None:
+                # First training batch: start from its own quantiles (no-op once calibrated).
+                self.thresholds.copy_(
+                    torch.where(self.calibrated, self.thresholds, quantiles.to(self.thresholds))
+                )
+                self.calibrated.fill_(True)
+            thresholds = self.thresholds.float().clone()  # not a view: updated below
+            # Decide with the current thresholds: ties go to the cheaper band.
+            assignment = torch.bucketize(scores, thresholds)
+            if quantiles is not None:
+                self.thresholds.lerp_(quantiles.to(self.thresholds), self.momentum)
+        return _hard_routing(
+            assignment, self.n_ops, mask, x,
+            scores=scores.detach(), thresholds=thresholds,
+        )
+
+
+@register_router(
+    "entropy",
+    description=(
+        "spectral entropy of each token, banded by running-quantile thresholds: the "
+        "highest-entropy attn_fraction of tokens go to the most expensive operator"
+    ),
+)
+class EntropyRouter(CalibratedBandRouter):
+    """CHIAR-Former's router in its causal form: a threshold on each token's own spectral
+    entropy (not a per-sequence top-k), so it never looks at other tokens."""
+
+    def score(self, x: Tensor) -> Tensor:
+        return entropy_scores(x)
+
+
+@register_router(
+    "random",
+    description=(
+        "control for 'entropy': same calibrated bands and token shares, but the score is a "
+        "fixed pseudo-random hash of the token (unrelated to spectral entropy)"
+    ),
+)
+class RandomRouter(CalibratedBandRouter):
+    """The control for ``entropy``: routes the same shares of tokens, at random.
+
+    The score is a fixed hash of the token's own vector, ``frac(SCALE * <x/|x|, r>)`` with r a
+    Gaussian direction drawn once from a generator seeded by option ``seed`` (default 0), and is
+    banded by the same calibrated quantile thresholds as ``entropy``. The fractional part of a
+    scaled random projection oscillates ``SCALE`` times across the projection's range, so it
+    looks uniform and carries no information about the token's spectrum.
+
+    Why a hash and not ``torch.rand``: fresh random numbers would make a token's decision
+    depend on how many tokens came before it in the batch (the generator's state), so an
+    example would route differently alone and in a batch, evaluation would not be repeatable,
+    and the causality/batch-independence checks could not tell a leak from noise. The hash is
+    deterministic and per token, exactly like the entropy score it replaces.
+
+    SCALE is moderate on purpose: a larger one makes the score more chaotic but also more
+    sensitive to float rounding in the token (round-off of 1e-7 moves the score by about
+    SCALE * 1e-7), and a decision that flips under rounding noise would trip the harness's
+    exact causality and batch-independence checks on real models.
+    """
+
+    SCALE = 16.0
+
+    def __init__(self, d_model: int, n_ops: int, *, causal: bool,
+                 attn_fraction: float = 0.375, **options: Any):
+        seed = options.pop("seed", 0)
+        super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise ConfigError(f"router option seed must be an integer, got {seed!r}") from None
+        generator = torch.Generator().manual_seed(seed)
+        # A plain tensor, not a buffer: Module.to(dtype) must not round it (the hash would
+        # change), and it is rebuilt from the seed, so checkpoints need not carry it.
+        self._direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
+        self._direction_on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def _direction_for(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = (device, dtype)
+        if key not in self._direction_on:
+            self._direction_on[key] = self._direction.to(device=device, dtype=dtype)
+        return self._direction_on[key]
+
+    def score(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            dtype = torch.float32 if x.device.type == "mps" else torch.float64
+            v = x.detach().to(dtype)
+            u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            projection = (u * self._direction_for(v.device, dtype)).sum(dim=-1)
+            return torch.remainder(self.SCALE * projection, 1.0).float()
+
+
+@register_router(
+    "entropy-topk",
+    description=(
+        "LEAKY: the paper's capacity routing, the top ceil(attn_fraction * length) "
+        "spectral-entropy tokens of each sequence go to the most expensive operator"
+    ),
+)
+class EntropyTopKRouter(Router):
+    """Per sequence, the ``ceil(attn_fraction * L)`` highest-entropy real tokens go to operator
+    K-1 (L = real length); for K > 2 the rest are split into equal rank bands, lower entropy to
+    cheaper operators. Ties are broken by position (earlier first).
+
+    Whether token t makes the cut depends on every other token of its sequence, the future
+    ones included: ``causal = False`` and ``leaky = True``. It never looks at other examples,
+    so it stays batch independent.
+    """
+
+    hard = True
+    causal = False
+    batch_independent = True
+    leaky = True
+    min_ops = 2
+
+    def forward(self, x: Tensor, ctx: Any) -> Routing:
+        mask = _padding_mask(ctx)
+        b, n = x.shape[:2]
+        real = mask if mask is not None else torch.ones(b, n, dtype=torch.bool, device=x.device)
+        scores = entropy_scores(x)
+        with torch.no_grad():
+            ranked = scores.masked_fill(~real, float("-inf"))
+            order = torch.argsort(ranked, dim=1, descending=True, stable=True)
+            rank_desc = torch.empty_like(order).scatter_(
+                1, order, torch.arange(n, device=x.device).expand(b, n).contiguous()
+            )
+            length = real.sum(dim=1, keepdim=True)  # (B, 1)
+            rank_asc = length - 1 - rank_desc  # 0 = lowest entropy among real tokens
+            n_top = torch.ceil(length.double() * self.attn_fraction - 1e-9).long()
+            rest = length - n_top
+            j = torch.arange(1, self.n_ops, device=x.device)  # (K-1,)
+            # bounds[:, j-1] = number of real tokens in operators 0..j-1 (bounds[:, -1] = rest)
+            bounds = (j * rest) // (self.n_ops - 1)
+            assignment = (rank_asc.unsqueeze(-1) >= bounds.unsqueeze(1)).sum(dim=-1)
+        return _hard_routing(assignment, self.n_ops, mask, x, scores=scores.detach())
