@@ -7,6 +7,7 @@ override the preset. Input errors print one line on stderr and exit with status 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Any
@@ -169,14 +170,12 @@ def resolve_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from . import records
-    from .train import results_dir, train
+    from .train import train
 
     cfg = resolve_config(args)
     print(f"preset in force: {cfg.preset}")
     print("resolved config: " + cfg.model_dump_json())
-    record = train(cfg)
-    path = records.write_record(record, results_dir(cfg))
+    record, path = train(cfg)
     rows = []
     for split, values in record.metrics.items():
         for name, value in values.items():
@@ -239,6 +238,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODULE_COMMANDS = [
+    ("bench", "bench", "microbenchmarks of operators and routed layers (times and ratios)"),
+    ("leaderboard", "leaderboard", "regenerate results/LEADERBOARD.md from the run records"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness",
@@ -252,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "independence, routed == dense, finite, FLOP counts")
     add_run_arguments(p)
     p.set_defaults(func=cmd_check)
+    # Subcommands that live in their own module: each exposes add_arguments(parser) and
+    # run(args) -> exit status.
+    for name, module, text in _MODULE_COMMANDS:
+        mod = importlib.import_module(f"harness.{module}")
+        p = sub.add_parser(name, help=text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
     p = sub.add_parser("list", help="list operators, routers and tasks with their origin")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
@@ -259,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # progress lines must reach a log file or pipe as they happen, not at exit
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -64,15 +64,20 @@ class OptimConfig(_Strict):
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.98, ge=0, lt=1)
     warmup_steps: int = Field(50, ge=0)
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, gt=0)  # global: split over ranks and accumulation micro-steps
+    grad_accum: int = Field(1, gt=0)
     grad_clip: float = Field(1.0, ge=0)  # 0 disables clipping
 
 
 class BudgetConfig(_Strict):
     max_steps: int = Field(1000, gt=0)
-    max_time: float | None = Field(None, gt=0)  # seconds of training; the schedule still uses max_steps
+    max_time: float | None = Field(None, gt=0)  # seconds of training; schedule uses max_steps
+    max_tokens: int | None = Field(None, gt=0)  # real training tokens
     eval_every: int = Field(200, gt=0)
     eval_batches: int | None = Field(None, gt=0)  # cap on validation batches during training
+    patience: int | None = Field(None, gt=0)  # early stop after this many evals w/o improvement
+    ckpt_every: int = Field(500, gt=0)
+    log_every: int = Field(10, gt=0)  # steps between metrics.jsonl lines
 
 
 class RunConfig(_Strict):
@@ -80,7 +85,9 @@ class RunConfig(_Strict):
     seed: int = 0
     device: str = "auto"  # auto: CUDA if present
     allow_leaky: bool = False
+    compile: bool = False  # torch.compile the model (pays on GPU, not on CPU)
     out: str | None = None  # directory for the result record (default results/runs)
+    work_dir: str | None = None  # checkpoints and logs (default: --out, else runs/)
     model: ModelConfig = Field(default_factory=ModelConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -90,7 +97,9 @@ class RunConfig(_Strict):
     def digest(self) -> str:
         """Hash of what determines the result (not where it is written, not the seed): runs
         with the same digest and different seeds are repeats of one configuration."""
-        payload = self.model_dump(exclude={"out", "seed", "device"})
+        payload = self.model_dump(exclude={"out": True, "work_dir": True, "seed": True,
+                                           "device": True, "compile": True,
+                                           "budget": {"ckpt_every", "log_every"}})
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -44,6 +44,22 @@ class CostMeter:
         self.gate_sums: dict[int, float] = defaultdict(float)
         self.steps = 0
 
+    _STATE = ("flops", "full", "routed", "attn_reference", "tokens", "other_flops", "steps")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Accumulators as plain values and tensors (checkpoint-safe)."""
+        state = {name: getattr(self, name) for name in self._STATE}
+        state["fraction_sums"] = [t if t is not None else torch.empty(0)
+                                  for t in self.fraction_sums]
+        state["gate_sums"] = {str(k): v for k, v in self.gate_sums.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self._STATE:
+            setattr(self, name, state[name])
+        self.fraction_sums = [t if t.numel() else None for t in state["fraction_sums"]]
+        self.gate_sums = defaultdict(float, {int(k): v for k, v in state["gate_sums"].items()})
+
     @torch.no_grad()
     def update(self, batch_tokens: int, seq_len: int, batch_size: int) -> None:
         """Add the last forward's work. batch_tokens: real tokens in the batch."""
@@ -80,16 +96,21 @@ class CostMeter:
         top_full = sum(layer[-1] for layer in self.full)
         per_layer = []
         for i in range(self.layers):
-            routed_total = sum(self.routed[i]) or 1.0
             entry = {
                 name: {
-                    "token_fraction": self.routed[i][k] / routed_total,
+                    # share of real tokens this operator computed: sums to 1 over operators
+                    # for hard routers; 1 for each operator under a soft router
+                    "token_fraction": self.routed[i][k] / max(self.tokens, 1.0),
                     "flops": self.flops[i][k],
                     "flop_fraction_of_full": self.flops[i][k] / self.full[i][k]
                     if self.full[i][k] else 0.0,
                 }
                 for k, name in enumerate(self.names)
             }
+            if self.fraction_sums[i] is not None and self.steps:
+                # the router's own share per operator: soft weights for soft routers
+                for k, name in enumerate(self.names):
+                    entry[name]["weight_fraction"] = float(self.fraction_sums[i][k]) / self.steps
             if i in self.gate_sums and self.steps:
                 entry["gate_mean"] = self.gate_sums[i] / self.steps
             per_layer.append(entry)
@@ -97,7 +118,8 @@ class CostMeter:
         return {
             "operators": self.names,
             "attention_flop_fraction": top_exec / top_full if top_full else 1.0,
-            "mixer_flop_fraction": total_mixer / self.attn_reference if self.attn_reference else 0.0,
+            "mixer_flop_fraction": total_mixer / self.attn_reference
+            if self.attn_reference else 0.0,
             "mixer_flops_per_token": total_mixer / tokens,
             "model_flops_per_token": (total_mixer + self.other_flops) / tokens,
             "per_layer": per_layer,

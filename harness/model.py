@@ -191,7 +191,8 @@ class Model(nn.Module):
         if n > self.seq_len:
             from registry import ConfigError
 
-            raise ConfigError(f"sequence of length {n} exceeds the model's --seq-len {self.seq_len}")
+            raise ConfigError(
+                f"sequence of length {n} exceeds the model's --seq-len {self.seq_len}")
         positions = torch.arange(n, device=tokens.device)
         x = self.drop(self.embed(tokens) + self.pos(positions))
         has_padding = not bool(batch.padding_mask.all())

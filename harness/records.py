@@ -2,23 +2,108 @@
 
 Every record holds the full resolved config, versions, git commit, hardware and seed, so any
 number on the leaderboard can be traced back to the exact run that produced it.
+
+Schema (``schema_version`` 2; version 1 records still load, their new fields take defaults):
+
+- identity: ``run_id``, ``created``, ``task``, ``router``, ``operators`` (cheapest first),
+  ``operator_options`` and ``router_options`` (filled from ``config.routing`` when absent),
+  ``seed``, ``preset``, ``config`` (the resolved ``RunConfig``), ``config_hash``
+  (``RunConfig.digest()``: everything that determines the result except the seed), ``budget``
+  (``config.budget`` when absent).
+- ``task_metric`` / ``higher_is_better``: the task's headline metric and its direction (when
+  absent they are inferred from the metric names: ``accuracy`` up, ``perplexity`` down).
+- ``metrics``: split -> metric -> value ("valid", "test"; language modelling has
+  ``perplexity`` (token level) and ``word_perplexity``).
+- ``cost``: {"test": CostMeter.summary(), "train": CostMeter.summary(), "execution": ...}.
+- ``training``: steps, stop reason, tokens/s, wall seconds, peak memory, validation history.
+- ``parameters``; ``data`` (``task.describe()`` plus ``split_hashes``: split -> sha256 of the
+  exact examples, see ``split_hash``); ``environment`` (hardware, torch/CUDA, package version,
+  git commit, plugin distributions and versions).
+- ``flags``: "leaky: <reason>" for anything that may see the future or other examples,
+  "preset:<name>" (informational); any other flag marks the run as flagged on the board.
+- ``telemetry`` (optional): routing telemetry for plots, see ``Telemetry`` and
+  ``RoutingTelemetry`` (which collects it).
+- ``status`` ("finished" unless the run failed or was interrupted) and ``error``.
+
+Two processes writing at once lose nothing: every write goes to its own temporary file in the
+target directory and is renamed into place (atomic on POSIX), so a reader sees either the old or
+the new complete file and temp names never collide. One file per (configuration, seed):
+re-running the same seed replaces its record, it never adds a second one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:  # torch is imported lazily: reading records and the leaderboard do not need it
+    import torch
+
+SCHEMA_VERSION = 2
+
+# Flags with these prefixes are informational; any other flag marks a run as flagged.
+INFO_FLAG_PREFIXES = ("preset:",)
+
+# Entropy histograms: fixed bins over [0, 1] so histograms from different runs add up.
+ENTROPY_BINS = 20
+
+
+class EntropyHistogram(BaseModel):
+    """Spectral entropy (of the mixing layer's input token) of the tokens routed to each
+    operator, per layer. Counts are tokens (hard routers) or summed weights (soft routers)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    split: str = "test"
+    bin_edges: list[float]
+    per_layer: list[dict[str, list[float]]]  # layer -> operator -> counts (len(bin_edges) - 1)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> EntropyHistogram:
+        if len(self.bin_edges) < 2:
+            raise ValueError("bin_edges needs at least two edges")
+        n = len(self.bin_edges) - 1
+        for i, layer in enumerate(self.per_layer):
+            for op, counts in layer.items():
+                if len(counts) != n:
+                    raise ValueError(
+                        f"layer {i} operator '{op}': {len(counts)} counts for {n} bins")
+        return self
+
+    def totals(self) -> dict[str, list[float]]:
+        """Counts per operator summed over layers."""
+        n = len(self.bin_edges) - 1
+        out: dict[str, list[float]] = {}
+        for layer in self.per_layer:
+            for op, counts in layer.items():
+                acc = out.setdefault(op, [0.0] * n)
+                for j, c in enumerate(counts):
+                    acc[j] += c
+        return out
+
+
+class GatePoint(BaseModel):
+    step: int
+    # per layer: mean of stats['gate'] over the training batches since the previous point
+    gate: list[float]
+
+
+class Telemetry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    entropy_histogram: EntropyHistogram | None = None
+    gate_history: list[GatePoint] = Field(default_factory=list)
 
 
 class RunRecord(BaseModel):
@@ -34,22 +119,98 @@ class RunRecord(BaseModel):
     preset: str | None
     config: dict[str, Any]
     config_hash: str
-    flags: list[str] = Field(default_factory=list)  # "leaky", "preset:cpu", ...
+    flags: list[str] = Field(default_factory=list)  # "leaky: ...", "preset:cpu", ...
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     cost: dict[str, Any]
     training: dict[str, Any]
     parameters: int
     data: dict[str, Any]
     environment: dict[str, Any]
+    # -- schema 2 (all optional: version 1 records load with these defaults) -----------------
+    task_metric: str | None = None
+    higher_is_better: bool | None = None
+    operator_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    router_options: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] = Field(default_factory=dict)
+    telemetry: Telemetry | None = None
+    # "finished", or why the run stopped without a result ("failed", "interrupted", ...):
+    # unfinished records are kept for the trace but never enter the leaderboard
+    status: str = "finished"
+    error: str | None = None
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v < 1 or v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is not supported by this harness "
+                             f"(1..{SCHEMA_VERSION}); upgrade the harness to read it")
+        return v
+
+    @model_validator(mode="after")
+    def _fill_from_config(self) -> RunRecord:
+        routing = self.config.get("routing") if isinstance(self.config, dict) else None
+        if isinstance(routing, dict):
+            if not self.operator_options and isinstance(routing.get("op_options"), dict):
+                self.operator_options = {k: dict(v) for k, v in routing["op_options"].items()
+                                         if isinstance(v, dict) and v}
+            if not self.router_options and isinstance(routing.get("router_options"), dict):
+                self.router_options = dict(routing["router_options"])
+        if not self.budget and isinstance(self.config.get("budget"), dict):
+            self.budget = dict(self.config["budget"])
+        return self
+
+    # -- derived ------------------------------------------------------------------------------
+
+    def headline(self) -> tuple[str, bool] | None:
+        """(metric, higher_is_better) of the task: declared, else inferred from the names."""
+        if self.task_metric:
+            higher = self.higher_is_better
+            if higher is None:
+                higher = _infer_direction(self.task_metric)
+            if higher is not None:
+                return self.task_metric, higher
+        test = self.metrics.get("test", {})
+        if "accuracy" in test:
+            return "accuracy", True
+        if "perplexity" in test:
+            return "perplexity", False
+        return None
+
+    @property
+    def leaky(self) -> bool:
+        return any(f.startswith("leaky") for f in self.flags)
+
+    @property
+    def warning_flags(self) -> list[str]:
+        """Flags that keep the run out of the ranking (leaky ones included)."""
+        return [f for f in self.flags if not f.startswith(INFO_FLAG_PREFIXES)]
+
+    @property
+    def split_hashes(self) -> dict[str, str]:
+        hashes = self.data.get("split_hashes")
+        return dict(hashes) if isinstance(hashes, dict) else {}
+
+
+def _infer_direction(metric: str) -> bool | None:
+    name = metric.lower()
+    if "accuracy" in name or name in ("f1", "auc"):
+        return True
+    if "perplexity" in name or "loss" in name or "error" in name:
+        return False
+    return None
+
+
+# -- writing ------------------------------------------------------------------------------------
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same directory and rename: readers never see half a file,
     and a crash leaves the previous version intact."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -57,12 +218,86 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def record_filename(run_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_.+=@" else "_" for c in run_id)
+    return f"{safe.lstrip('.') or 'run'}.json"
 
 
 def write_record(record: RunRecord, directory: Path) -> Path:
-    path = directory / f"{record.run_id}.json"
+    path = Path(directory) / record_filename(record.run_id)
     atomic_write_text(path, record.model_dump_json(indent=2) + "\n")
     return path
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying what is wrong with a record."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in e["loc"]) or "(record)"
+            parts.append(f"{loc}: {e['msg']}")
+        more = len(exc.errors()) - 5
+        return "invalid record: " + "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def load_record(path: Path) -> RunRecord:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return RunRecord.model_validate(data)
+
+
+def iter_records(directory: Path) -> Iterator[tuple[Path, RunRecord | None, str | None]]:
+    """(path, record, None) for each valid record, (path, None, problem) for each bad one, in
+    file-name order. Temporary files of writers in progress (``.*.tmp``) are never read."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        try:
+            yield path, load_record(path), None
+        except (OSError, ValueError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
+            yield path, None, describe_error(exc)
+
+
+def load_records(directory: Path) -> tuple[list[RunRecord], list[str]]:
+    """All valid records under a directory, and one message per malformed file (skipped)."""
+    records, problems = [], []
+    for path, record, problem in iter_records(directory):
+        if record is not None:
+            records.append(record)
+        else:
+            problems.append(f"{path}: {problem}")
+    return records, problems
+
+
+# -- what train.py fills ------------------------------------------------------------------------
 
 
 def git_commit() -> str | None:
@@ -94,6 +329,8 @@ def cpu_name() -> str:
 
 def environment(device: torch.device) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     try:
         package_version = version("chiaroscuro-bench")
@@ -133,12 +370,172 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def load_records(directory: Path) -> tuple[list[RunRecord], list[str]]:
-    """All valid records under a directory, and one message per malformed file (skipped)."""
-    records, problems = [], []
-    for path in sorted(directory.glob("*.json")):
+def split_hash(examples: Iterable[Any]) -> str:
+    """sha256 of a data split's exact examples, in order: each example is fed with a canonical
+    encoding (tensors and arrays as dtype kind + shape + little-endian int64/float64 bytes,
+    tuples and lists element by element, scalars by type and repr), so the hash changes when
+    any token, label or window changes and not when the storage dtype does.
+
+    ``examples`` is anything indexable with ``len`` (a task's ``dataset(split)``) or iterable.
+    """
+    h = hashlib.sha256()
+    if hasattr(examples, "__len__") and hasattr(examples, "__getitem__"):
+        seq: Iterable[Any] = (examples[i] for i in range(len(examples)))  # type: ignore[index]
+    else:
+        seq = examples
+    n = 0
+    for example in seq:
+        _feed(h, example)
+        n += 1
+    h.update(f"#{n}".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    import numpy as np
+
+    if hasattr(obj, "detach") and hasattr(obj, "cpu") and hasattr(obj, "numpy"):  # torch tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "biu":
+            arr, kind = obj.astype("<i8", copy=False), "i"
+        elif obj.dtype.kind == "f":
+            arr, kind = obj.astype("<f8", copy=False), "f"
+        else:
+            arr, kind = obj, obj.dtype.str
+        h.update(f"A{kind}{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    elif isinstance(obj, (tuple, list)):
+        h.update(f"({len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+        h.update(b")")
+    elif isinstance(obj, dict):
+        h.update(f"{{{len(obj)}".encode())
+        for key in sorted(obj, key=str):
+            _feed(h, str(key))
+            _feed(h, obj[key])
+        h.update(b"}")
+    elif isinstance(obj, (bool, np.bool_)):
+        h.update(b"b1" if obj else b"b0")
+    elif isinstance(obj, (int, np.integer)):
+        h.update(f"i{int(obj)};".encode())
+    elif isinstance(obj, (float, np.floating)):
+        h.update(f"f{float(obj)!r};".encode())
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8")
+        h.update(f"s{len(b)}:".encode() + b)
+    elif obj is None:
+        h.update(b"N")
+    else:
+        raise TypeError(f"split_hash cannot encode {type(obj).__name__}")
+
+
+class RoutingTelemetry:
+    """Collects ``Telemetry`` from a model's mixing layers through forward hooks.
+
+    - Gate over training: while the model is in training mode, each layer's
+      ``last_routing.stats['gate']`` (routers that report one, e.g. ``meta``) is averaged;
+      ``gate_checkpoint(step)`` appends ``{"step", "gate": [per-layer mean]}`` and resets.
+    - Entropy histograms: inside ``with telemetry.collect_histogram("test"):`` every forward
+      bins the spectral entropy of each real token of the layer input by the operator it went
+      to (hard routers: ``assignment``; soft routers: ``weights`` summed).
+
+    Usage in train.py::
+
+        telemetry = records.RoutingTelemetry(model.mixing_layers, model.op_names)
+        ...training loop; at each eval point: telemetry.gate_checkpoint(step)
+        with telemetry.collect_histogram("test"):
+            metrics["test"] = evaluate(model, task, "test", ...)
+        telemetry.close()
+        record.telemetry = telemetry.summary()
+    """
+
+    def __init__(self, layers: list[Any], op_names: list[str], bins: int = ENTROPY_BINS):
+        self.op_names = list(op_names)
+        self.n_layers = len(layers)
+        self.bin_edges = [round(i / bins, 10) for i in range(bins + 1)]
+        self._bins = bins
+        self._gate_sum = [0.0] * self.n_layers
+        self._gate_n = [0] * self.n_layers
+        self.gate_history: list[GatePoint] = []
+        self._hist: list[Any] | None = None
+        self._hist_split = "test"
+        self._collected = False
+        self._handles = [layer.register_forward_hook(self._hook(i))
+                         for i, layer in enumerate(layers)]
+
+    def _hook(self, index: int):
+        def hook(module: Any, args: tuple[Any, ...], output: Any) -> None:
+            routing = getattr(module, "last_routing", None)
+            if routing is None:
+                return
+            if module.training and "gate" in routing.stats:
+                self._gate_sum[index] += float(routing.stats["gate"].float().mean())
+                self._gate_n[index] += 1
+            if self._hist is not None and args:
+                ctx = args[1] if len(args) > 1 else None
+                self._add_histogram(index, args[0], routing, getattr(ctx, "padding_mask", None))
+        return hook
+
+    def _add_histogram(self, index: int, x: Any, routing: Any, mask: Any) -> None:
+        import torch
+
+        from operators.spectral import spectral_entropy
+
+        with torch.no_grad():
+            h = spectral_entropy(x.detach().float()).float().clamp(0.0, 1.0)  # (B, N)
+            real = (torch.ones_like(h, dtype=torch.bool) if mask is None else mask.bool())
+            bins = torch.clamp((h * self._bins).long(), max=self._bins - 1)  # [0, 1] -> bin
+            k = len(self.op_names)
+            if routing.assignment is not None:
+                w = torch.nn.functional.one_hot(routing.assignment.long(), k).float()
+            else:
+                w = routing.weights.detach().float()
+            w = w * real.unsqueeze(-1).float()
+            flat_bins = bins.reshape(-1)
+            flat_w = w.reshape(-1, k)
+            counts = torch.zeros(self._bins, k, dtype=torch.float64, device=flat_w.device)
+            counts.index_add_(0, flat_bins, flat_w.double())
+            self._hist[index] += counts.cpu()
+            self._collected = True
+
+    @contextmanager
+    def collect_histogram(self, split: str = "test") -> Iterator[None]:
+        import torch
+
+        self._hist = [torch.zeros(self._bins, len(self.op_names), dtype=torch.float64)
+                      for _ in range(self.n_layers)]
+        self._hist_split = split
         try:
-            records.append(RunRecord.model_validate(json.loads(path.read_text())))
-        except (OSError, ValueError) as exc:
-            problems.append(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    return records, problems
+            yield
+        finally:
+            self._frozen_hist = self._hist
+            self._hist = None
+
+    def gate_checkpoint(self, step: int) -> None:
+        if not any(self._gate_n):
+            return
+        gates = [s / n if n else float("nan") for s, n in zip(self._gate_sum, self._gate_n)]
+        self.gate_history.append(GatePoint(step=step, gate=[g for g in gates if g == g]))
+        self._gate_sum = [0.0] * self.n_layers
+        self._gate_n = [0] * self.n_layers
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def summary(self) -> Telemetry | None:
+        hist = None
+        frozen = getattr(self, "_frozen_hist", None)
+        if frozen is not None and self._collected:
+            hist = EntropyHistogram(
+                split=self._hist_split,
+                bin_edges=self.bin_edges,
+                per_layer=[{name: [float(c) for c in layer[:, k].tolist()]
+                            for k, name in enumerate(self.op_names)} for layer in frozen],
+            )
+        if hist is None and not self.gate_history:
+            return None
+        return Telemetry(entropy_histogram=hist, gate_history=list(self.gate_history))

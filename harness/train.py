@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import resource
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,12 @@ from operators import OPERATORS
 from registry import ChiaroscuroError, ConfigError
 from routers import ROUTERS
 from tasks import TASKS, Task
+from tasks.base import SPLITS
 
-from . import records
+from . import checkpoint, distributed, records
 from .config import RunConfig
 from .cost import CostMeter
+from .data import EpochBatches
 from .model import Model, count_parameters
 
 DEFAULT_SEQ_LEN = 256
@@ -40,7 +44,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for CUDA, but torch sees no GPU; use --device cpu")
+        raise ConfigError(
+            f"--device {name} asked for CUDA, but torch sees no GPU; use --device cpu")
     return device
 
 
@@ -119,7 +124,8 @@ def make_optimizer(model: Model, cfg: RunConfig) -> torch.optim.Optimizer:
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     o = cfg.optim
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        [{"params": decay, "weight_decay": o.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
         lr=o.lr, betas=(o.beta1, o.beta2),
     )
 
@@ -134,11 +140,6 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
-
-
-def batches_forever(loader: DataLoader) -> Iterator[Any]:
-    while True:
-        yield from loader
 
 
 def autocast(device: torch.device):
@@ -182,122 +183,366 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> records.RunRecord:
-    """Train, evaluate on validation during training and on test at the end, and return the
-    result record (the caller writes it)."""
-    t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    task = build_task(cfg)
-    flags = [f"leaky: {r}" for r in refuse_leaks(cfg, task.causal)]
-    if cfg.preset:
-        flags.append(f"preset:{cfg.preset}")
-    seq_len = seq_len_of(cfg)
-    if task.causal:
-        flags += guard_causal_task(cfg, task, seq_len, log)
+class Interrupted(ChiaroscuroError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
 
-    seed_everything(cfg.seed)
-    model = Model(cfg, task, seq_len).to(device)
-    n_params = count_parameters(model)
-    log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, {n_params:,} parameters; "
-        f"operators by cost: {', '.join(model.op_names)}; router: {cfg.routing.router}; "
-        f"device: {device}")
 
-    train_set = task.dataset("train")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_set, batch_size=cfg.optim.batch_size, shuffle=True,
-                        drop_last=len(train_set) > cfg.optim.batch_size,
-                        collate_fn=task.collate, generator=generator)
-    optimizer = make_optimizer(model, cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
-    cost_kwargs = dict(d_model=cfg.model.d_model, heads=cfg.model.heads, seq_len=seq_len,
-                       causal=task.causal)
-    train_cost = CostMeter(model, **cost_kwargs)
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint written
+    on the way out is consistent."""
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    train_tokens, train_seconds, step = 0, 0.0, 0
-    stop_reason = "max_steps"
-    model.train()
-    batches = batches_forever(loader)
-    bar = tqdm(total=cfg.budget.max_steps, desc=f"{cfg.data.task} {cfg.routing.router}",
-               unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
-    for step in range(1, cfg.budget.max_steps + 1):
-        t0 = time.perf_counter()
-        batch = next(batches).to(device)
-        with autocast(device):
-            logits, aux = model(batch)
-            loss = task.loss(logits, batch)
-            total = loss + cfg.routing.aux_weight * aux
-        if not torch.isfinite(total):
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
+    """(record path, work directory for checkpoint and metrics log) of a run."""
+    rid = run_id(cfg)
+    records_dir = results_dir(cfg)
+    work = Path(cfg.work_dir) if cfg.work_dir else (Path(cfg.out) if cfg.out else Path("runs"))
+    return records_dir / records.record_filename(rid), work / rid
+
+
+class Trainer:
+    """One run: build, (resume,) train, evaluate, record. Re-running the same config on the
+    same --out continues from the last checkpoint; a finished run is not redone."""
+
+    def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.dist, device_name = distributed.setup(cfg.device)
+        self.log = log if self.dist.is_main else (lambda msg: None)
+        self.device = resolve_device(device_name)
+        self.record_path, self.work_dir = run_paths(cfg)
+        self.ckpt_path = self.work_dir / "checkpoint.pt"
+        self.metrics_path = self.work_dir / "metrics.jsonl"
+        o = cfg.optim
+        if o.batch_size % (self.dist.world * o.grad_accum):
+            raise ConfigError(
+                f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
+                f"({self.dist.world} x {o.grad_accum})")
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def build(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.task = build_task(cfg)
+        self.flags = [f"leaky: {r}" for r in refuse_leaks(cfg, self.task.causal)]
+        if cfg.preset:
+            self.flags.append(f"preset:{cfg.preset}")
+        self.seq_len = seq_len_of(cfg)
+        if self.task.causal:
+            self.flags += guard_causal_task(cfg, self.task, self.seq_len, self.log)
+        seed_everything(cfg.seed)
+        self.model = Model(cfg, self.task, self.seq_len).to(self.device)
+        self.n_params = count_parameters(self.model)
+        self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
+                 f"{self.n_params:,} parameters; operators by cost: "
+                 f"{', '.join(self.model.op_names)}; router: {cfg.routing.router}; "
+                 f"device: {self.device}" + (f" x {self.dist.world} processes"
+                                             if self.dist.enabled else ""))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.forward_model: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # routed execution can leave an operator without tokens in a step
+            self.forward_model = DDP(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=len(cfg.routing.ops) > 1)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        self.batches = EpochBatches(self.task.dataset("train"), cfg.optim.batch_size, cfg.seed)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
+        self.cost_kwargs = dict(d_model=cfg.model.d_model, heads=cfg.model.heads,
+                                seq_len=self.seq_len, causal=self.task.causal)
+        self.train_cost = CostMeter(self.model, **self.cost_kwargs)
+        self.progress: dict[str, Any] = {
+            "step": 0, "train_tokens": 0, "train_seconds": 0.0, "history": [], "best": None,
+            "evals_since_best": 0, "stop_reason": None, "finished": False, "gate_history": [],
+        }
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.model_dump_json(),
+            "config_hash": self.cfg.digest(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "progress": json.dumps(self.progress),
+            "train_cost": self.train_cost.state_dict(),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            checkpoint.save(self.ckpt_path, self.state())
+        distributed.barrier(self.dist)
+
+    def maybe_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        state = checkpoint.load(self.ckpt_path)
+        if state["config_hash"] != self.cfg.digest() or \
+                json.loads(state["config"])["seed"] != self.cfg.seed:
+            raise ConfigError(
+                f"{self.ckpt_path} belongs to a run with a different configuration; use another "
+                f"--out, or delete {self.work_dir} to start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        checkpoint.set_rng_state(state["rng"])
+        self.progress = json.loads(state["progress"])
+        self.train_cost.load_state_dict(state["train_cost"])
+        self._truncate_metrics_log(self.progress["step"])
+        self.log(f"resumed from {self.ckpt_path} at step {self.progress['step']}")
+        return True
+
+    def _truncate_metrics_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint: they will be written again."""
+        if not (self.dist.is_main and self.metrics_path.exists()):
+            return
+        keep = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        records.atomic_write_text(self.metrics_path, "".join(f"{k}\n" for k in keep))
+
+    def _log_metrics(self, entry: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    # -- training ---------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        """One optimiser step over the global batch (this rank's shards, accumulated)."""
+        cfg, n_micro = self.cfg, self.cfg.optim.grad_accum
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, tokens = 0.0, 0
+        for micro in range(n_micro):
+            batch = self.batches.batch(self.task, step, self.dist.rank, self.dist.world,
+                                       micro, n_micro).to(self.device)
+            sync = micro == n_micro - 1 or not self.dist.enabled
+            context = nullcontext() if sync else self.forward_model.no_sync()
+            with context, autocast(self.device):
+                logits, aux = self.forward_model(batch)
+                loss = self.task.loss(logits, batch)
+                total = (loss + cfg.routing.aux_weight * aux) / n_micro
+            if not torch.isfinite(total):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at step {step + 1} (router aux {aux.item()}); "
+                    f"the last good checkpoint is kept in {self.work_dir}; lower --lr "
+                    f"(now {cfg.optim.lr}) or check the operators")
+            with context:
+                total.backward()
+            loss_sum += loss.item() / n_micro
+            n_tokens = int(batch.padding_mask.sum())
+            tokens += n_tokens
+            self.train_cost.update(n_tokens, batch.tokens.shape[1], len(batch))
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+        if not torch.isfinite(norm):
             raise TrainingDiverged(
-                f"loss became {total.item()} at step {step} (task loss {loss.item()}, router "
-                f"aux {aux.item()}); lower --lr (now {cfg.optim.lr}) or check the operators"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        schedule.step()
-        n_tokens = int(batch.padding_mask.sum())
-        train_cost.update(n_tokens, batch.tokens.shape[1], len(batch))
-        train_tokens += n_tokens
-        train_seconds += time.perf_counter() - t0
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                f"gradient norm became {norm.item()} at step {step + 1}; the last good "
+                f"checkpoint is kept in {self.work_dir}; lower --lr (now {cfg.optim.lr})")
+        self.optimizer.step()
+        self.schedule.step()
+        return loss_sum, tokens * self.dist.world
 
-        if step % cfg.budget.eval_every == 0 or step == cfg.budget.max_steps:
-            val = evaluate(model, task, "valid", device, cfg.optim.batch_size,
-                           cfg.budget.eval_batches)
-            entry = {"step": step, "train_loss": loss.item(), "lr": schedule.get_last_lr()[0],
-                     "valid": val, "tokens_per_second": train_tokens / max(train_seconds, 1e-9)}
-            history.append(entry)
-            if best is None or _better(task, val, best["valid"]):
-                best = entry
-            msg = f"step {step}: train loss {loss.item():.4f}, valid {task.metric} " \
-                  f"{val[task.metric]:.4f}"
-            bar.write(msg) if bar.disable is False else log(msg)
-        if cfg.budget.max_time is not None and train_seconds >= cfg.budget.max_time:
-            stop_reason = "max_time"
-            break
-    bar.close()
+    def _telemetry(self) -> dict[str, Any]:
+        layers = []
+        for layer in self.model.mixing_layers:
+            stats = layer.last_cost.stats if layer.last_cost else {}
+            entry = {}
+            if "fractions" in stats:
+                entry["fractions"] = [round(float(f), 5) for f in stats["fractions"]]
+            if "gate" in stats:
+                entry["gate"] = round(float(stats["gate"].float().mean()), 5)
+            layers.append(entry)
+        return {"layers": layers}
 
-    test_cost = CostMeter(model, **cost_kwargs)
-    metrics = {
-        "valid": evaluate(model, task, "valid", device, cfg.optim.batch_size),
-        "test": evaluate(model, task, "test", device, cfg.optim.batch_size, cost=test_cost),
-    }
-    record = records.RunRecord(
-        run_id=run_id(cfg),
-        created=records.now(),
-        task=cfg.data.task,
-        router=cfg.routing.router,
-        operators=model.op_names,
-        seed=cfg.seed,
-        preset=cfg.preset,
-        config=cfg.model_dump(),
-        config_hash=cfg.digest(),
-        flags=flags,
-        metrics=metrics,
-        cost={"test": test_cost.summary(), "train": train_cost.summary(),
-              "execution": cfg.routing.execution},
-        training={
-            "steps": step,
-            "stop_reason": stop_reason,
-            "train_tokens": train_tokens,
-            "tokens_per_second": train_tokens / max(train_seconds, 1e-9),
-            "train_seconds": train_seconds,
-            "wall_seconds": time.perf_counter() - t_start,
-            "peak_memory_mb": peak_memory_mb(device),
-            "history": history,
-        },
-        parameters=n_params,
-        data=task.describe(),
-        environment=records.environment(device),
-    )
-    return record
+    def evaluate_valid(self, limit: int | None) -> dict[str, float]:
+        return evaluate(self.model, self.task, "valid", self.device,
+                        self.cfg.optim.batch_size, limit)
+
+    def fit(self) -> None:
+        cfg, p = self.cfg, self.progress
+        b = cfg.budget
+        bar = tqdm(total=b.max_steps, initial=p["step"], unit="step", file=sys.stderr,
+                   desc=f"{cfg.data.task} {cfg.routing.router} {'+'.join(cfg.routing.ops)}",
+                   dynamic_ncols=True, disable=None if self.dist.is_main else True)
+        self.model.train()
+        with _StopSignals() as signals:
+            while p["step"] < b.max_steps:
+                t0 = time.perf_counter()
+                loss, tokens = self.train_step(p["step"])
+                p["step"] += 1
+                p["train_tokens"] += tokens
+                p["train_seconds"] += time.perf_counter() - t0
+                step = p["step"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if step % b.log_every == 0 or step == b.max_steps:
+                    telemetry = self._telemetry()
+                    self._log_metrics({
+                        "step": step, "loss": loss, "lr": self.schedule.get_last_lr()[0],
+                        "tokens_per_second": p["train_tokens"] / max(p["train_seconds"], 1e-9),
+                        **telemetry})
+                    gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
+                    if gates:
+                        p["gate_history"].append({"step": step, "gate": gates})
+                if step % b.eval_every == 0 or step == b.max_steps:
+                    self._evaluate_during_training(step, loss, bar)
+                stop = self._budget_exhausted()
+                if stop:
+                    p["stop_reason"] = stop
+                    break
+                if signals.received is not None:
+                    self.save_checkpoint()
+                    bar.close()
+                    raise Interrupted(f"stopped by signal {signals.received} at step {step}; "
+                                      f"checkpoint saved, re-run the same command to resume")
+                if step % b.ckpt_every == 0:
+                    self.save_checkpoint()
+        bar.close()
+        p["stop_reason"] = p["stop_reason"] or "max_steps"
+        p["finished"] = True
+        self.save_checkpoint()
+
+    def _evaluate_during_training(self, step: int, loss: float, bar: Any) -> None:
+        p, task = self.progress, self.task
+        val = self.evaluate_valid(self.cfg.budget.eval_batches)
+        entry = {"step": step, "train_loss": loss, "lr": self.schedule.get_last_lr()[0],
+                 "valid": val,
+                 "tokens_per_second": p["train_tokens"] / max(p["train_seconds"], 1e-9)}
+        p["history"].append(entry)
+        if p["best"] is None or _better(task, val, p["best"]["valid"]):
+            p["best"], p["evals_since_best"] = entry, 0
+        else:
+            p["evals_since_best"] += 1
+        msg = f"step {step}: train loss {loss:.4f}, valid {task.metric} {val[task.metric]:.4f}"
+        if bar.disable:
+            self.log(msg)
+        else:
+            bar.write(msg)
+
+    def _budget_exhausted(self) -> str | None:
+        b, p = self.cfg.budget, self.progress
+        if b.max_time is not None and p["train_seconds"] >= b.max_time:
+            return "max_time"
+        if b.max_tokens is not None and p["train_tokens"] >= b.max_tokens:
+            return "max_tokens"
+        if b.patience is not None and p["evals_since_best"] >= b.patience:
+            return "early_stopping"
+        return None
+
+    # -- results ----------------------------------------------------------------------------
+
+    def make_record(self, status: str = "finished", error: str | None = None,
+                    t_start: float | None = None) -> records.RunRecord:
+        cfg, p = self.cfg, self.progress
+        test_cost = CostMeter(self.model, **self.cost_kwargs)
+        metrics: dict[str, dict[str, float]] = {}
+        histogram = None
+        if status == "finished":
+            metrics["valid"] = evaluate(self.model, self.task, "valid", self.device,
+                                        cfg.optim.batch_size)
+            # spectral entropy of the tokens each operator received, on the test split
+            telemetry = records.RoutingTelemetry(self.model.mixing_layers, self.model.op_names)
+            with telemetry.collect_histogram("test"):
+                metrics["test"] = evaluate(self.model, self.task, "test", self.device,
+                                           cfg.optim.batch_size, cost=test_cost)
+            telemetry.close()
+            summary = telemetry.summary()
+            histogram = summary.entropy_histogram if summary else None
+        data = self.task.describe()
+        data.setdefault("split_hashes", {split: records.split_hash(self.task.dataset(split))
+                                         for split in SPLITS})
+        extra = {"status": status, **({"error": error} if error else {})}
+        return records.RunRecord(
+            run_id=run_id(cfg),
+            created=records.now(),
+            task=cfg.data.task,
+            router=cfg.routing.router,
+            operators=self.model.op_names,
+            seed=cfg.seed,
+            preset=cfg.preset,
+            config=cfg.model_dump(),
+            config_hash=cfg.digest(),
+            flags=self.flags,
+            metrics=metrics,
+            cost={"test": test_cost.summary() if status == "finished" else None,
+                  "train": self.train_cost.summary(), "execution": cfg.routing.execution},
+            training={
+                "steps": p["step"],
+                "stop_reason": p["stop_reason"],
+                "train_tokens": p["train_tokens"],
+                "tokens_per_second": p["train_tokens"] / max(p["train_seconds"], 1e-9),
+                "train_seconds": p["train_seconds"],
+                "wall_seconds": time.perf_counter() - t_start if t_start else None,
+                "peak_memory_mb": peak_memory_mb(self.device),
+                "processes": self.dist.world,
+                "history": p["history"],
+            },
+            parameters=self.n_params,
+            data=data,
+            task_metric=self.task.metric,
+            higher_is_better=self.task.higher_is_better,
+            telemetry=records.Telemetry(entropy_histogram=histogram,
+                                        gate_history=p["gate_history"]),
+            environment=records.environment(self.device),
+            **extra,
+        )
+
+    def write(self, record: records.RunRecord) -> Path:
+        if self.dist.is_main:
+            records.write_record(record, self.record_path.parent)
+        distributed.barrier(self.dist)
+        return self.record_path
+
+
+def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[records.RunRecord, Path]:
+    """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
+    t_start = time.perf_counter()
+    trainer = Trainer(cfg, log)
+    try:
+        trainer.build()
+        resumed = trainer.maybe_resume()
+        if resumed and trainer.progress["finished"] and trainer.record_path.exists():
+            log(f"already finished: {trainer.record_path}")
+            record = records.RunRecord.model_validate_json(trainer.record_path.read_text())
+            return record, trainer.record_path
+        try:
+            trainer.fit()
+        except TrainingDiverged as exc:
+            trainer.write(trainer.make_record("diverged", str(exc), t_start))
+            raise
+        record = trainer.make_record(t_start=t_start)
+        return record, trainer.write(record)
+    finally:
+        distributed.teardown()
 
 
 def _better(task: Task, new: dict[str, float], old: dict[str, float]) -> bool:

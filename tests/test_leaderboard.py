@@ -1,0 +1,409 @@
+"""The leaderboard: grouping over seeds, ranking (leaky never above honest), ties, reference
+rows, the routing-vs-random comparison, malformed records, --check and determinism.
+
+Records are synthetic but valid ``RunRecord`` dicts shaped like the ones train.py writes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness import leaderboard as lb
+from harness import records
+from harness.config import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+LISTOPS = {
+    # router, ops, attention FLOP fraction, test accuracy per seed
+    ("single", ("attn",)): (1.0, [0.600, 0.610, 0.620]),
+    ("entropy", ("dct", "attn")): (0.375, [0.605, 0.615, 0.610]),
+    ("random", ("dct", "attn")): (0.376, [0.500, 0.510, 0.490]),
+    ("learned", ("dct", "attn")): (0.380, [0.550, 0.560, 0.570]),
+    ("meta", ("dct", "attn")): (1.0, [0.580, 0.585, 0.590]),
+    ("entropy", ("dct", "rbf", "attn")): (0.375, [0.590, 0.600]),
+}
+
+
+def make_record(task: str, router: str, ops: tuple[str, ...], seed: int, value: float,
+                fraction: float, *, flags: list[str] | None = None, lm: bool = False,
+                telemetry: bool = True, attn_fraction: float = 0.375) -> dict:
+    cfg = RunConfig.model_validate({
+        "preset": "cpu", "seed": seed, "device": "cpu",
+        "model": {"layers": 2, "d_model": 64, "heads": 4},
+        "routing": {"router": router, "ops": list(ops), "attn_fraction": attn_fraction},
+        "data": {"task": task, "seq_len": 128},
+        "budget": {"max_steps": 300, "eval_every": 100},
+    })
+    per_layer = []
+    for layer in range(2):
+        entry = {}
+        for k, op in enumerate(ops):
+            share = fraction if k == len(ops) - 1 else (1 - fraction) / max(len(ops) - 1, 1)
+            entry[op] = {"token_fraction": share, "flops": 1.0, "flop_fraction_of_full": share}
+        if router == "meta":
+            entry["gate_mean"] = 0.3 + 0.01 * seed + 0.02 * layer
+        per_layer.append(entry)
+    if lm:
+        metrics = {"valid": {"loss": math.log(value), "perplexity": value * 1.1},
+                   "test": {"loss": math.log(value), "perplexity": value,
+                            "word_perplexity": value * 1.6}}
+    else:
+        metrics = {"valid": {"accuracy": value - 0.01},
+                   "test": {"accuracy": value, "majority_accuracy": 0.2}}
+    tel = None
+    if telemetry and len(ops) > 1:
+        edges = [i / 4 for i in range(5)]
+        tel = {"entropy_histogram": {"split": "test", "bin_edges": edges, "per_layer": [
+            {op: [float(k + 1), 2.0, 3.0, float(seed)] for k, op in enumerate(ops)}] * 2}}
+        if router == "meta":
+            tel["gate_history"] = [{"step": s, "gate": [0.375 - s / 1000, 0.36]}
+                                   for s in (100, 200, 300)]
+    rec = {
+        "run_id": f"{task}__{router}__{'+'.join(ops)}__{cfg.digest()}__seed{seed}",
+        "created": f"2026-01-01T00:00:{seed:02d}+00:00",
+        "task": task, "router": router, "operators": list(ops), "seed": seed, "preset": "cpu",
+        "config": cfg.model_dump(), "config_hash": cfg.digest(),
+        "flags": ["preset:cpu"] + (flags or []),
+        "metrics": metrics,
+        "cost": {"test": {"operators": list(ops), "attention_flop_fraction": fraction,
+                          "mixer_flop_fraction": fraction, "mixer_flops_per_token": 1e5,
+                          "model_flops_per_token": 3e5, "per_layer": per_layer},
+                 "train": {}, "execution": "routed"},
+        "training": {"steps": 300, "stop_reason": "max_steps", "train_tokens": 10000,
+                     "tokens_per_second": 1000.0 + seed, "train_seconds": 10.0,
+                     "wall_seconds": 12.0, "peak_memory_mb": 500.0, "history": []},
+        "parameters": 123456 if len(ops) == 1 else 130000,
+        "data": {"name": task, "seq_len": 128,
+                 "split_hashes": {"train": "sha256:aa", "valid": "sha256:bb",
+                                  "test": "sha256:cc"}},
+        "environment": {"hardware": "Test CPU (1 threads)", "device": "cpu", "torch": "2.x",
+                        "cuda": None, "package_version": "0.1.0", "git_commit": "abc",
+                        "plugins": {}},
+        "task_metric": "perplexity" if lm else "accuracy",
+        "higher_is_better": not lm,
+    }
+    if tel:
+        rec["telemetry"] = tel
+    records.RunRecord.model_validate(rec)  # the fixture itself must be a valid record
+    return rec
+
+
+def write(directory: Path, rec: dict) -> Path:
+    path = directory / records.record_filename(rec["run_id"])
+    path.write_text(json.dumps(rec, indent=2))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    d = tmp_path / "results" / "runs"
+    d.mkdir(parents=True)
+    for (router, ops), (fraction, values) in LISTOPS.items():
+        for seed, value in enumerate(values):
+            write(d, make_record("listops", router, ops, seed, value, fraction))
+    # the paper's top-k routing, leaky: the best number of all, but never ranked above honest
+    for seed, value in enumerate([0.90, 0.91, 0.92]):
+        write(d, make_record("listops", "entropy-topk", ("dct", "attn"), seed, value, 0.375,
+                             flags=["leaky: router 'entropy-topk' is a leaky variant"]))
+    for seed, value in enumerate([180.0, 182.0, 181.0]):
+        write(d, make_record("wikitext2", "single", ("attn",), seed, value, 1.0, lm=True))
+    for seed, value in enumerate([200.0, 205.0, 203.0]):
+        write(d, make_record("wikitext2", "entropy", ("dct", "attn"), seed, value, 0.375, lm=True))
+    (d / "broken.json").write_text("{ not json")
+    missing = make_record("listops", "single", ("attn",), 7, 0.6, 1.0)
+    del missing["task"]
+    (d / "missing_task.json").write_text(json.dumps(missing))
+    shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
+    return d
+
+
+def args_for(runs: Path, **extra) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    lb.add_arguments(parser)
+    base = runs.parent
+    argv = ["--runs", str(runs), "--out", str(base / "LEADERBOARD.md"),
+            "--plots", str(base / "plots"), "--reference", str(base / "reference.json")]
+    for k, v in extra.items():
+        flag = "--" + k.replace("_", "-")
+        argv += [flag] if v is True else [flag, str(v)]
+    return parser.parse_args(argv)
+
+
+def generate(runs: Path) -> lb.Board:
+    base = runs.parent
+    return lb.generate(runs, base / "LEADERBOARD.md", base / "plots", base / "reference.json")
+
+
+def table_rows(md: str, section: str) -> list[list[str]]:
+    """Rows of the first table after a heading, as lists of stripped cells."""
+    lines = md.split(section, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_groups_rank_and_mark_rows(runs):
+    md = generate(runs).markdown
+    rows = table_rows(md, "## listops")
+    by_router = {(r[1], r[2]): r for r in rows}
+    # one row per configuration with the mean, sample std and seed count
+    single = by_router[("single", "attn")]
+    assert single[4] == "3"
+    assert single[5] == "0.6100 ± 0.0100"
+    assert by_router[("entropy", "dct+rbf+attn")][4] == "2"
+    # ranked by accuracy, higher first: single 0.61 ~ entropy 0.61 > meta > rbf > learned > random
+    ranks = [(r[0], r[1], r[2]) for r in rows if r[0] not in ("ref",)]
+    assert ranks[0][0] == "1"
+    assert [r[1] for r in ranks][-2] == "random"
+    # the leaky row has the best number and still comes after every honest row, unranked
+    assert ranks[-1][1] == "entropy-topk" and ranks[-1][0] == "—"
+    assert "⚠ leaky" in by_router[("entropy-topk", "dct+attn")][-1]
+    assert "leaky: router 'entropy-topk' is a leaky variant" in md
+
+
+def test_ties_with_the_best_row_are_marked(runs):
+    rows = table_rows(generate(runs).markdown, "## listops")
+    verdicts = {(r[1], r[2]): r[-2] for r in rows}
+    # entropy and single attention have the same mean: the cheaper one is listed first
+    assert verdicts[("entropy", "dct+attn")] == "best"
+    assert verdicts[("single", "attn")] == "tied (p=1.000)"
+    assert verdicts[("random", "dct+attn")].startswith("behind")
+    assert verdicts[("entropy", "dct+rbf+attn")].startswith(("tied", "behind"))
+    assert verdicts[("entropy-topk", "dct+attn")] == "—"
+    assert "Welch's two-sided t-test" in generate(runs).markdown
+
+
+def test_reference_rows_are_labelled_with_their_source(runs):
+    md = generate(runs).markdown
+    rows = table_rows(md, "## wikitext103")
+    assert len(rows) == 4 and all(r[0] == "ref" for r in rows)
+    assert all("reported, not reproduced" in r[-1] for r in rows)
+    assert any("36.54" in c for c in rows[0])
+    assert "arXiv:2606.08327" in md
+    assert "non-causal leak" in md  # the caveat sits next to the reference rows
+
+
+def test_entropy_vs_random_comparison(runs):
+    md = generate(runs).markdown
+    listops = md.split("## listops", 1)[1].split("## wikitext2", 1)[0]
+    assert "### Does routing beat chance?" in listops
+    rows = table_rows(listops, "### Does routing beat chance?")
+    first = rows[0]
+    assert first[0] == "entropy" and first[1] == "dct+attn"  # entropy listed first
+    assert first[-1] == "entropy better"
+    assert first[8].startswith("+0.1100")  # 0.61 - 0.50
+    learned = next(r for r in rows if r[0] == "learned")
+    assert learned[-1] == "learned better"
+    # meta saves nothing (fraction 1.0): shown last, marked as not at equal cost
+    assert rows[-1][0] == "meta"
+    assert "not at equal cost: fractions differ by 0.624" in rows[-1][-1]
+    assert all("not at equal cost" not in r[-1] for r in rows[:-1])
+    # dct+rbf+attn has no random control: the board asks for one
+    assert "No `random` control" in listops
+
+
+def test_lm_ranks_on_word_perplexity_lower_first(runs):
+    md = generate(runs).markdown
+    rows = table_rows(md, "## wikitext2")
+    assert [r[1] for r in rows] == ["single", "entropy"]
+    assert rows[0][5] == "289.60 ± 1.60"  # word PPL = 1.6 x token PPL in the fixture
+    assert rows[0][6] == "181.00 ± 1.00"
+    assert "test word PPL" in md and "test token PPL" in md
+
+
+def test_malformed_records_are_reported_by_file_and_skipped(runs, capsys):
+    board = generate(runs)
+    assert any(p.startswith("broken.json: not valid JSON") for p in board.problems)
+    assert any(p.startswith("missing_task.json:") and "task" in p for p in board.problems)
+    assert "`broken.json`" in board.markdown
+    assert lb.run(args_for(runs, no_plots=True)) == 0
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "missing_task.json" in err
+    assert lb.run(args_for(runs, no_plots=True, strict=True)) == 1
+
+
+def test_check_detects_stale_board(runs, capsys):
+    out = runs.parent / "LEADERBOARD.md"
+    assert lb.run(args_for(runs, check=True)) == 1  # missing
+    assert lb.run(args_for(runs, no_plots=True)) == 0
+    assert lb.run(args_for(runs, check=True)) == 0
+    assert not (runs.parent / "plots").exists()  # neither --check nor --no-plots draws
+    # a new record makes the board stale
+    extra = write(runs, make_record("listops", "single", ("attn",), 3, 0.63, 1.0))
+    assert lb.run(args_for(runs, check=True)) == 1
+    assert "stale" in capsys.readouterr().err
+    extra.unlink()
+    assert lb.run(args_for(runs, check=True)) == 0
+    # so does a hand edit
+    out.write_text(out.read_text().replace("0.6100 ± 0.0100", "0.7100 ± 0.0100"))
+    assert lb.run(args_for(runs, check=True)) == 1
+
+
+def test_generation_is_deterministic(runs, tmp_path):
+    first = generate(runs).markdown
+    assert generate(runs).markdown == first
+    # independent of file order on disk and of the working directory's layout
+    copy = tmp_path / "elsewhere" / "results" / "runs"
+    copy.parent.mkdir(parents=True)
+    for path in sorted(runs.iterdir(), reverse=True):
+        shutil.copy(path, copy.parent.parent / path.name)
+    copy.mkdir()
+    for path in sorted((copy.parent.parent).glob("*.json"), reverse=True):
+        path.rename(copy / path.name)
+    shutil.copy(runs.parent / "reference.json", copy.parent / "reference.json")
+    assert generate(copy).markdown == first
+    assert "202" not in first.split("\n", 3)[2]  # no timestamps in the header
+
+
+def test_old_records_without_optional_fields_still_count(runs):
+    rec = make_record("listops", "single", ("attn",), 3, 0.64, 1.0, telemetry=False)
+    for key in ("task_metric", "higher_is_better", "schema_version"):
+        rec.pop(key, None)
+    rec["schema_version"] = 1
+    del rec["data"]["split_hashes"]
+    del rec["cost"]["test"]["per_layer"]
+    write(runs, rec)
+    rows = table_rows(generate(runs).markdown, "## listops")
+    single = next(r for r in rows if r[1] == "single")
+    assert single[4] == "4"
+
+
+def test_duplicate_seed_keeps_the_newest(runs):
+    rec = make_record("listops", "single", ("attn",), 0, 0.99, 1.0)
+    rec["created"] = "2027-01-01T00:00:00+00:00"
+    rec["run_id"] += "-rerun"
+    write(runs, rec)
+    board = generate(runs)
+    assert any("duplicate of seed 0" in p for p in board.problems)
+    single = next(r for r in table_rows(board.markdown, "## listops") if r[1] == "single")
+    assert single[4] == "3" and single[5].startswith("0.7400")  # (0.99 + 0.61 + 0.62) / 3
+
+
+def _t_two_sided_by_integration(t: float, df: float, n: int = 4000) -> float:
+    """Independent reference: 1 - 2 * integral_0^|t| of Student's density (Simpson's rule)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def f(x: float) -> float:
+        return c * (1 + x * x / df) ** (-(df + 1) / 2)
+
+    h = abs(t) / n
+    s = f(0) + f(abs(t)) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, n))
+    return 1 - 2 * s * h / 3
+
+
+def test_welch_matches_known_values():
+    # textbook quantiles: t = 2.228 at df = 10 and 2.776 at df = 4 leave 5% in both tails
+    assert lb.t_two_sided_p(2.228138852, 10) == pytest.approx(0.05, abs=1e-6)
+    assert lb.t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert lb.t_two_sided_p(1.0, 1) == pytest.approx(0.5, abs=1e-9)  # Cauchy
+    for t, df in ((0.3, 2.0), (2.0, 10.0), (3.7, 5.52), (1.1, 30.0), (6.0, 1.5)):
+        assert lb.t_two_sided_p(t, df) == pytest.approx(_t_two_sided_by_integration(t, df),
+                                                        abs=1e-8)
+    w = lb.welch_test([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0])
+    # by hand: variances 5/3 and 10, se^2 = 5/12 + 2, t = -3.5 / sqrt(29/12)
+    assert w.t == pytest.approx(-3.5 / math.sqrt(29 / 12))
+    assert w.df == pytest.approx((29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2 ** 2 / 4))
+    assert w.p == pytest.approx(_t_two_sided_by_integration(w.t, w.df), abs=1e-8)
+    half = lb.t_quantile(0.975, w.df) * math.sqrt(29 / 12)
+    assert w.ci == pytest.approx((-3.5 - half, -3.5 + half))
+    assert lb.welch_test([1.0], [2.0, 3.0]) is None
+    assert lb.welch_test([1.0, 1.0], [1.0, 1.0]).p == 1.0
+    assert lb.welch_test([1.0, 1.0], [2.0, 2.0]).p == 0.0
+    try:
+        from scipy import stats
+    except ImportError:
+        return
+    for a, b in (([0.6, 0.61, 0.62], [0.605, 0.615, 0.61]), ([1, 5, 2, 8], [3, 3.5, 4])):
+        ref = stats.ttest_ind(a, b, equal_var=False)
+        assert lb.welch_test(a, b).p == pytest.approx(ref.pvalue, rel=1e-6)
+
+
+def test_plots_are_written_and_linked(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for router, fraction in (("single", 1.0), ("entropy", 0.375), ("meta", 1.0)):
+        ops = ("attn",) if router == "single" else ("dct", "attn")
+        for seed in range(2):
+            write(runs, make_record("listops", router, ops, seed, 0.6 + seed / 100, fraction))
+    assert lb.run(args_for(runs)) == 0
+    md = (tmp_path / "LEADERBOARD.md").read_text()
+    names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert names == ["listops_entropy_histograms.png", "listops_gate.png", "listops_pareto.png",
+                     "listops_routing_fractions.png"]
+    for name in names:
+        assert f"](plots/{name})" in md
+    # drawing the plots does not change the markdown
+    assert lb.run(args_for(runs, check=True)) == 0
+    # plots of configurations that are gone are removed; other files are left alone
+    (tmp_path / "plots" / "notes.png").write_bytes(b"")
+    for path in runs.glob("*meta*"):
+        path.unlink()
+    assert lb.run(args_for(runs, no_plots=True)) == 0
+    assert (tmp_path / "plots" / "listops_gate.png").exists()  # --no-plots touches nothing
+    assert lb.run(args_for(runs)) == 0
+    names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert names == ["listops_entropy_histograms.png", "listops_pareto.png",
+                     "listops_routing_fractions.png", "notes.png"]
+
+
+def test_unfinished_runs_are_reported_not_ranked(runs):
+    failed = make_record("listops", "single", ("attn",), 5, 0.9, 1.0)
+    failed.update(status="failed", error="TrainingDiverged: loss became nan\nmore", metrics={})
+    failed["cost"]["test"] = None
+    write(runs, failed)
+    board = generate(runs)
+    assert any("run not finished (status failed; TrainingDiverged: loss became nan)" in p
+               for p in board.problems)
+    single = next(r for r in table_rows(board.markdown, "## listops") if r[1] == "single")
+    assert single[4] == "3"
+
+
+def test_sparse_records_never_crash_the_board(runs):
+    sparse = make_record("imdb", "entropy", ("dct", "attn"), 0, 0.7, 0.375, telemetry=False)
+    sparse.update(cost={}, training={}, environment={}, config={}, data={})
+    sparse["metrics"] = {"test": {"accuracy": 0.7}}
+    for key in ("task_metric", "higher_is_better"):
+        del sparse[key]
+    write(runs, sparse)
+    board = generate(runs)
+    rows = table_rows(board.markdown, "## imdb")
+    assert rows[0][1] == "entropy" and rows[0][5] == "0.7000"  # one seed: no std
+    assert rows[0][-2] == "best"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["entropy", "random", "learned", "single"]),
+                          st.booleans(),
+                          st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=1, max_size=4)),
+                min_size=1, max_size=6),
+       st.booleans())
+def test_flagged_rows_never_rank_above_honest_ones(spec, higher):
+    groups = []
+    for i, (router, flagged, values) in enumerate(spec):
+        g = lb.Group("t", router, ("dct", "attn"), f"cfg{i:02d}")
+        for seed, v in enumerate(values):
+            rec = make_record("t", router, ("dct", "attn"), seed, v, 0.375, telemetry=False,
+                              flags=["leaky: test"] if flagged else None)
+            g.records.append(records.RunRecord.model_validate(rec))
+        groups.append(g)
+    board = lb.build_task("t", groups, ("accuracy", higher), [])
+    flags = [g.flagged for g in board.ranked]
+    assert flags == sorted(flags)  # every honest row before every flagged one
+    honest = [lb.mean(g.values("test", "accuracy")) for g in board.honest]
+    assert honest == sorted(honest, reverse=higher)
+    if board.honest:
+        assert board.vs_best[board.honest[0].key][0] == "best"
+    assert all(g.key not in board.vs_best for g in board.ranked if g.flagged)

@@ -1,0 +1,225 @@
+"""Result records: schema (old and new), atomic writes under concurrency, malformed files,
+data split hashes and the routing telemetry collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import records
+from harness.records import RunRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def minimal(run_id: str = "listops__entropy__dct+attn__abc__seed0", **extra) -> dict:
+    """A schema-1 record as train.py wrote it before schema 2."""
+    rec = {
+        "schema_version": 1,
+        "run_id": run_id,
+        "created": "2026-01-01T00:00:00+00:00",
+        "task": "listops",
+        "router": "entropy",
+        "operators": ["dct", "attn"],
+        "seed": 0,
+        "preset": "cpu",
+        "config": {"routing": {"router": "entropy", "ops": ["dct", "attn"],
+                               "router_options": {"momentum": 0.1},
+                               "op_options": {"dct": {"filter": "learned"}, "rbf": {"s": 1}}},
+                   "budget": {"max_steps": 300, "max_time": None}},
+        "config_hash": "abc",
+        "flags": ["preset:cpu"],
+        "metrics": {"valid": {"accuracy": 0.5}, "test": {"accuracy": 0.55}},
+        "cost": {"test": {"attention_flop_fraction": 0.375}},
+        "training": {"steps": 300},
+        "parameters": 1000,
+        "data": {"name": "listops"},
+        "environment": {"hardware": "cpu"},
+    }
+    rec.update(extra)
+    return rec
+
+
+def test_schema_1_records_load_and_fill_the_new_fields_from_the_config():
+    r = RunRecord.model_validate(minimal())
+    assert r.schema_version == 1
+    assert r.operator_options == {"dct": {"filter": "learned"}, "rbf": {"s": 1}}
+    assert r.router_options == {"momentum": 0.1}
+    assert r.budget == {"max_steps": 300, "max_time": None}
+    assert r.telemetry is None and r.split_hashes == {}
+    assert r.headline() == ("accuracy", True)
+    assert not r.leaky and r.warning_flags == []
+
+
+def test_headline_flags_and_new_fields():
+    r = RunRecord.model_validate(minimal(
+        schema_version=2, task_metric="perplexity", higher_is_better=False,
+        flags=["preset:cpu", "leaky: operator 'dct-leaky' sees future tokens", "dense"],
+        metrics={"test": {"perplexity": 30.0, "word_perplexity": 50.0}},
+        data={"split_hashes": {"test": "sha256:00"}},
+        telemetry={"gate_history": [{"step": 10, "gate": [0.3, 0.4]}]},
+    ))
+    assert r.headline() == ("perplexity", False)
+    assert r.leaky
+    assert r.warning_flags == ["leaky: operator 'dct-leaky' sees future tokens", "dense"]
+    assert r.split_hashes == {"test": "sha256:00"}
+    assert r.telemetry.gate_history[0].gate == [0.3, 0.4]
+    # inferred when the record does not declare it
+    assert RunRecord.model_validate(minimal(
+        metrics={"test": {"perplexity": 3.0}})).headline() == ("perplexity", False)
+
+
+def test_newer_schema_and_inconsistent_histograms_are_rejected():
+    with pytest.raises(ValueError, match="schema_version 99"):
+        RunRecord.model_validate(minimal(schema_version=99))
+    bad = {"entropy_histogram": {"bin_edges": [0, 0.5, 1], "per_layer": [{"attn": [1, 2, 3]}]}}
+    with pytest.raises(ValueError, match="3 counts for 2 bins"):
+        RunRecord.model_validate(minimal(telemetry=bad))
+
+
+def test_write_and_load_round_trip(tmp_path):
+    r = RunRecord.model_validate(minimal(schema_version=2))
+    path = records.write_record(r, tmp_path)
+    assert path.name == "listops__entropy__dct+attn__abc__seed0.json"
+    loaded, problems = records.load_records(tmp_path)
+    assert problems == [] and loaded == [r]
+    assert records.record_filename("a/b\\..c") == "a_b_..c.json"
+    assert records.record_filename("../x") == "_x.json"
+
+
+def test_malformed_records_are_reported_by_file_and_skipped(tmp_path):
+    records.write_record(RunRecord.model_validate(minimal()), tmp_path)
+    (tmp_path / "a_bad_json.json").write_text('{"run_id": ')
+    no_task = minimal(run_id="x")
+    del no_task["task"]
+    (tmp_path / "b_missing.json").write_text(json.dumps(no_task))
+    (tmp_path / "c_wrong_type.json").write_text(json.dumps(minimal(run_id="y", seed="zero")))
+    (tmp_path / "d_list.json").write_text("[1, 2]")
+    (tmp_path / "e_binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / ".f.json.123.tmp").write_text("{")  # a writer's temp file: never read
+    loaded, problems = records.load_records(tmp_path)
+    assert [r.run_id for r in loaded] == ["listops__entropy__dct+attn__abc__seed0"]
+    names = [Path(p.split(": ", 1)[0]).name for p in problems]
+    assert names == ["a_bad_json.json", "b_missing.json", "c_wrong_type.json", "d_list.json",
+                     "e_binary.json"]
+    assert "not valid JSON" in problems[0]
+    assert "task: Field required" in problems[1]
+    assert "seed" in problems[2]
+    assert records.load_records(tmp_path / "absent") == ([], [])
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import time
+    from harness import records
+    sys.path.insert(0, sys.argv[3])
+    from test_records import minimal
+    who, directory, gate = sys.argv[1], sys.argv[2], records.Path(sys.argv[4])
+    # start together: each announces itself and waits for the other
+    (gate / who).touch()
+    while len(list(gate.iterdir())) < 2:
+        time.sleep(0.001)
+    for i in range(100):
+        rec = records.RunRecord.model_validate(minimal(run_id=f"{who}-{i:03d}", seed=i))
+        records.write_record(rec, records.Path(directory))
+        # both writers also keep replacing one shared record
+        shared = records.RunRecord.model_validate(minimal(run_id="shared", seed=i))
+        records.write_record(shared, records.Path(directory))
+""")
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out, gate = tmp_path / "runs", tmp_path / "gate"
+    out.mkdir()
+    gate.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, who, str(out),
+                               str(Path(__file__).parent), str(gate)],
+                              env=env, stderr=subprocess.PIPE)
+             for who in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    loaded, problems = records.load_records(out)
+    assert problems == []
+    ids = sorted(r.run_id for r in loaded)
+    assert ids == sorted([f"{w}-{i:03d}" for w in "ab" for i in range(100)] + ["shared"])
+    assert [p.name for p in out.iterdir() if p.suffix != ".json"] == []  # no temp files
+
+
+def test_a_failed_write_keeps_the_previous_version(tmp_path, monkeypatch):
+    path = tmp_path / "board.md"
+    records.atomic_write_text(path, "old\n")
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records.os, "replace", boom)
+    with pytest.raises(OSError):
+        records.atomic_write_text(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.md"]
+
+
+def test_split_hash_is_canonical_and_sensitive():
+    torch = pytest.importorskip("torch")
+    a = [(torch.tensor([1, 2, 3]), 0), (torch.tensor([4, 5]), 1)]
+    b = [(torch.tensor([1, 2, 3], dtype=torch.int32), 0), (torch.tensor([4, 5]), 1)]
+    h = records.split_hash(a)
+    assert h.startswith("sha256:") and len(h) == 7 + 64
+    assert records.split_hash(b) == h  # storage dtype does not matter
+    assert records.split_hash(list(reversed(a))) != h  # order does
+    assert records.split_hash([(torch.tensor([1, 2, 3]), 1), a[1]]) != h  # labels do
+    assert records.split_hash([(torch.tensor([1, 2, 4]), 0), a[1]]) != h  # tokens do
+    assert records.split_hash(a[:1]) != h
+    assert records.split_hash(iter(a)) == h  # any iterable
+
+
+def test_routing_telemetry_collects_gates_and_entropy_histograms():
+    torch = pytest.importorskip("torch")
+    from routers import Routing
+
+    class Layer(torch.nn.Module):
+        """Routes token 0 of each example to operator 1, the rest to 0; reports a gate."""
+
+        def forward(self, x, ctx):
+            assignment = torch.zeros(x.shape[:2], dtype=torch.long)
+            assignment[:, 0] = 1
+            weights = torch.nn.functional.one_hot(assignment, 2).float()
+            self.last_routing = Routing(assignment, weights, torch.zeros(()),
+                                        {"gate": torch.full((x.shape[0],), 0.25)})
+            return x, torch.zeros(())
+
+    class Ctx:
+        padding_mask = torch.tensor([[True, True, True, False]] * 2)
+
+    layers = [Layer(), Layer()]
+    tel = records.RoutingTelemetry(layers, ["dct", "attn"], bins=10)
+    x = torch.randn(2, 4, 8)
+    for layer in layers:
+        layer.train()
+        layer(x, Ctx())
+    tel.gate_checkpoint(5)
+    tel.gate_checkpoint(6)  # nothing new: no point
+    with tel.collect_histogram("test"):
+        for layer in layers:
+            layer.eval()
+            layer(x, Ctx())
+            layer(x, Ctx())
+    tel.close()
+    layers[0](x, Ctx())  # detached: ignored
+    summary = tel.summary()
+    assert [p.model_dump() for p in summary.gate_history] == [{"step": 5, "gate": [0.25, 0.25]}]
+    h = summary.entropy_histogram
+    assert h.split == "test" and len(h.bin_edges) == 11
+    totals = h.totals()
+    # 2 layers x 2 forwards x 2 examples: 1 token to attn, 2 real ones to dct (padding skipped)
+    assert sum(totals["attn"]) == 8 and sum(totals["dct"]) == 16
+    record = RunRecord.model_validate(minimal(telemetry=summary.model_dump()))
+    assert record.telemetry == summary
