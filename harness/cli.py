@@ -43,6 +43,7 @@ _RUN_FIELDS = {
     "seed": (None, "seed"),
     "device": (None, "device"),
     "out": (None, "out"),
+    "work_dir": (None, "work_dir"),
     "allow_leaky": (None, "allow_leaky"),
     "layers": ("model", "layers"),
     "d_model": ("model", "d_model"),
@@ -66,6 +67,12 @@ _RUN_FIELDS = {
     "max_time": ("budget", "max_time"),
     "eval_every": ("budget", "eval_every"),
     "eval_batches": ("budget", "eval_batches"),
+    "max_tokens": ("budget", "max_tokens"),
+    "patience": ("budget", "patience"),
+    "ckpt_every": ("budget", "ckpt_every"),
+    "log_every": ("budget", "log_every"),
+    "grad_accum": ("optim", "grad_accum"),
+    "compile": (None, "compile"),
 }
 # task-specific shortcuts, passed as task options when given
 _TASK_SHORTCUTS = ("train_file", "valid_file", "test_file", "tokenizer", "vocab_size",
@@ -75,6 +82,8 @@ _TASK_SHORTCUTS = ("train_file", "valid_file", "test_file", "tokenizer", "vocab_
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # absent flags stay absent, so the preset's values survive
     g = p.add_argument_group("what to run")
+    g.add_argument("--config", default=S, metavar="FILE",
+                   help="TOML (or JSON) file shaped like the resolved config; flags override it")
     g.add_argument("--router", default=S, help="router name (default entropy)")
     g.add_argument("--ops", default=S, help="comma-separated operator names (default dct,attn)")
     g.add_argument("--task", default=S, help="task name (default listops)")
@@ -116,10 +125,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-time", type=float, default=S, help="seconds of training")
     g.add_argument("--eval-every", type=int, default=S)
     g.add_argument("--eval-batches", type=int, default=S)
+    g.add_argument("--max-tokens", type=int, default=S, help="real training tokens")
+    g.add_argument("--patience", type=int, default=S,
+                   help="stop after this many evaluations without improvement")
+    g.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints")
+    g.add_argument("--log-every", type=int, default=S, help="steps between metrics.jsonl lines")
+    g.add_argument("--grad-accum", type=int, default=S, help="micro-batches per step")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     g = p.add_argument_group("where")
     g.add_argument("--device", default=S, help="auto | cpu | cuda | cuda:N")
     g.add_argument("--out", default=S, help="directory for the result record "
-                   "(default results/runs)")
+                   "(default results/runs); re-running on the same --out resumes")
+    g.add_argument("--work-dir", default=S, help="checkpoints and metrics.jsonl "
+                   "(default: --out, else runs/)")
+    g.add_argument("--resume", action="store_true", default=S,
+                   help="require a checkpoint to resume from (re-running resumes anyway)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,9 +177,11 @@ def resolve_config(args: argparse.Namespace):
 
     from tasks import TASKS
 
-    from .config import resolve
+    from .config import deep_merge, load_config_file, resolve
 
     overrides = overrides_from_args(args)
+    if "config" in vars(args):
+        overrides = deep_merge(load_config_file(args.config), overrides)
     if "preset" not in overrides:
         overrides["preset"] = "paper" if torch.cuda.is_available() else "cpu"
     task_name = overrides.get("data", {}).get("task", "listops")
@@ -173,6 +195,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = resolve_config(args)
+    if getattr(args, "resume", False):
+        from .train import run_paths
+
+        ckpt = run_paths(cfg)[1] / "checkpoint.pt"
+        if not ckpt.exists():
+            raise ConfigError(f"--resume: no checkpoint at {ckpt}; run without --resume to "
+                              f"start, or pass the --out of the run to resume")
     print(f"preset in force: {cfg.preset}")
     print("resolved config: " + cfg.model_dump_json())
     record, path = train(cfg)
@@ -241,6 +270,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 _MODULE_COMMANDS = [
     ("bench", "bench", "microbenchmarks of operators and routed layers (times and ratios)"),
     ("leaderboard", "leaderboard", "regenerate results/LEADERBOARD.md from the run records"),
+    ("sweep", "sweep", "run a grid of routers x operator sets x tasks x seeds, resumably"),
 ]
 
 
@@ -275,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .train import Interrupted
+
     try:
         return args.func(args)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except ChiaroscuroError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

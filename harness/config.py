@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from registry import ConfigError
 
 PRESETS = ("smoke", "cpu", "paper")
 
@@ -137,6 +141,27 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML or JSON file shaped like RunConfig (sections model, routing, data, optim,
+    budget; top-level preset, seed, ...). Unknown keys are rejected when the config is
+    validated."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} is malformed: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of options")
+    return data
+
+
 def resolve(overrides: dict[str, Any], task_presets: dict[str, dict[str, Any]]) -> RunConfig:
     """Defaults < preset < overrides. ``overrides`` is a nested dict holding only what the user
     set explicitly; ``task_presets`` is the task class's ``presets``."""
@@ -144,8 +169,6 @@ def resolve(overrides: dict[str, Any], task_presets: dict[str, dict[str, Any]]) 
     layered: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            from registry import ConfigError
-
             raise ConfigError(f"unknown preset '{preset}'; presets are {', '.join(PRESETS)}")
         layered = deep_merge(layered, HARNESS_PRESETS[preset])
         task_part = dict(task_presets.get(preset, {}))

@@ -55,3 +55,9 @@ def teardown() -> None:
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
+
+
+def all_reduce_sum(value: int, device: torch.device) -> int:
+    t = torch.tensor([value], dtype=torch.long, device=device)
+    dist.all_reduce(t)
+    return int(t.item())

@@ -369,7 +369,9 @@ class Trainer:
                 f"checkpoint is kept in {self.work_dir}; lower --lr (now {cfg.optim.lr})")
         self.optimizer.step()
         self.schedule.step()
-        return loss_sum, tokens * self.dist.world
+        if self.dist.enabled:  # the global batch's token count, not this rank's times world
+            tokens = distributed.all_reduce_sum(tokens, self.device)
+        return loss_sum, tokens
 
     def _telemetry(self) -> dict[str, Any]:
         layers = []

@@ -1,0 +1,250 @@
+"""Research-grade training: config files, resume after SIGKILL, signals, NaN, sweeps, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.config import load_config_file, resolve
+from operators import OPERATORS, TokenMixer
+from registry import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--preset", "smoke", "--router", "entropy", "--ops", "dct,attn", "--task", "listops"]
+
+
+def harness_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def only(directory: Path, pattern: str) -> Path:
+    found = list(directory.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_toml_config_with_cli_overrides_on_top(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text('preset = "smoke"\nseed = 3\n[model]\nlayers = 2\n'
+                      '[budget]\nmax_steps = 2\neval_every = 1\n')
+    code = main(["run", "--config", str(config), "--max-steps", "3", "--out", str(tmp_path),
+                 "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    out = capsys.readouterr().out
+    resolved = json.loads(out.split("resolved config: ", 1)[1].splitlines()[0])
+    assert resolved["seed"] == 3 and resolved["model"]["layers"] == 2  # from the file
+    assert resolved["budget"]["max_steps"] == 3  # the flag wins
+    assert resolved["model"]["d_model"] == 32  # the preset fills the rest
+    record = json.loads(only(tmp_path, "*.json").read_text())
+    assert record["config"]["model"]["layers"] == 2
+
+
+def test_unknown_config_keys_are_rejected_clearly(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text("[model]\nlayer = 2\n")
+    assert main(["run", "--config", str(config), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.layer" in err and "Extra inputs are not permitted" in err
+    config.write_text("[model\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert "malformed" in capsys.readouterr().err
+
+
+def test_presets_layer_under_explicit_options():
+    cfg = resolve({"preset": "smoke", "model": {"layers": 3}}, {"smoke": {"seq_len": 40}})
+    assert cfg.model.layers == 3 and cfg.model.d_model == 32 and cfg.data.seq_len == 40
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve({"preset": "giant"}, {})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_file("/nonexistent/run.toml")
+
+
+# -- resume ------------------------------------------------------------------------------------
+
+
+def _final_weights(work_dir: Path) -> dict[str, torch.Tensor]:
+    ckpt = only(work_dir, "*/checkpoint.pt")
+    return torch.load(ckpt, weights_only=True)["model"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+    cache = str(tmp_path / "cache")
+    common = [*SMOKE, "--max-steps", "16", "--eval-every", "4", "--ckpt-every", "2",
+              "--cache-dir", cache]
+    straight = tmp_path / "straight"
+    subprocess.run(harness_cmd("run", *common, "--out", str(straight)), check=True, env=env(),
+                   capture_output=True, cwd=ROOT, timeout=300)
+
+    killed = tmp_path / "killed"
+    cmd = harness_cmd("run", *common, "--out", str(killed))
+    proc = subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    log_steps: list[int] = []
+    while time.time() < deadline:  # kill once a checkpoint exists and training is past it
+        logs = list(killed.glob("*/metrics.jsonl"))
+        if logs and list(killed.glob("*/checkpoint.pt")):
+            log_steps = [json.loads(line)["step"] for line in logs[0].read_text().splitlines()
+                         if line.strip()]
+            if log_steps and max(log_steps) >= 7:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert log_steps and max(log_steps) < 16, "the run finished before it could be killed"
+    assert not list(killed.glob("*.json")), "no record may exist for a killed run"
+
+    resumed = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+
+    a = json.loads(only(straight, "*.json").read_text())
+    b = json.loads(only(killed, "*.json").read_text())
+    assert a["metrics"] == b["metrics"]
+    def untimed(history):
+        return [{k: v for k, v in entry.items() if k != "tokens_per_second"} for entry in history]
+
+    assert untimed(a["training"]["history"]) == untimed(b["training"]["history"])
+    wa, wb = _final_weights(straight), _final_weights(killed)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    # the metrics log has each step once, in order, after the resume truncated the tail
+    steps = [json.loads(line)["step"] for line in
+             only(killed, "*/metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+    again = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    cmd = harness_cmd("run", *SMOKE, "--max-steps", "100000", "--ckpt-every", "100000",
+                      "--eval-every", "100000", "--out", str(tmp_path),
+                      "--cache-dir", str(tmp_path / "cache"))
+    proc = subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(tmp_path.glob("*/metrics.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "checkpoint saved" in err
+    state = torch.load(only(tmp_path, "*/checkpoint.pt"), weights_only=True)
+    assert json.loads(state["progress"])["step"] >= 10
+
+
+class _NaNAfterThreeCalls(TokenMixer):
+    """Healthy for three training forwards, then poisons the output."""
+
+    calls = 0
+
+    def forward(self, x, ctx):
+        if self.training:
+            type(self).calls += 1
+        return x * float("nan") if type(self).calls > 3 else x
+
+    def flops(self, n_query, n_key):
+        return 0
+
+
+@pytest.fixture
+def nan_operator():
+    _NaNAfterThreeCalls.calls = 0
+    OPERATORS.add("nan-after-3-test", _NaNAfterThreeCalls)
+    yield "nan-after-3-test"
+    del OPERATORS._entries["nan-after-3-test"]
+
+
+def test_nonfinite_loss_stops_keeps_checkpoint_and_records_failure(nan_operator, tmp_path,
+                                                                   capsys):
+    code = main(["run", "--preset", "smoke", "--router", "single", "--ops", nan_operator,
+                 "--max-steps", "10", "--ckpt-every", "2", "--out", str(tmp_path),
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "loss became nan at step 4" in err and "last good checkpoint" in err
+    record = json.loads(only(tmp_path, "*.json").read_text())
+    assert record["status"] == "diverged" and "nan" in record["error"]
+    state = torch.load(only(tmp_path, "*/checkpoint.pt"), weights_only=True)
+    assert json.loads(state["progress"])["step"] == 2
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+
+def test_sweep_expands_grid_and_skips_invalid_cells(capsys):
+    code = main(["sweep", "--routers", "entropy,random,single,learned", "--ops", "dct,attn",
+                 "--ops", "attn", "--tasks", "listops", "--seeds", "0,1", "--preset", "smoke",
+                 "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    # entropy, random, learned x {dct+attn} + single x {dct, attn}: 5 cells x 2 seeds; the
+    # one-operator set is invalid for the three multi-operator routers
+    assert "10 cells to run, 6 skipped" in out
+    assert "skip listops entropy attn seed 0: router 'entropy' takes 2-" in out
+    assert "listops single dct seed 1" in out and "listops single attn seed 0" in out
+
+
+@pytest.mark.slow
+def test_sweep_runs_cells_and_skips_finished_ones(tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        '[sweep]\nrouters = ["entropy", "random"]\nops = [["dct", "attn"]]\n'
+        'tasks = ["listops"]\nseeds = [0]\n'
+        f'[base]\npreset = "smoke"\nout = "{tmp_path / "runs"}"\n'
+        f'[base.data]\ncache_dir = "{tmp_path / "cache"}"\n[base.budget]\nmax_steps = 2\n')
+    first = subprocess.run(harness_cmd("sweep", "--file", str(sweep)), env=env(), cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr + first.stdout
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert first.stdout.count(": ran") == 2
+    second = subprocess.run(harness_cmd("sweep", "--file", str(sweep)), env=env(), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0
+    assert second.stdout.count("done before") >= 2 and ": ran" not in second.stdout
+
+
+# -- multi-process -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_match_one_process(tmp_path):
+    common = ["run", "--preset", "smoke", "--router", "single", "--ops", "attn",
+              "--max-steps", "4", "--eval-every", "4", "--cache-dir", str(tmp_path / "cache")]
+    one = subprocess.run(harness_cmd(*common, "--out", str(tmp_path / "one")), env=env(),
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29517", "-m", "harness", *common, "--out", str(tmp_path / "two")],
+        env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads(only(tmp_path / "one", "*.json").read_text())
+    b = json.loads(only(tmp_path / "two", "*.json").read_text())
+    assert b["training"]["processes"] == 2 and a["training"]["processes"] == 1
+    for split in ("valid", "test"):
+        assert b["metrics"][split]["loss"] == pytest.approx(a["metrics"][split]["loss"],
+                                                             rel=1e-4)
+    assert b["training"]["train_tokens"] == a["training"]["train_tokens"]
