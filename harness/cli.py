@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from typing import Any
 
 from pydantic import ValidationError
@@ -242,6 +243,11 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"'{cfg.data.task}' ({'causal' if task.causal else 'non-causal'}, seq_len {seq_len}, "
           f"d_model {cfg.model.d_model})")
     results = run_checks(cfg, task, seq_len, seed=cfg.seed)
+    # the per-component conformance suite: dtypes, padding, query subsets, gradients
+    from .conformance import conformance_check_results
+
+    results += conformance_check_results(cfg, task.causal, seq_len=min(seq_len, 32),
+                                         seed=cfg.seed)
     print(tabulate([r.row() for r in results], headers=["check", "result", "detail"]))
     failed = [r.name for r in results if not r.passed]
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
@@ -259,9 +265,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     for kind, entries in listing.items():
         if kind == "plugin_failures":
-            for failure in entries:
-                print(f"warning: {failure}", file=sys.stderr)
-            continue
+            continue  # already reported once, as a warning, when the registry was scanned
         print(f"\n{kind}:")
         print(tabulate([{k: v for k, v in e.items()} for e in entries], headers="keys"))
     return 0
@@ -300,9 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # for users: no source line of ours under it
+
+
 def main(argv: list[str] | None = None) -> int:
     # progress lines must reach a log file or pipe as they happen, not at exit
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     from .train import Interrupted

@@ -23,7 +23,8 @@ Forward contract: ``forward(x, ctx)`` with x (B, N, D) and a ``MixContext``:
   outputs (an example's prediction never changes when padding is appended).
 - ``ctx.causal``: equals the constructor's ``causal``; passed for operators that want it.
 - ``ctx.query_positions`` (B, Q) long: if set, return (B, Q, D), the outputs at those positions
-  only (causal masking by *original* position). ``ctx.query_mask`` (B, Q) bool marks real query
+  only (causal masking by *original* position). Real positions arrive in increasing order per
+  example, packed at the front. ``ctx.query_mask`` (B, Q) bool marks real query
   slots; the rest are padding slots whose outputs are ignored (but must be finite).
   Only operators with ``supports_query_subset`` receive query positions.
 """

@@ -193,6 +193,9 @@ class Registry(Generic[T]):
         known = sorted([*self._entries, *self._aliases])
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""
+        for failure in self.failures:
+            if failure.name == name:  # installed, but its plugin could not be registered
+                return f"{self.kind} '{name}' is unavailable: {failure}"
         return (
             f"unknown {self.kind} '{name}'{hint} "
             f"(available: {', '.join(sorted(self._entries)) or 'none'})"
