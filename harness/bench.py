@@ -844,8 +844,9 @@ def _load_warning(s: Settings) -> float | None:
     threads = torch.get_num_threads()
     if s.device.type == "cpu" and threads > 1 and load > cores - threads + 0.5:
         print(f"warning: load average {load:.1f} on {cores} cores: other processes are busy, "
-              f"and {threads} intra-op threads will stall behind them; absolute times are "
-              f"unreliable (ratios less so). Consider --threads 1.", file=sys.stderr)
+              f"and {threads} intra-op threads will stall behind them (each parallel region "
+              f"waits for its slowest thread): times and even ratios are unreliable, small "
+              f"operators suffer most. Consider --threads 1.", file=sys.stderr)
     return load
 
 

@@ -43,6 +43,7 @@ _RUN_FIELDS = {
     "preset": (None, "preset"),
     "seed": (None, "seed"),
     "device": (None, "device"),
+    "threads": (None, "threads"),
     "out": (None, "out"),
     "work_dir": (None, "work_dir"),
     "allow_leaky": (None, "allow_leaky"),
@@ -135,6 +136,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model")
     g = p.add_argument_group("where")
     g.add_argument("--device", default=S, help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--threads", type=int, default=S, help="CPU threads (presets smoke, cpu: 1)")
     g.add_argument("--out", default=S, help="directory for the result record "
                    "(default results/runs); re-running on the same --out resumes")
     g.add_argument("--work-dir", default=S, help="checkpoints and metrics.jsonl "

@@ -59,6 +59,8 @@ class DataConfig(_Strict):
     seq_len: int | None = Field(None, gt=0)  # None: the preset's or the task's default
     data_dir: str | None = None
     cache_dir: str = ".cache/chiaroscuro"
+    # batches of similar-length examples (less padding); see harness/data.py
+    length_bucketing: bool = True
     task_options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -90,6 +92,7 @@ class RunConfig(_Strict):
     device: str = "auto"  # auto: CUDA if present
     allow_leaky: bool = False
     compile: bool = False  # torch.compile the model (pays on GPU, not on CPU)
+    threads: int | None = Field(None, gt=0)  # CPU intra-op threads; None: torch's default
     out: str | None = None  # directory for the result record (default results/runs)
     work_dir: str | None = None  # checkpoints and logs (default: --out, else runs/)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -102,7 +105,7 @@ class RunConfig(_Strict):
         """Hash of what determines the result (not where it is written, not the seed): runs
         with the same digest and different seeds are repeats of one configuration."""
         payload = self.model_dump(exclude={"out": True, "work_dir": True, "seed": True,
-                                           "device": True, "compile": True,
+                                           "device": True, "compile": True, "threads": True,
                                            "budget": {"ckpt_every", "log_every"}})
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -112,12 +115,16 @@ class RunConfig(_Strict):
 HARNESS_PRESETS: dict[str, dict[str, Any]] = {
     # seconds: for tests and `check`
     "smoke": {
+        "threads": 1,
         "model": {"layers": 1, "d_model": 32, "heads": 2},
         "optim": {"batch_size": 8, "warmup_steps": 2},
         "budget": {"max_steps": 6, "eval_every": 3, "eval_batches": 2},
     },
-    # the default without a GPU: minutes on 2 cores
+    # the default without a GPU: minutes on 2 cores. One thread: for a model this small two
+    # threads gain ~20% on an idle machine but lose up to 10x when another process holds a
+    # core (OpenMP workers wait on each other), so one thread is the robust choice.
     "cpu": {
+        "threads": 1,
         "model": {"layers": 2, "d_model": 64, "heads": 4},
         "optim": {"batch_size": 32, "lr": 2e-3, "warmup_steps": 50},
         "budget": {"max_steps": 1500, "eval_every": 250, "eval_batches": 8},

@@ -28,7 +28,7 @@ from tasks.base import SPLITS
 from . import checkpoint, distributed, records
 from .config import RunConfig
 from .cost import CostMeter
-from .data import EpochBatches
+from .data import EpochBatches, by_length
 from .model import Model, count_parameters
 
 DEFAULT_SEQ_LEN = 256
@@ -161,7 +161,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     meter = task.meter(split)
-    loader = DataLoader(task.dataset(split), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(by_length(task.dataset(split)), batch_size=batch_size, shuffle=False,
                         collate_fn=task.collate)
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
@@ -228,6 +228,8 @@ class Trainer:
         self.dist, device_name = distributed.setup(cfg.device)
         self.log = log if self.dist.is_main else (lambda msg: None)
         self.device = resolve_device(device_name)
+        if cfg.threads and self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
         self.record_path, self.work_dir = run_paths(cfg)
         self.ckpt_path = self.work_dir / "checkpoint.pt"
         self.metrics_path = self.work_dir / "metrics.jsonl"
@@ -270,7 +272,8 @@ class Trainer:
                 find_unused_parameters=len(cfg.routing.ops) > 1)
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
-        self.batches = EpochBatches(self.task.dataset("train"), cfg.optim.batch_size, cfg.seed)
+        self.batches = EpochBatches(self.task.dataset("train"), cfg.optim.batch_size, cfg.seed,
+                                    bucket=cfg.data.length_bucketing)
         self.optimizer = make_optimizer(self.model, cfg)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
