@@ -8,6 +8,15 @@ parameterised in the DCT domain (k = idct of a learnable spectrum), computed wit
 FFT in O(N log N). Output t depends on inputs <= t only.
 
 FLOP convention: an FFT, DCT or IDCT of length L over D channels costs 5 * L * log2(L) * D.
+
+Speed (measured with ``python -m harness bench``): both forms are autograd Functions with
+hand-written backwards. The non-causal filter (``dct_filter``) does Makhoul's permutation and
+one real FFT each way along the sequence axis of the (B, N, D) layout (no transposes), applies
+the filter in the half spectrum, and uses that x -> y is self-adjoint for dx, so autograd never
+materialises the strided index/slice backwards that dominated ``idct(dct(x) * h)``. The causal
+convolution (``causal_conv``) reuses its forward spectra for both gradients. On CPU both run
+block by block over channels so each block stays in cache. They equal the compositions they
+replace, outputs and gradients (tests/test_bench.py).
 """
 
 from __future__ import annotations
@@ -26,6 +35,163 @@ from .spectral import dct, idct, upcast
 
 def _fft_flops(length: int, channels: int) -> int:
     return int(5 * length * math.log2(max(length, 2)) * channels)
+
+
+def _makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
+    """For the DCT of length n along an axis: Makhoul's permutation (even indices ascending,
+    then odd descending), its inverse, the twiddles exp(-i pi k / 2n) for k = 0 .. n//2, and
+    the squared orthonormal scales s_k^2."""
+    perm = torch.cat([torch.arange(0, n, 2, device=device),
+                      torch.arange(1, n, 2, device=device).flip(0)])
+    inverse = torch.argsort(perm)
+    k = torch.arange(n // 2 + 1, dtype=dtype, device=device)
+    twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
+    scale2 = torch.full((n,), 2.0 / n, dtype=dtype, device=device)
+    scale2[0] = 1.0 / n
+    return perm, inverse, twiddle, scale2
+
+
+def _half_spectrum(x: Tensor, perm: Tensor, twiddle: Tensor) -> Tensor:
+    """U = rfft(v) * twiddle along dim 1, v = x permuted: c_k = s_k Re U_k for k <= n//2 and
+    c_{n-k} = -s_{n-k} Im U_k for 1 <= k <= (n-1)//2 (c = the orthonormal DCT-II of x)."""
+    u = torch.fft.rfft(x.index_select(1, perm), dim=1)
+    return u.mul_(twiddle[:, None])
+
+
+def _apply_gains(u: Tensor, gains: Tensor, twiddle: Tensor, inverse: Tensor, n: int) -> Tensor:
+    """idct of the filtered coefficients, from the half spectrum U and gains (K, D, 2): the
+    real part of U_k carries c_k (gain h_k), the imaginary part c_{n-k} (gain h_{n-k})."""
+    filtered = torch.view_as_complex(torch.view_as_real(u) * gains)
+    filtered.mul_(twiddle.conj()[:, None])
+    return torch.fft.irfft(filtered, n=n, dim=1).index_select(1, inverse)
+
+
+# On CPU the filter runs over blocks of channels of about this many elements (B * N * D_block,
+# 1 MiB in float32): every pass of a block then stays in cache, so time grows like N log N
+# instead of jumping when a whole (B, N, D) tensor no longer fits. On GPUs: one block.
+_CPU_BLOCK_ELEMENTS = 1 << 18
+
+
+def _channel_blocks(x: Tensor, length: int | None = None) -> list[slice]:
+    """Channel blocks of x (B, N, D) for sequences of `length` (default N) points."""
+    b, n, d = x.shape
+    if x.device.type != "cpu":
+        return [slice(0, d)]
+    step = max(1, min(d, _CPU_BLOCK_ELEMENTS // max(b * (length or n), 1)))
+    return [slice(i, min(i + step, d)) for i in range(0, d, step)]
+
+
+class _DCTFilter(torch.autograd.Function):
+    """y = idct(dct(x, dim=1) * h, dim=1) for x (B, N, D) and h (N, D), both real.
+
+    The map x -> y is C^T diag(h) C with C orthonormal: symmetric, so dx = the same filter
+    applied to dy; dh_k = sum over the batch of dct(dy)_k * dct(x)_k. Channels are
+    independent, so both directions run block by block over channels (_channel_blocks)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h: Tensor) -> Tensor:
+        n = x.shape[1]
+        perm, inverse, twiddle, scale2 = _makhoul_plan(n, x.device, x.dtype)
+        k = n // 2 + 1
+        # gains[k] = (h_k, h_{(n-k) mod n}): at k = 0 and at the Nyquist bin both are h_k
+        mirror = torch.remainder(-torch.arange(k, device=x.device), n)
+        gains = torch.stack([h[:k], h.index_select(0, mirror)], dim=-1)
+        blocks = _channel_blocks(x)
+        if len(blocks) == 1:
+            spectra = [_half_spectrum(x, perm, twiddle)]
+            y = _apply_gains(spectra[0], gains, twiddle, inverse, n)
+        else:
+            spectra, y = [], torch.empty_like(x)
+            for c in blocks:
+                spectra.append(_half_spectrum(x[..., c], perm, twiddle))
+                y[..., c] = _apply_gains(spectra[-1], gains[:, c], twiddle, inverse, n)
+        ctx.save_for_backward(gains, scale2, *spectra)
+        ctx.plan = (perm, inverse, twiddle, blocks)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor):
+        gains, scale2, *spectra = ctx.saved_tensors
+        perm, inverse, twiddle, blocks = ctx.plan
+        n = dy.shape[1]
+        k = n // 2 + 1
+        dy = dy.to(gains.dtype)
+        want_x, want_h = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx = torch.empty_like(dy) if want_x else None
+        dh = gains.new_empty(n, gains.shape[1]) if want_h else None
+        for c, u in zip(blocks, spectra, strict=True):
+            ug = _half_spectrum(dy[..., c], perm, twiddle)
+            if want_h:
+                # sum over the batch of (Re Ug Re U, Im Ug Im U) per bin: the products of the
+                # DCT coefficients k <= n//2 (real parts) and n - k (imaginary parts)
+                prod = (torch.view_as_real(ug) * torch.view_as_real(u)).sum(0)  # (K, Dc, 2)
+                dh[:k, c] = prod[:, :, 0]
+                dh[k:, c] = prod[1 : n - k + 1, :, 1].flip(0)
+            if want_x:
+                dx[..., c] = _apply_gains(ug, gains[:, c], twiddle, inverse, n)
+        if want_h:
+            dh.mul_(scale2[:, None])
+        return dx, dh
+
+
+class _CausalConv(torch.autograd.Function):
+    """y[:, t] = sum_{s <= t} k[t - s] * x[:, s] for x (B, N, D) and taps k (L, D), by FFTs of
+    length n_fft >= N + L - 1 (zero padding: nothing wraps around).
+
+    Backward: dx is the correlation of dy with k and dk the correlation of dy with x (summed
+    over the batch), both by the same zero-padded FFTs; block by block over channels."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, k: Tensor, n_fft: int) -> Tensor:
+        n = x.shape[1]
+        blocks = _channel_blocks(x, n_fft)
+        spectra_x, spectra_k = [], []
+        y = torch.empty_like(x) if len(blocks) > 1 else None
+        for c in blocks:
+            fx = torch.fft.rfft(x[..., c], n=n_fft, dim=1)
+            fk = torch.fft.rfft(k[:, c], n=n_fft, dim=0)
+            out = torch.fft.irfft(fx * fk, n=n_fft, dim=1)[:, :n]
+            if y is None:
+                y = out
+            else:
+                y[..., c] = out
+            spectra_x.append(fx)
+            spectra_k.append(fk)
+        ctx.save_for_backward(*spectra_x, *spectra_k)
+        ctx.plan = (blocks, n_fft, k.shape[0])
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor):
+        blocks, n_fft, taps = ctx.plan
+        saved = ctx.saved_tensors
+        spectra_x, spectra_k = saved[: len(blocks)], saved[len(blocks) :]
+        n = dy.shape[1]
+        want_x, want_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dx = torch.empty(dy.shape, dtype=spectra_x[0].real.dtype, device=dy.device) \
+            if want_x else None
+        dk = dy.new_empty(taps, dy.shape[2], dtype=spectra_k[0].real.dtype) if want_k else None
+        for c, fx, fk in zip(blocks, spectra_x, spectra_k, strict=True):
+            fg = torch.fft.rfft(dy[..., c].to(fx.real.dtype), n=n_fft, dim=1)
+            if want_x:
+                dx[..., c] = torch.fft.irfft(fg * fk.conj(), n=n_fft, dim=1)[:, :n]
+            if want_k:
+                dk[:, c] = torch.fft.irfft((fg * fx.conj()).sum(0), n=n_fft, dim=0)[:taps]
+        return dx, dk, None
+
+
+def causal_conv(x: Tensor, k: Tensor, n_fft: int) -> Tensor:
+    """Causal long convolution of x (B, N, D) with taps k (L, D); n_fft >= N + L - 1."""
+    dtype = torch.promote_types(x.dtype, k.dtype)
+    return _CausalConv.apply(x.to(dtype), k.to(dtype), n_fft)
+
+
+def dct_filter(x: Tensor, h: Tensor) -> Tensor:
+    """idct(dct(x, dim=1) * h, dim=1), fast: x (B, N, D), h (N, D), real, same dtype."""
+    dtype = torch.promote_types(x.dtype, h.dtype)
+    return _DCTFilter.apply(x.to(dtype), h.to(dtype))
 
 
 @register_operator("dct", description="spectral mixing along the sequence (DCT filter; causal: "
@@ -59,14 +225,18 @@ class DCTMixer(TokenMixer):
     def frequency_response(self, n: int) -> Tensor:
         """h (n, D): the filter sampled at normalised frequencies k/n by linear interpolation."""
         n_freq = self.filter.shape[0]
+        if n == n_freq:  # the grid itself: interpolation weights are exactly 0
+            return self.filter
         u = torch.arange(n, device=self.filter.device, dtype=torch.float32) * (n_freq / n)
         i0 = u.floor().long().clamp(max=n_freq - 1)
         i1 = (i0 + 1).clamp(max=n_freq - 1)
         w = (u - i0).to(self.filter.dtype)[:, None]
-        return self.filter[i0] * (1 - w) + self.filter[i1] * w
+        # index_select: same values as filter[i], a much cheaper backward (index_add)
+        return (self.filter.index_select(0, i0) * (1 - w)
+                + self.filter.index_select(0, i1) * w)
 
     def _filter(self, x: Tensor) -> Tensor:
-        return idct(dct(x, dim=1) * self.frequency_response(x.shape[1]), dim=1)
+        return dct_filter(x, self.frequency_response(x.shape[1]))
 
     def _mix_noncausal(self, x: Tensor, mask: Tensor | None) -> Tensor:
         if mask is None or bool(mask.all()):
@@ -99,9 +269,7 @@ class DCTMixer(TokenMixer):
         # Zero-padding to >= n + L - 1 makes the circular convolution a linear one, so nothing
         # wraps around from the end of the sequence into its beginning.
         n_fft = 1 << (n + k.shape[0] - 2).bit_length()
-        y = torch.fft.irfft(
-            torch.fft.rfft(x, n=n_fft, dim=1) * torch.fft.rfft(k, n=n_fft, dim=0), n=n_fft, dim=1
-        )[:, :n]
+        y = causal_conv(x, k, n_fft)  # irfft(rfft(x) * rfft(k))[:, :n], zero-padded to n_fft
         return y if mask is None else y * mask[..., None]
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:

@@ -1,8 +1,41 @@
 import os
 
+import pytest
 import torch
+
+from operators import OPERATORS, TokenMixer
+from tasks import TASKS, LanguageModelingTask
 
 # Small tensors on a busy 2-core machine run many times faster on one thread, and results are
 # then independent of the thread count.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+class _TinyLM(LanguageModelingTask):
+    """A causal task small enough to build in-process."""
+
+    vocab_size = 11
+
+    def load_split(self, split):
+        g = torch.Generator().manual_seed(len(split))
+        return [(torch.randint(1, 11, (self.seq_len + 1,), generator=g), 0) for _ in range(16)]
+
+
+class _FutureOnly(TokenMixer):
+    supports_causal = False
+
+    def forward(self, x, ctx):
+        return x
+
+    def flops(self, n_query, n_key):
+        return 0
+
+
+@pytest.fixture
+def causal_task_and_noncausal_op():
+    TASKS.add("tiny-lm-test", _TinyLM)
+    OPERATORS.add("future-only-test", _FutureOnly)
+    yield
+    del TASKS._entries["tiny-lm-test"]
+    del OPERATORS._entries["future-only-test"]

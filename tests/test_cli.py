@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from harness.cli import main
-from operators import OPERATORS, TokenMixer
-from tasks import TASKS, LanguageModelingTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,35 +86,6 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, expected, capsys, tmp_p
     assert expected in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-
-
-class _TinyLM(LanguageModelingTask):
-    """A causal task small enough to build in-process."""
-
-    vocab_size = 11
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (self.seq_len + 1,), generator=g), 0) for _ in range(16)]
-
-
-class _FutureOnly(TokenMixer):
-    supports_causal = False
-
-    def forward(self, x, ctx):
-        return x
-
-    def flops(self, n_query, n_key):
-        return 0
-
-
-@pytest.fixture
-def causal_task_and_noncausal_op():
-    TASKS.add("tiny-lm-test", _TinyLM)
-    OPERATORS.add("future-only-test", _FutureOnly)
-    yield
-    del TASKS._entries["tiny-lm-test"]
-    del OPERATORS._entries["future-only-test"]
 
 
 def test_noncausal_operator_on_causal_task_is_refused(causal_task_and_noncausal_op, capsys,

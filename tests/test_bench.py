@@ -1,0 +1,142 @@
+"""`python -m harness bench --quick`: the report's structure, not its timings (machines are noisy).
+
+Also guards the fused DCT kernels the bench motivated (operators/dct.py): the non-causal filter
+must equal the composition idct(dct(x) * h) it replaced, and the causal convolution the
+zero-padded FFT product it replaced, in outputs and in both gradients, whether or not the
+channels are processed in blocks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.bench import paired_ratio
+from harness.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    status = main(["bench", "--quick", "--threads", "1", "--device", "cpu", "--ops",
+                   "attn,dct,rbf,xformers", "--out", str(out), "--name", "quick"])
+    assert status == 0
+    return out, json.loads((out / "quick.json").read_text())
+
+
+def test_quick_bench_writes_json_and_png(quick_report, capsys):
+    out, report = quick_report
+    assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["kind"] == "bench" and report["plot"] == "quick.png"
+    assert report["environment"]["torch"] == torch.__version__
+    assert report["settings"]["seq_lens"] == [32, 64]
+    assert report["args"]["quick"] is True
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_every_case_has_times_and_a_ratio_to_full_attention(quick_report):
+    _, report = quick_report
+    rows = report["results"]
+    for n in (32, 64):
+        keys = {r["key"] for r in rows if r["seq_len"] == n}
+        assert {"attn", "dct", "rbf", "attn@1", "attn@0.25"} <= keys
+    for r in rows:
+        if r["skipped"]:
+            continue
+        for mode in ("fwd", "fwd+bwd"):
+            m = r[mode]
+            assert len(m["times_ms"]) == report["settings"]["repeats"]
+            assert m["median_ms"] > 0 and m["min_ms"] <= m["median_ms"]
+            assert m["ratio"] is not None and m["ratio"] > 0
+        if r["key"] == "attn":
+            assert r["fwd"]["ratio"] == 1.0 and r["flop_ratio"] == 1.0
+    routed_full = [r for r in rows if r["key"] == "attn@1"]
+    assert routed_full and all(r["fwd+bwd"]["ratio"] is not None for r in routed_full)
+    assert all(r["flop_ratio"] == pytest.approx(1.0) for r in routed_full)
+    quarter = [r for r in rows if r["key"] == "attn@0.25"]
+    assert all(r["flop_ratio"] < 1 for r in quarter)
+
+
+def test_an_operator_that_cannot_be_built_is_skipped_with_a_note(quick_report):
+    _, report = quick_report
+    xformers = [r for r in report["results"] if r["op"] == "xformers"]
+    assert xformers
+    if not torch.cuda.is_available():
+        assert all(r["skipped"] and "not built" in r["skipped"] for r in xformers)
+
+
+def test_train_step_comparison_and_targets_are_reported(quick_report):
+    _, report = quick_report
+    train = report["train_step"]
+    assert set(train["tasks"]) == {"classification", "lm"}
+    for entry in train["tasks"].values():
+        assert entry["bare"]["median_ms"] > 0 and entry["harness"]["median_ms"] > 0
+        assert entry["ratio"] > 0
+        # the same shape: the harness model has exactly the reference's parameter count
+        assert entry["parameters"]["harness"] == entry["parameters"]["bare"]
+    targets = {t["target"]: t for t in report["targets"]}
+    assert len(targets) == 4
+    assert all(t["passed"] is None or isinstance(t["passed"], bool) for t in targets.values())
+
+
+def test_bad_input_exits_2(tmp_path, capsys):
+    assert main(["bench", "--quick", "--seq-lens", "0", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--quick", "--fractions", "1.5", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--quick", "--ops", "atn", "--out", str(tmp_path)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_paired_ratio_is_the_median_of_per_repeat_ratios():
+    assert paired_ratio([2.0, 4.0, 30.0], [1.0, 2.0, 3.0]) == 2.0
+    assert paired_ratio([], []) is None
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 13])
+@pytest.mark.parametrize("block", [None, 5])  # None: one block; 5 elements: many blocks
+def test_fused_dct_filter_equals_the_composition(n, block, monkeypatch):
+    import operators.dct as dct_module
+    from operators.dct import dct_filter
+    from operators.spectral import dct, idct
+
+    if block is not None:
+        monkeypatch.setattr(dct_module, "_CPU_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    h = torch.randn(n, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    dy = torch.randn(2, n, 3, dtype=torch.float64, generator=g)
+    ref = idct(dct(x, dim=1) * h, dim=1)
+    ref_grads = torch.autograd.grad(ref, (x, h), dy)
+    out = dct_filter(x, h)
+    grads = torch.autograd.grad(out, (x, h), dy)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(dct_filter, (x.detach().requires_grad_(),
+                                                 h.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("n,taps", [(1, 1), (5, 3), (8, 8), (13, 7)])
+@pytest.mark.parametrize("block", [None, 5])
+def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, block, monkeypatch):
+    import operators.dct as dct_module
+    from operators.dct import causal_conv
+
+    if block is not None:
+        monkeypatch.setattr(dct_module, "_CPU_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(taps, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    dy = torch.randn(2, n, 3, dtype=torch.float64, generator=g)
+    n_fft = 1 << (n + taps - 2).bit_length()
+    ref = torch.fft.irfft(torch.fft.rfft(x, n=n_fft, dim=1) * torch.fft.rfft(k, n=n_fft, dim=0),
+                          n=n_fft, dim=1)[:, :n]
+    ref_grads = torch.autograd.grad(ref, (x, k), dy)
+    out = causal_conv(x, k, n_fft)
+    grads = torch.autograd.grad(out, (x, k), dy)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k, n_fft),
+                                    (x.detach().requires_grad_(), k.detach().requires_grad_()))

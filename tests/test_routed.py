@@ -1,0 +1,105 @@
+"""Routed execution really skips work and changes nothing: routed == dense, and honest costs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.checks import check_routed_equals_dense, random_batch
+from harness.cli import main
+from harness.config import resolve
+from harness.model import Model
+from routers import ROUTERS
+from tasks import TASKS
+
+OPERATOR_SETS = [["dct", "attn"], ["identity", "attn"], ["rbf", "attn"], ["dct", "rbf", "attn"]]
+ROUTER_NAMES = [name for name in ROUTERS.names() if name != "single"]
+
+
+def tiny_config(router: str, ops: list[str], task: str = "listops", seq_len: int = 24):
+    return resolve({"preset": "smoke", "routing": {"router": router, "ops": ops},
+                    "data": {"task": task, "seq_len": seq_len}},
+                   getattr(TASKS.get(task), "presets", {}))
+
+
+def build(router: str, ops: list[str], seq_len: int, seed: int, task=None):
+    task = task or TASKS.get("listops")(seq_len, cache_dir="/nonexistent-never-loaded")
+    cfg = tiny_config(router, ops, seq_len=seq_len)
+    torch.manual_seed(seed)
+    model = Model(cfg, task, seq_len)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():  # calibrate thresholds so routing is non-trivial
+        for _ in range(2):
+            model(random_batch(task, 4, seq_len, g, padded=True))
+    return model.eval(), task, g
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(router=st.sampled_from(ROUTER_NAMES), ops=st.sampled_from(OPERATOR_SETS),
+       seq_len=st.integers(8, 40), seed=st.integers(0, 2**16))
+def test_routed_equals_dense_outputs_and_gradients(router, ops, seq_len, seed):
+    """Tolerance 1e-4 absolute and relative (float32): routed execution reorders sums (gathered
+    queries, scatter back), nothing else."""
+    router_cls = ROUTERS.get(router)
+    if not router_cls.min_ops <= len(ops) <= router_cls.max_ops:
+        return
+    model, task, g = build(router, ops, seq_len, seed)
+    result = check_routed_equals_dense(model, task, seq_len, g)
+    assert result.passed, result.detail
+
+
+def test_routed_execution_skips_attention_work_and_says_so():
+    model, task, g = build("entropy", ["dct", "attn"], 32, 0)
+    batch = random_batch(task, 4, 32, g)
+    with torch.no_grad():
+        model(batch)
+    for layer in model.mixing_layers:
+        cost = layer.last_cost
+        attn = cost.names.index("attn")
+        routed = cost.routed[attn]
+        assert 0 < routed < 4 * 32
+        # attention ran on fewer query rows than the batch has tokens, and counted only that
+        assert cost.query_rows[attn] < 4 * 32
+        assert cost.flops[attn] < cost.full_flops[attn]
+        # DCT cannot take a subset: it ran everywhere and is charged for everywhere
+        dct = cost.names.index("dct")
+        assert cost.flops[dct] == cost.full_flops[dct]
+
+
+def test_dense_execution_and_soft_routers_claim_no_saving():
+    for router, execution in (("entropy", "dense"), ("meta", "routed")):
+        model, task, g = build(router, ["dct", "attn"], 32, 0)
+        for layer in model.mixing_layers:
+            layer.execution = execution
+        with torch.no_grad():
+            model(random_batch(task, 4, 32, g))
+        for layer in model.mixing_layers:
+            assert layer.last_cost.flops == layer.last_cost.full_flops
+
+
+def test_check_command_fails_a_leaky_combination(causal_task_and_noncausal_op, capsys):
+    code = main(["check", "--preset", "smoke", "--task", "tiny-lm-test", "--seq-len", "16",
+                 "--router", "entropy", "--ops", "dct-leaky,attn", "--allow-leaky"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "causality" in out and "FAIL" in out and "operator 'dct-leaky'" in out
+
+
+def test_check_command_passes_an_honest_combination(causal_task_and_noncausal_op, capsys):
+    code = main(["check", "--preset", "smoke", "--task", "tiny-lm-test", "--seq-len", "16",
+                 "--router", "entropy", "--ops", "dct,attn"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "FAIL" not in out
+
+
+@pytest.mark.parametrize("router", ["meta-batch", "entropy-topk"])
+def test_paper_variants_need_allow_leaky_on_causal_tasks(router, causal_task_and_noncausal_op,
+                                                        capsys, tmp_path):
+    args = ["run", "--preset", "smoke", "--task", "tiny-lm-test", "--seq-len", "16",
+            "--router", router, "--ops", "dct,attn", "--out", str(tmp_path), "--max-steps", "2"]
+    assert main(args) == 2
+    assert "--allow-leaky" in capsys.readouterr().err
