@@ -31,6 +31,7 @@ class CostMeter:
         self.names = model.op_names
         attn = OPERATORS.get("attn")(d_model, heads, seq_len, causal)
         self._attn_flops = attn.flops  # reference: full softmax attention of the same shape
+        self._other_per_position = self._other_flops_per_position()  # shapes are fixed
         self.reset()
 
     def reset(self) -> None:
@@ -81,7 +82,7 @@ class CostMeter:
                 self.fraction_sums[i] = fr if prev is None else prev + fr
             if "gate" in cost.stats:
                 self.gate_sums[i] += float(cost.stats["gate"].float().mean())
-        self.other_flops += batch_size * seq_len * self._other_flops_per_position()
+        self.other_flops += batch_size * seq_len * self._other_per_position
 
     def _other_flops_per_position(self) -> float:
         per_block = 0.0

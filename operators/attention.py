@@ -52,11 +52,24 @@ class Attention(TokenMixer):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return y.transpose(1, 2)
 
+    # A fused kernel told is_causal skips the score blocks above the diagonal; given an explicit
+    # mask (routed query subsets, padding; RBF's bias) it computes the whole rectangle. Counting
+    # the triangle for full causal attention keeps routed savings honest on causal tasks.
+    skips_causal_triangle = True
+
+    def score_pairs(self, n_query: int, n_key: int) -> int:
+        """(query, key) score pairs the kernel computes for one head."""
+        if self.causal and n_query == n_key and self.skips_causal_triangle:
+            return n_query * (n_query + 1) // 2
+        return n_query * n_key
+
     def flops(self, n_query: int, n_key: int) -> int:
         d = self.d_model
         projections = 2 * n_query * d * d + 4 * n_key * d * d + 2 * n_query * d * d  # q, kv, out
-        core = 4 * n_query * n_key * d  # scores q.k and the weighted sum, full rectangle
+        core = 4 * self.score_pairs(n_query, n_key) * d  # scores q.k and the weighted sum
         return projections + core
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
-        return 0  # every term above is a matmul or SDPA, which FlopCounterMode counts
+        # torch's FLOP counter charges SDPA the full rectangle even when the kernel skips the
+        # causal triangle: the difference is negative (work counted there, skipped here)
+        return 4 * self.d_model * (self.score_pairs(n_query, n_key) - n_query * n_key)

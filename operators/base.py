@@ -15,7 +15,9 @@ Declarations (class attributes) the harness relies on:
   on a causal task only with ``--allow-leaky`` and every record it produces is marked leaky.
 - ``flops(n_query, n_key)``: analytic forward FLOPs for one example (multiply-add = 2 FLOPs),
   counting the projections it owns. Used for cost accounting and ordering by cost.
-  ``untracked_flops`` is the part torch's FLOP counter cannot see (FFTs, elementwise).
+  ``untracked_flops`` is flops() minus what torch's FLOP counter reports for the same call:
+  positive for work it cannot see (FFTs, elementwise), negative for work it charges that the
+  kernel skips (the causal triangle of fused attention).
 
 Forward contract: ``forward(x, ctx)`` with x (B, N, D) and a ``MixContext``:
 
@@ -84,8 +86,9 @@ class TokenMixer(nn.Module):
         raise NotImplementedError
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
-        """The part of flops() that torch.utils.flop_counter cannot see (FFTs, elementwise
-        work); the FLOP check compares flops() - untracked_flops() with the counter."""
+        """flops() minus what torch.utils.flop_counter reports for the same call (FFTs and
+        elementwise work it cannot see; minus work it charges that the kernel skips). The FLOP
+        check compares flops() - untracked_flops() with the counter."""
         return 0
 
 

@@ -46,6 +46,8 @@ class RBFMixer(Attention):
         )
         return y.transpose(1, 2)
 
+    skips_causal_triangle = False  # the bias is an explicit mask: the whole rectangle runs
+
     def untracked_flops(self, n_query: int, n_key: int) -> int:
         d, h = self.d_model, self.n_heads
         # |k|^2 (square + sum) and its scaling, the query scaling, and the bias added to every

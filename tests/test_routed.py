@@ -103,3 +103,20 @@ def test_paper_variants_need_allow_leaky_on_causal_tasks(router, causal_task_and
             "--router", router, "--ops", "dct,attn", "--out", str(tmp_path), "--max-steps", "2"]
     assert main(args) == 2
     assert "--allow-leaky" in capsys.readouterr().err
+
+
+def test_causal_attention_is_charged_what_its_kernel_computes():
+    """Full causal attention runs the fused kernel with is_causal (the triangle); routed
+    queries run with an explicit mask (the whole rectangle). Charging both the rectangle would
+    overstate routed savings on causal tasks by about 2x."""
+    from operators import OPERATORS
+
+    n, d = 64, 32
+    causal = OPERATORS.get("attn")(d, 2, n, causal=True)
+    plain = OPERATORS.get("attn")(d, 2, n, causal=False)
+    projections = 8 * n * d * d
+    assert causal.flops(n, n) == projections + 4 * d * n * (n + 1) // 2
+    assert plain.flops(n, n) == projections + 4 * d * n * n
+    assert causal.flops(n // 2, n) == plain.flops(n // 2, n)  # a subset: the rectangle
+    rbf = OPERATORS.get("rbf")(d, 2, n, causal=True)  # its bias is a mask: the rectangle
+    assert rbf.flops(n, n) > causal.flops(n, n)
