@@ -120,3 +120,17 @@ def test_causal_attention_is_charged_what_its_kernel_computes():
     assert causal.flops(n // 2, n) == plain.flops(n // 2, n)  # a subset: the rectangle
     rbf = OPERATORS.get("rbf")(d, 2, n, causal=True)  # its bias is a mask: the rectangle
     assert rbf.flops(n, n) > causal.flops(n, n)
+
+
+def test_operators_are_ordered_by_cost_and_near_ties_keep_the_users_order():
+    from harness.model import build_operators
+
+    def order(ops, causal=False):
+        return [name for name, _ in build_operators(ops, {}, 64, 4, 128, causal)]
+
+    assert order(["attn", "dct"]) == ["dct", "attn"]
+    # rbf costs attention plus a few elementwise terms: a tie, so the user's order decides
+    assert order(["dct", "rbf", "attn"]) == ["dct", "rbf", "attn"]
+    assert order(["dct", "attn", "rbf"]) == ["dct", "attn", "rbf"]
+    # causal attention is charged its triangle, rbf its rectangle: no longer a tie
+    assert order(["dct", "rbf", "attn"], causal=True) == ["dct", "attn", "rbf"]
