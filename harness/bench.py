@@ -39,7 +39,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -819,20 +818,6 @@ def plot(rows: list[dict[str, Any]], s: Settings, title: str) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_warning(s: Settings) -> float | None:
     """Warn when other processes keep the CPU busy: multi-threaded kernels then stall on the
     thread that is not scheduled, and small operators suffer most. Returns the 1-min load."""
@@ -894,7 +879,7 @@ def run(args: argparse.Namespace) -> int:
     }
     title = (f"{env['hardware']} | {s.dtype} | d_model {s.d_model}, heads {s.heads}, "
              f"batch {s.batch_size} | {'causal' if s.causal else 'non-causal'}")
-    atomic_write_bytes(out / f"{stem}.png", plot(rows, s, title))
+    records.atomic_write_bytes(out / f"{stem}.png", plot(rows, s, title))
     records.atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {out / f'{stem}.json'} and {out / f'{stem}.png'}")
     return 0

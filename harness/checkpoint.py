@@ -8,8 +8,7 @@ stored, so loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +20,13 @@ FORMAT_VERSION = 1
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file in the same directory, fsync, rename: a kill at any moment
-    leaves either the previous checkpoint or the new one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic (temp file, fsync, rename): a kill at any moment leaves either the previous
+    checkpoint or the new one, never a torn file."""
+    from .records import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load(path: Path) -> dict[str, Any]:

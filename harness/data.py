@@ -22,7 +22,6 @@ import torch.utils.data
 
 from tasks import Batch, Task
 
-
 BUCKET_BATCHES = 50
 
 
