@@ -96,15 +96,22 @@ def pareto(spec: dict[str, Any]):
     return fig
 
 
-def routing_fractions(spec: dict[str, Any]):
+def _small_multiples(n: int):
+    """A grid of up to 3 panels a row for n groups: (figure, axes array)."""
     import matplotlib.pyplot as plt
 
-    groups = spec["groups"]
-    n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
                              layout="constrained")
+    for ax in list(axes.flat)[n:]:  # the last row's spare panels
+        ax.axis("off")
+    return fig, axes
+
+
+def routing_fractions(spec: dict[str, Any]):
+    groups = spec["groups"]
+    fig, axes = _small_multiples(len(groups))
     all_ops = sorted({op for g in groups for op in g["operators"]})
     palette = dict(zip(all_ops, _colors(len(all_ops))))
     for ax, g in zip(axes.flat, groups):
@@ -121,21 +128,13 @@ def routing_fractions(spec: dict[str, Any]):
         ax.set_title(g["label"], fontsize=8)
         ax.set_ylabel("share of tokens")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.suptitle(spec["title"])
     return fig
 
 
 def entropy_histograms(spec: dict[str, Any]):
-    import matplotlib.pyplot as plt
-
     groups = spec["groups"]
-    n = len(groups)
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = _small_multiples(len(groups))
     all_ops = sorted({op for g in groups for op in g["counts"]})
     palette = dict(zip(all_ops, _colors(len(all_ops))))
     for ax, g in zip(axes.flat, groups):
@@ -149,8 +148,6 @@ def entropy_histograms(spec: dict[str, Any]):
         ax.set_xlabel("spectral entropy (0 = one frequency, 1 = flat)")
         ax.set_ylabel("share of routed tokens")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.suptitle(spec["title"])
     return fig
 
