@@ -26,16 +26,6 @@ MODES = [(n, False) for n in NAMES] + [(n, True) for n in CAUSAL]
 FAST = settings(max_examples=12, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tensors are tiny: intra-op threads only add overhead, and on a busy 2-core machine
-    # their spin-waiting makes each small op ~40x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name, causal=False, seed=0, **options):
     """An operator in float64 eval mode, with its parameters moved off their initialisation:
     dct starts as the identity, which would let every check below pass trivially."""

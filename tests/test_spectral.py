@@ -13,16 +13,6 @@ SIZES = st.integers(1, 128)
 FAST = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tensors are tiny: intra-op threads only add overhead, and on a busy 2-core machine
-    # their spin-waiting makes each small op ~40x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("n", [*range(1, 18), 31, 64, 100, 128])
 def test_matrix_is_orthonormal(n):
     C = dct_matrix(n, torch.float64)
