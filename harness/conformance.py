@@ -293,15 +293,7 @@ def _op_dtypes(p: _Probe) -> None:
         ref = _op_forward(op, x, ctx)
         _check_finite("float32 output", ref)
         real = mask
-        for label, inp in (("float32 input", x), ("bfloat16 input", x.to(torch.bfloat16))):
-            what = f"under bf16 autocast with {label}"
-            try:
-                with p.autocast_bf16():
-                    y = _op_forward(op, inp, ctx)
-            except AssertionError:
-                raise
-            except Exception as exc:
-                _fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
+        for what, y in _under_bf16_autocast(p, x, lambda inp: _op_forward(op, inp, ctx)):
             if tuple(y.shape) != tuple(ref.shape) or not y.is_floating_point():
                 _fail(f"{what}: output {tuple(y.shape)} {y.dtype}, expected "
                       f"{tuple(ref.shape)} floating point")
@@ -311,6 +303,21 @@ def _op_dtypes(p: _Probe) -> None:
             if not float(err / scale) <= s.bf16_tolerance:
                 _fail(f"{what}: relative RMS error {float(err / scale):.3f} against float32 "
                       f"(tolerance {s.bf16_tolerance})")
+
+
+def _under_bf16_autocast(p: _Probe, x: Tensor, forward: Callable[[Tensor], Any]):
+    """Yield (description, output) of `forward` under bf16 autocast, fed float32 and then
+    bfloat16 inputs; a crash inside the component fails the check with what it raised."""
+    for label, inp in (("float32 input", x), ("bfloat16 input", x.to(torch.bfloat16))):
+        what = f"under bf16 autocast with {label}"
+        try:
+            with p.autocast_bf16():
+                out = forward(inp)
+        except AssertionError:
+            raise
+        except Exception as exc:
+            _fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
+        yield what, out
 
 
 def _op_padding(p: _Probe) -> None:
@@ -594,15 +601,7 @@ def _router_dtypes(p: _Probe) -> None:
     k = p.n_ops()
     with torch.no_grad():
         ref = _route(router, x, ctx)
-        for label, inp in (("float32 input", x), ("bfloat16 input", x.to(torch.bfloat16))):
-            what = f"under bf16 autocast with {label}"
-            try:
-                with p.autocast_bf16():
-                    routing = _route(router, inp, ctx)
-            except AssertionError:
-                raise
-            except Exception as exc:
-                _fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
+        for what, routing in _under_bf16_autocast(p, x, lambda inp: _route(router, inp, ctx)):
             if tuple(routing.weights.shape) != tuple(ref.weights.shape):
                 _fail(f"{what}: weights {tuple(routing.weights.shape)}, expected "
                       f"{tuple(ref.weights.shape)}")
