@@ -13,8 +13,8 @@ import json
 import pytest
 import torch
 
-from harness.bench import paired_ratio
-from harness.cli import main
+from harness.cli.main import main
+from harness.measure.bench import paired_ratio
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import leaderboard as lb
-from harness import records
-from harness.config import RunConfig
+from harness.engine.config import RunConfig
+from harness.results import leaderboard as lb
+from harness.results import records
 
 ROOT = Path(__file__).resolve().parents[1]
 

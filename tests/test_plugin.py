@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from operators import OPERATORS
 from routers import ROUTERS
 from tasks import TASKS

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import records
-from harness.records import RunRecord
+from harness.results import records
+from harness.results.records import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_malformed_records_are_reported_by_file_and_skipped(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import time
-    from harness import records
+    from harness.results import records
     sys.path.insert(0, sys.argv[3])
     from test_records import minimal
     who, directory, gate = sys.argv[1], sys.argv[2], records.Path(sys.argv[4])

@@ -7,10 +7,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.checks import check_routed_equals_dense, random_batch
-from harness.cli import main
-from harness.config import resolve
-from harness.model import Model
+from harness.cli.main import main
+from harness.engine.config import resolve
+from harness.engine.model import Model
+from harness.measure.checks import check_routed_equals_dense, random_batch
 from routers import ROUTERS
 from tasks import TASKS
 
@@ -123,7 +123,7 @@ def test_causal_attention_is_charged_what_its_kernel_computes():
 
 
 def test_operators_are_ordered_by_cost_and_near_ties_keep_the_users_order():
-    from harness.model import build_operators
+    from harness.engine.model import build_operators
 
     def order(ops, causal=False):
         return [name for name, _ in build_operators(ops, {}, 64, 4, 128, causal)]

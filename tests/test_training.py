@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
-from harness.config import load_config_file, resolve
+from harness.cli.main import main
+from harness.engine.config import load_config_file, resolve
 from operators import OPERATORS, TokenMixer
 from registry import ConfigError
 

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from harness.engine.config import RunConfig
+from harness.engine.model import Model
 from operators import OPERATORS, MixContext, TokenMixer
 from routers import ROUTERS, Router
 from tasks import Batch, Task
-
-from .config import RunConfig
-from .model import Model
 
 # float32 on CPU: reordered reductions differ by ~1e-6; anything above this is a real leak
 ATOL, RTOL = 1e-4, 1e-4

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import records as rec
-from .records import RunRecord
+from harness.results import records as rec
+from harness.results.records import RunRecord
 
 DEFAULT_RUNS = "results/runs"
 DEFAULT_OUT = "results/LEADERBOARD.md"
@@ -1057,7 +1057,7 @@ def run(args: argparse.Namespace) -> int:
     rec.atomic_write_text(out, board.markdown)
     print(f"wrote {out} ({board.n_records} records)")
     if not args.no_plots:
-        from . import plots as plots_mod
+        from harness.results import plots as plots_mod
 
         written, failures = plots_mod.render_all(board.specs)
         for failure in failures:

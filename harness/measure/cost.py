@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 
+from harness.engine.model import Model
 from operators import OPERATORS
-
-from .model import Model
 
 
 class CostMeter:

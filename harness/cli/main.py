@@ -178,9 +178,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace):
     import torch
 
+    from harness.engine.config import deep_merge, load_config_file, resolve
     from tasks import TASKS
-
-    from .config import deep_merge, load_config_file, resolve
 
     overrides = overrides_from_args(args)
     if "config" in vars(args):
@@ -195,11 +194,11 @@ def resolve_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .train import train
+    from harness.engine.train import train
 
     cfg = resolve_config(args)
     if getattr(args, "resume", False):
-        from .train import run_paths
+        from harness.engine.train import run_paths
 
         ckpt = run_paths(cfg)[1] / "checkpoint.pt"
         if not ckpt.exists():
@@ -235,8 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .checks import run_checks
-    from .train import build_task, seq_len_of
+    from harness.engine.train import build_task, seq_len_of
+    from harness.measure.checks import run_checks
 
     cfg = resolve_config(args)
     task = build_task(cfg)  # no data is loaded: checks use random inputs of the task's shape
@@ -246,7 +245,7 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"d_model {cfg.model.d_model})")
     results = run_checks(cfg, task, seq_len, seed=cfg.seed)
     # the per-component conformance suite: dtypes, padding, query subsets, gradients
-    from .conformance import conformance_check_results
+    from harness.measure.conformance import conformance_check_results
 
     results += conformance_check_results(cfg, task.causal, seq_len=min(seq_len, 32),
                                          seed=cfg.seed)
@@ -259,7 +258,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .listing import describe_registries
+    from harness.cli.listing import describe_registries
 
     listing = describe_registries()
     if args.json:
@@ -274,9 +273,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 _MODULE_COMMANDS = [
-    ("bench", "bench", "microbenchmarks of operators and routed layers (times and ratios)"),
-    ("leaderboard", "leaderboard", "regenerate results/LEADERBOARD.md from the run records"),
-    ("sweep", "sweep", "run a grid of routers x operator sets x tasks x seeds, resumably"),
+    ("bench", "harness.measure.bench",
+     "microbenchmarks of operators and routed layers (times and ratios)"),
+    ("leaderboard", "harness.results.leaderboard",
+     "regenerate results/LEADERBOARD.md from the run records"),
+    ("sweep", "harness.sweep", "run a grid of routers x operator sets x tasks x seeds, resumably"),
 ]
 
 
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Subcommands that live in their own module: each exposes add_arguments(parser) and
     # run(args) -> exit status.
     for name, module, text in _MODULE_COMMANDS:
-        mod = importlib.import_module(f"harness.{module}")
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=text)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .train import Interrupted
+    from harness.engine.train import Interrupted
 
     try:
         return args.func(args)

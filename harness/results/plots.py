@@ -1,5 +1,5 @@
 """Leaderboard plots (matplotlib, PNG). Rendering only: what to plot is decided by
-``harness.leaderboard.plot_specs`` from the records, as plain data.
+``harness.results.leaderboard.plot_specs`` from the records, as plain data.
 
 PNG bytes depend on the matplotlib version and fonts, so plots are regenerated with the board but
 never compared by ``leaderboard --check``. Metadata that would change between runs (the software

@@ -19,17 +19,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from harness.engine import checkpoint, distributed
+from harness.engine.config import RunConfig
+from harness.engine.data import EpochBatches, by_length
+from harness.engine.model import Model, count_parameters
+from harness.measure.cost import CostMeter
+from harness.results import records
 from operators import OPERATORS
 from registry import ChiaroscuroError, ConfigError
 from routers import ROUTERS
 from tasks import TASKS, Task
 from tasks.base import SPLITS
-
-from . import checkpoint, distributed, records
-from .config import RunConfig
-from .cost import CostMeter
-from .data import EpochBatches, by_length
-from .model import Model, count_parameters
 
 DEFAULT_SEQ_LEN = 256
 CHECK_SEQ_LEN = 256  # causality is judged on sequences up to this long before training
@@ -102,7 +102,7 @@ def guard_causal_task(cfg: RunConfig, task: Task, seq_len: int,
     """Before training on a causal task, check empirically that nothing sees the future or the
     rest of the batch: declarations can be wrong, plugins included. Refuse a leaking
     combination unless --allow-leaky, in which case the record is flagged."""
-    from .checks import run_checks
+    from harness.measure.checks import run_checks
 
     results = run_checks(cfg, task, min(seq_len, CHECK_SEQ_LEN),
                          which=("causality", "batch independence"), seed=cfg.seed)

@@ -21,8 +21,9 @@ call on CUDA); the table shows the median (and the JSON also the minimum and eve
 The training-step comparison times one optimizer step (forward, loss, backward, gradient
 clipping, AdamW) of a bare pre-norm transformer written here with no harness code (embedding,
 blocks of LN -> qkv -> SDPA -> proj and LN -> MLP, head) against the harness's own step
-(``harness.model.Model`` with router ``single`` and operator ``attn``, the loop body of
-``harness.train.train``) of the same shape, on a classification and a language-modelling task.
+(``harness.engine.model.Model`` with router ``single`` and operator ``attn``, the loop body of
+``harness.engine.train.train``) of the same
+shape, on a classification and a language-modelling task.
 
 Output: a table (absolute ms and ratios), a "targets" section (PASS/FAIL, for humans; the exit
 status stays 0 unless something crashed), and ``<name>.json`` + ``<name>.png`` under ``--out``,
@@ -180,9 +181,8 @@ class Settings:
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
+    from harness.engine.train import resolve_device
     from operators import OPERATORS
-
-    from .train import resolve_device
 
     base = QUICK if args.quick else DEFAULTS
 
@@ -293,9 +293,8 @@ def _routed_subset(s: Settings, n: int, fraction: float, gen: torch.Generator) -
 
 def build_cases(s: Settings) -> tuple[list[Case], dict[int, Tensor]]:
     """Every case to time, with its callable; plus the input x of each sequence length."""
+    from harness.engine.model import MixingLayer
     from operators import OPERATORS, MixContext
-
-    from .model import MixingLayer
 
     wanted: dict[int, set[str]] = {}
     for n in s.seq_lens:
@@ -536,7 +535,7 @@ def _bench_tasks(vocab: int):
 
 
 class _FixedBatches:
-    """Stands in for harness.data.EpochBatches: the same batch at every step."""
+    """Stands in for harness.engine.data.EpochBatches: the same batch at every step."""
 
     def __init__(self, batch):
         self._batch = batch
@@ -546,11 +545,11 @@ class _FixedBatches:
 
 
 def _harness_step(model, task, batch, cfg) -> Callable[[], None]:
-    """The harness's own optimizer step, ``harness.train.Trainer.train_step`` (forward, loss,
+    """The harness's own optimizer step, ``harness.engine.train.Trainer.train_step`` (forward, loss,
     finiteness checks, backward, clipping, AdamW, schedule, cost accounting), on a Trainer
     assembled around the model, its in-memory task and a fixed batch."""
-    from .cost import CostMeter
-    from .train import Trainer, lr_lambda, make_optimizer
+    from harness.engine.train import Trainer, lr_lambda, make_optimizer
+    from harness.measure.cost import CostMeter
 
     trainer = Trainer(cfg, log=lambda msg: None)
     n = batch.tokens.shape[1]
@@ -570,7 +569,7 @@ def _bare_step(model: BareTransformer, batch, causal: bool, cfg, device: torch.d
                ) -> Callable[[], None]:
     """Forward, cross-entropy, backward, clipping, AdamW (the same hyper-parameters), under
     the harness's autocast policy: the same work, no harness code."""
-    from .train import autocast
+    from harness.engine.train import autocast
 
     o = cfg.optim
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -600,10 +599,9 @@ def train_step_comparison(s: Settings) -> dict[str, Any]:
     """Median per-step time of the bare reference and of the harness, same shape, interleaved."""
     from tqdm.auto import tqdm
 
+    from harness.engine.config import ModelConfig, RoutingConfig, RunConfig
+    from harness.engine.model import Model
     from tasks import Batch
-
-    from .config import ModelConfig, RoutingConfig, RunConfig
-    from .model import Model
 
     assert s.train is not None
     t = s.train
@@ -617,7 +615,7 @@ def train_step_comparison(s: Settings) -> dict[str, Any]:
     if s.device.type == "cuda":  # what Trainer.build does; global, so it holds for both
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    # Both steps run under the harness's precision policy (harness.train.autocast), not --dtype.
+    # Both steps run under the harness's precision policy (engine.train.autocast), not --dtype.
     shape = {"layers": t["layers"], "d_model": s.d_model, "heads": s.heads, "mlp_ratio": 4.0,
              "seq_len": n, "batch_size": bsz, "vocab": vocab,
              "precision": "bf16 autocast" if s.device.type == "cuda" else "fp32"}
@@ -839,7 +837,7 @@ def _load_warning(s: Settings) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import records
+    from harness.results import records
 
     if args.threads is not None:
         if args.threads <= 0:

@@ -89,8 +89,8 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    from .cli import _parse_value
-    from .config import deep_merge, load_config_file
+    from harness.cli.main import _parse_value
+    from harness.engine.config import deep_merge, load_config_file
 
     grid: dict[str, Any] = {}
     base: dict[str, Any] = {}
@@ -130,7 +130,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
-    from .config import deep_merge
+    from harness.engine.config import deep_merge
 
     cells = []
     for task in grid["tasks"]:
@@ -155,12 +155,11 @@ def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
 
 def validate(overrides: dict[str, Any]) -> str | None:
     """Why this cell cannot run here, from declarations alone (cheap), or None."""
+    from harness.engine.config import resolve
+    from harness.engine.train import refuse_leaks
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS
-
-    from .config import resolve
-    from .train import refuse_leaks
 
     try:
         task_cls = TASKS.get(overrides["data"]["task"])
@@ -182,10 +181,9 @@ def validate(overrides: dict[str, Any]) -> str | None:
 
 
 def record_path_of(overrides: dict[str, Any]) -> Path:
+    from harness.engine.config import resolve
+    from harness.engine.train import run_paths
     from tasks import TASKS
-
-    from .config import resolve
-    from .train import run_paths
 
     task_cls = TASKS.get(overrides["data"]["task"])
     return run_paths(resolve(overrides, getattr(task_cls, "presets", {}) or {}))[0]

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from harness.engine.config import RunConfig
 from operators import OPERATORS, MixContext, TokenMixer
 from routers import ROUTERS, Router, Routing
 from tasks import Batch, Task
-
-from .config import RunConfig
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Running one router x operators x task combination: config, model, training, checkpoints."""

@@ -1,0 +1,1 @@
+"""Measuring a combination: cost accounting, invariant checks, conformance, benchmarks."""

@@ -1,0 +1,1 @@
+"""What runs leave behind: result records, the leaderboard, plots."""
