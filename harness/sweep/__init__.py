@@ -156,7 +156,7 @@ def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
 def validate(overrides: dict[str, Any]) -> str | None:
     """Why this cell cannot run here, from declarations alone (cheap), or None."""
     from harness.engine.config import resolve
-    from harness.engine.train import refuse_leaks
+    from harness.engine.guard import refuse_leaks
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS

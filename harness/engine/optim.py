@@ -1,0 +1,126 @@
+"""The optimiser step: AdamW with warmup and cosine decay, clipping, accumulation, accounting.
+
+``TrainStep`` is the one public way to take a training step, used by the training loop and by
+``harness bench`` (which times it against a bare reference step)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from harness.engine.config import RunConfig
+from harness.engine.device import autocast
+from harness.engine.distributed import Dist, all_reduce_sum
+from harness.engine.model import Model
+from harness.measure.cost import CostMeter
+from registry import ChiaroscuroError
+from tasks import Batch, Task
+
+
+class TrainingDiverged(ChiaroscuroError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+def make_optimizer(model: Model, cfg: RunConfig) -> torch.optim.Optimizer:
+    # decoupled weight decay on matrices only: norms, biases and embeddings' scales stay free
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    o = cfg.optim
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr, betas=(o.beta1, o.beta2),
+    )
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup, then cosine decay to 10% of the peak."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+class TrainStep:
+    """One optimiser step over a global batch, given as this process's micro-batches:
+    forward under the precision policy, loss plus the routers' auxiliary loss, finiteness
+    checks, backward (DDP gradient sync on the last micro-batch only), clipping, AdamW,
+    schedule, and training cost accounting."""
+
+    def __init__(self, model: Model, task: Task, cfg: RunConfig, device: torch.device,
+                 seq_len: int, *, forward_model: nn.Module | None = None,
+                 dist: Dist | None = None):
+        self.model, self.task, self.cfg, self.device = model, task, cfg, device
+        self.forward_model = forward_model if forward_model is not None else model
+        self.dist = dist
+        self.optimizer = make_optimizer(model, cfg)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
+        self.cost = CostMeter(model, d_model=cfg.model.d_model, heads=cfg.model.heads,
+                              seq_len=seq_len, causal=task.causal)
+
+    @property
+    def lr(self) -> float:
+        return self.schedule.get_last_lr()[0]
+
+    def __call__(self, micro_batch: Callable[[int], Batch], step: int) -> tuple[float, int]:
+        """Take step `step` (0-based); `micro_batch(i)` gives micro-batch i of this process.
+        Returns (mean loss, real tokens of the global batch)."""
+        n_micro = self.cfg.optim.grad_accum
+        distributed = self.dist is not None and self.dist.enabled
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, tokens = 0.0, 0
+        for micro in range(n_micro):
+            batch = micro_batch(micro).to(self.device)
+            sync = micro == n_micro - 1 or not distributed
+            context = nullcontext() if sync else self.forward_model.no_sync()
+            with context:
+                loss = self._backward(batch, step, n_micro)
+            loss_sum += loss / n_micro
+            n_tokens = int(batch.padding_mask.sum())
+            tokens += n_tokens
+            self.cost.update(n_tokens, batch.tokens.shape[1], len(batch))
+        self._clip_and_step(step)
+        if distributed:  # the global batch's token count, not this rank's times world
+            tokens = all_reduce_sum(tokens, self.device)
+        return loss_sum, tokens
+
+    def _backward(self, batch: Batch, step: int, n_micro: int) -> float:
+        with autocast(self.device):
+            logits, aux = self.forward_model(batch)
+            loss = self.task.loss(logits, batch)
+            total = (loss + self.cfg.routing.aux_weight * aux) / n_micro
+        if not torch.isfinite(total):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {step + 1} (router aux {aux.item()}); "
+                f"lower --lr (now {self.cfg.optim.lr}) or check the operators")
+        total.backward()
+        return loss.item()
+
+    def _clip_and_step(self, step: int) -> None:
+        clip = self.cfg.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              clip if clip > 0 else math.inf)
+        if not torch.isfinite(norm):
+            raise TrainingDiverged(
+                f"gradient norm became {norm.item()} at step {step + 1}; lower --lr "
+                f"(now {self.cfg.optim.lr})")
+        self.optimizer.step()
+        self.schedule.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "train_cost": self.cost.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.cost.load_state_dict(state["train_cost"])

@@ -1,0 +1,82 @@
+"""The result record of a run: final evaluation, cost, provenance, from a trained model."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from harness.engine.device import peak_memory_mb
+from harness.engine.evaluate import evaluate
+from harness.measure.cost import CostMeter
+from harness.results import records
+from tasks.base import SPLITS
+
+if TYPE_CHECKING:
+    from harness.engine.train import Trainer
+
+
+def final_metrics(trainer: Trainer, test_cost: CostMeter
+                  ) -> tuple[dict[str, dict[str, float]], dict | None]:
+    """Full valid and test splits, and the spectral entropy of the tokens each operator
+    received on the test split."""
+    model, task, device = trainer.model, trainer.task, trainer.device
+    batch_size = trainer.cfg.optim.batch_size
+    metrics = {"valid": evaluate(model, task, "valid", device, batch_size)}
+    telemetry = records.RoutingTelemetry(model.mixing_layers, model.op_names)
+    with telemetry.collect_histogram("test"):
+        metrics["test"] = evaluate(model, task, "test", device, batch_size, cost=test_cost)
+    telemetry.close()
+    summary = telemetry.summary()
+    return metrics, (summary.entropy_histogram if summary else None)
+
+
+def training_summary(trainer: Trainer, t_start: float | None) -> dict:
+    p = trainer.progress
+    return {
+        "steps": p.step,
+        "stop_reason": p.stop_reason,
+        "train_tokens": p.train_tokens,
+        "tokens_per_second": p.tokens_per_second,
+        "train_seconds": p.train_seconds,
+        "wall_seconds": time.perf_counter() - t_start if t_start else None,
+        "peak_memory_mb": peak_memory_mb(trainer.device),
+        "processes": trainer.dist.world,
+        "history": p.history,
+    }
+
+
+def make_record(trainer: Trainer, status: str = "finished", error: str | None = None,
+                t_start: float | None = None) -> records.RunRecord:
+    from harness.engine.train import run_id
+
+    cfg, task = trainer.cfg, trainer.task
+    test_cost = CostMeter(trainer.model, **trainer.cost_kwargs)
+    metrics, histogram = final_metrics(trainer, test_cost) if status == "finished" else ({}, None)
+    data = task.describe()
+    data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
+                                     for split in SPLITS})
+    extra = {"status": status, **({"error": error} if error else {})}
+    return records.RunRecord(
+        run_id=run_id(cfg),
+        created=records.now(),
+        task=cfg.data.task,
+        router=cfg.routing.router,
+        operators=trainer.model.op_names,
+        seed=cfg.seed,
+        preset=cfg.preset,
+        config=cfg.model_dump(),
+        config_hash=cfg.digest(),
+        flags=trainer.flags,
+        metrics=metrics,
+        cost={"test": test_cost.summary() if status == "finished" else None,
+              "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution},
+        training=training_summary(trainer, t_start),
+        parameters=trainer.n_params,
+        data=data,
+        task_metric=task.metric,
+        higher_is_better=task.higher_is_better,
+        telemetry=records.Telemetry(entropy_histogram=histogram,
+                                    gate_history=trainer.progress.gate_history),
+        environment=records.environment(trainer.device),
+        **extra,
+    )
