@@ -1,0 +1,210 @@
+"""Shared by every conformance check: settings, tolerances, the probe that builds the component
+under test with seeded random inputs, and the assertion helpers."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from operators import MixContext
+
+RTOL = 1e-5  # exact checks, relative to max(1, |output|): FFT convolutions leak ~1e-7 rounding
+BF16_TOLERANCE = 0.05  # bf16 vs float32, relative RMS error over real positions
+FLOP_TOLERANCE = 0.05  # analytic vs counted FLOPs, relative
+PADDING_GARBAGE = 10.0  # padding tokens hold large random values, so any leak shows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and tolerances of a conformance run. Small by default: the suite runs in seconds."""
+
+    d_model: int = 32
+    n_heads: int = 4
+    seq_len: int = 24
+    batch_size: int = 3
+    options: Mapping[str, Any] = field(default_factory=dict)  # the component's own options
+    n_ops: int | None = None  # routers: operators to route between (None: 2, within its range)
+    attn_fraction: float = 0.375  # routers
+    seed: int = 0
+    device: str = "cpu"
+    rtol: float = RTOL
+    bf16_tolerance: float = BF16_TOLERANCE
+    count_flops: bool = True
+    flop_tolerance: float = FLOP_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (batch independence needs a batch)")
+        if self.seq_len < 4:
+            raise ValueError("seq_len must be >= 4")
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def _name(cls: type) -> str:
+    registered = getattr(cls, "registry_name", "?")
+    return registered if registered not in ("?", None) else cls.__qualname__
+
+
+def _is_router(cls: type) -> bool:
+    from routers import Router
+
+    return isinstance(cls, type) and (
+        issubclass(cls, Router) or all(hasattr(cls, a) for a in ("hard", "batch_independent"))
+    )
+
+
+def _max_diff(a: Tensor, b: Tensor) -> float:
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+
+
+def _tolerance(reference: Tensor, rtol: float) -> float:
+    scale = float(reference.float().abs().max()) if reference.numel() else 0.0
+    return rtol * max(1.0, scale)
+
+
+def _perturb_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Add noise to every floating parameter, so that identity or constant initialisations
+    (a filter of ones, a zero gate) cannot pass a check by doing nothing."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point():
+                rms = float(p.float().pow(2).mean().sqrt()) if p.numel() else 0.0
+                noise = torch.randn(p.shape, generator=generator, dtype=torch.float32)
+                p.add_((noise * (0.1 * rms + 0.05)).to(device=p.device, dtype=p.dtype))
+
+
+def _lengths(n_rows: int, n: int, g: torch.Generator) -> list[int]:
+    """Ragged real lengths: the first row full, the second half, the rest random."""
+    lengths = [n, max(1, n // 2)]
+    lengths += [int(torch.randint(max(1, n // 2), n + 1, (1,), generator=g))
+                for _ in range(n_rows - 2)]
+    return lengths[:n_rows]
+
+
+def _mask(lengths: list[int], n: int) -> Tensor:
+    return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
+
+
+def _with_garbage(x: Tensor, mask: Tensor, g: torch.Generator) -> Tensor:
+    garbage = PADDING_GARBAGE * torch.randn(x.shape, generator=g)
+    return torch.where(mask[..., None], x, garbage.to(x))
+
+
+def _more_padding(p: _Probe, x: Tensor, mask: Tensor, extra: int) -> tuple[Tensor, Tensor]:
+    """The same real tokens with `extra` more padding positions and fresh garbage in all."""
+    b, _, d = x.shape
+    mask2 = torch.cat([mask.cpu(), torch.zeros(b, extra, dtype=torch.bool)], 1)
+    x2 = _with_garbage(torch.cat([x.cpu(), torch.zeros(b, extra, d)], 1), mask2, p.g)
+    return x2.to(p.device), mask2.to(p.device)
+
+
+class _Probe:
+    """What one case needs: the class under test, its mode, settings and a seeded generator."""
+
+    def __init__(self, cls: type, causal: bool, settings: Settings, check: str):
+        self.cls, self.causal, self.s = cls, causal, settings
+        self.device = torch.device(settings.device)
+        seed = settings.seed * 1_000_003 + zlib.crc32(f"{check}/{causal}".encode())
+        self.g = torch.Generator().manual_seed(seed % 2**63)
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(*shape, generator=self.g).to(self.device)
+
+    def ragged(self, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, N, D) with ragged right padding filled with garbage, and its mask (B, N)."""
+        s = self.s
+        n = n or s.seq_len
+        mask = _mask(_lengths(s.batch_size, n, self.g), n)
+        x = _with_garbage(torch.randn(s.batch_size, n, s.d_model, generator=self.g), mask, self.g)
+        return x.to(self.device), mask.to(self.device)
+
+    def ctx(self, mask: Tensor | None = None) -> MixContext:
+        return MixContext(padding_mask=mask, causal=self.causal)
+
+    def autocast_bf16(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    # -- building the component --------------------------------------------------------------
+
+    def operator(self) -> nn.Module:
+        """A fresh instance (max_len = seq_len) with randomised parameters, in eval mode."""
+        s = self.s
+        op = self.cls(s.d_model, s.n_heads, s.seq_len, self.causal, **dict(s.options))
+        _perturb_parameters(op, self.g)
+        return op.to(self.device).eval()
+
+    def n_ops(self) -> int:
+        if self.s.n_ops is not None:
+            return self.s.n_ops
+        return max(getattr(self.cls, "min_ops", 1), min(2, getattr(self.cls, "max_ops", 16)))
+
+    def router(self) -> nn.Module:
+        """A fresh instance with randomised parameters, calibrated on a few training batches
+        (running thresholds and the like), then in eval mode: as the harness uses it."""
+        s = self.s
+        router = self.cls(s.d_model, self.n_ops(), causal=self.causal,
+                          attn_fraction=s.attn_fraction, **dict(s.options))
+        _perturb_parameters(router, self.g)
+        router = router.to(self.device).train()
+        with torch.no_grad():
+            for _ in range(3):
+                x, mask = self.ragged()
+                router(x, self.ctx(mask))
+        return router.eval()
+
+
+def _fail(message: str) -> None:
+    raise AssertionError(message)
+
+
+def _check_close(what: str, got: Tensor, want: Tensor, rtol: float, hint: str = "") -> None:
+    diff, tol = _max_diff(got, want), _tolerance(want, rtol)
+    if not diff <= tol:  # also catches NaN
+        _fail(f"{what}: max difference {diff:.2e} (tolerance {tol:.1e}){hint}")
+
+
+def _check_finite(what: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t.float()).all()):
+        bad = int((~torch.isfinite(t.float())).sum())
+        _fail(f"{what}: {bad} non-finite values")
+
+
+def _check_grads(module: nn.Module, x: Tensor | None, what: str, require_x: bool) -> None:
+    if x is not None:
+        if x.grad is None:
+            if require_x:
+                _fail(f"{what}: no gradient reaches the input x (is the output detached?)")
+        else:
+            _check_finite(f"{what}: gradient of the input", x.grad)
+    missing = []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            missing.append(name)
+        else:
+            _check_finite(f"{what}: gradient of parameter '{name}'", p.grad)
+    if missing:
+        _fail(f"{what}: parameters {missing} receive no gradient, so they never train")
+
+
+def _under_bf16_autocast(p: _Probe, x: Tensor, forward: Callable[[Tensor], Any]):
+    """Yield (description, output) of `forward` under bf16 autocast, fed float32 and then
+    bfloat16 inputs; a crash inside the component fails the check with what it raised."""
+    for label, inp in (("float32 input", x), ("bfloat16 input", x.to(torch.bfloat16))):
+        what = f"under bf16 autocast with {label}"
+        try:
+            with p.autocast_bf16():
+                out = forward(inp)
+        except AssertionError:
+            raise
+        except Exception as exc:
+            _fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
+        yield what, out
