@@ -330,6 +330,37 @@ def test_welch_matches_known_values():
         assert lb.welch_test(a, b).p == pytest.approx(ref.pvalue, rel=1e-6)
 
 
+def test_t_quantiles_match_tables():
+    # Student's t table, two-sided 5% / one-sided 5% / two-sided 1%, and the normal limit
+    for q, df, tabulated in ((0.975, 10, 2.228), (0.975, 4, 2.776), (0.975, 1, 12.706),
+                             (0.95, 20, 1.725), (0.995, 5, 4.032), (0.975, 1e9, 1.960)):
+        assert lb.t_quantile(q, df) == pytest.approx(tabulated, abs=5e-4)
+        assert lb.t_two_sided_p(lb.t_quantile(q, df), df) == pytest.approx(2 * (1 - q))
+    assert lb.t_two_sided_p(math.inf, 3) == 0.0
+    assert lb.t_two_sided_p(0.0, 3) == pytest.approx(1.0)
+
+
+def test_welch_p_value_by_hand():
+    # a = 1, 2, 3 and b = 4, 5, 6: both variances 1, se^2 = 2/3, t = -3 / sqrt(2/3), and the
+    # Welch-Satterthwaite df = (2/3)^2 / (2 * (1/3)^2 / 2) = 4 exactly
+    w = lb.welch_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    t = -3 / math.sqrt(2 / 3)
+    assert w.diff == pytest.approx(-3.0)
+    assert w.t == pytest.approx(t)
+    assert w.df == pytest.approx(4.0)
+    # closed-form CDF of Student's t with 4 degrees of freedom:
+    # F(x) = 1/2 + (3/4) u (1 - u^2 / 3), u = x / sqrt(4 + x^2)
+    u = abs(t) / math.sqrt(4 + t * t)
+    p = 2 * (1 - (0.5 + 0.75 * u * (1 - u * u / 3)))
+    assert w.p == pytest.approx(p, rel=1e-9)
+    assert w.p == pytest.approx(0.0213, abs=5e-5)
+    half = 2.776445 * math.sqrt(2 / 3)  # t_{0.975, 4} from the table
+    assert w.ci == pytest.approx((-3 - half, -3 + half), abs=1e-5)
+    # the textbook example above (df = 5.52): p between the df = 5 and df = 6 table rows
+    assert lb.welch_test([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0]).p == pytest.approx(
+        0.0691, abs=5e-4)
+
+
 def test_plots_are_written_and_linked(tmp_path):
     pytest.importorskip("matplotlib")
     runs = tmp_path / "runs"

@@ -1,0 +1,245 @@
+"""Reading the records and the reference file: records grouped by task and configuration."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.results import records as rec
+from harness.results.leaderboard.format import options_text
+from harness.results.leaderboard.stats import mean
+from harness.results.records import RunRecord
+
+
+@dataclass
+class Group:
+    """Runs of one configuration (router, operators, config hash) over seeds."""
+
+    task: str
+    router: str
+    operators: tuple[str, ...]
+    config_hash: str
+    records: list[RunRecord] = field(default_factory=list)  # sorted by seed
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...], str]:
+        return self.router, self.operators, self.config_hash
+
+    @property
+    def first(self) -> RunRecord:
+        return self.records[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.records]
+
+    def values(self, split: str, metric: str) -> list[float]:
+        out = []
+        for r in self.records:
+            v = r.metrics.get(split, {}).get(metric)
+            if v is not None and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    def cost_values(self, name: str) -> list[float]:
+        out = []
+        for r in self.records:
+            v = (r.cost.get("test") or {}).get(name) if isinstance(r.cost, dict) else None
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    def training_values(self, name: str) -> list[float]:
+        out = []
+        for r in self.records:
+            v = r.training.get(name)
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out.append(float(v))
+        return out
+
+    @property
+    def attention_fraction(self) -> float | None:
+        xs = self.cost_values("attention_flop_fraction")
+        return mean(xs) if xs else None
+
+    @property
+    def warning_flags(self) -> list[str]:
+        return sorted({f for r in self.records for f in r.warning_flags})
+
+    @property
+    def leaky(self) -> bool:
+        return any(r.leaky for r in self.records)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.warning_flags)
+
+    @property
+    def router_text(self) -> str:
+        opts = self.first.router_options
+        return self.router + (f" ({options_text(opts)})" if opts else "")
+
+    @property
+    def operators_text(self) -> str:
+        opts = self.first.operator_options
+        return "+".join(op + (f"({options_text(opts[op])})" if opts.get(op) else "")
+                        for op in self.operators)
+
+    @property
+    def label(self) -> str:
+        return f"{self.router} {'+'.join(self.operators)} [{self.config_hash[:8]}]"
+
+    @property
+    def mark(self) -> str:
+        if self.leaky:
+            return "⚠ leaky"
+        if self.flagged:
+            return "⚠ flagged"
+        return ""
+
+
+def control_key(record: RunRecord) -> str:
+    """The configuration without what makes a router a router: two groups with the same key
+    differ only in routing decisions (same operators, shares, model, data, budget)."""
+    cfg = json.loads(json.dumps(record.config, sort_keys=True, default=str))
+    for k in ("out", "seed", "device"):
+        cfg.pop(k, None)
+    routing = cfg.get("routing")
+    if isinstance(routing, dict):
+        routing.pop("router", None)
+        routing.pop("router_options", None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+@dataclass
+class Reference:
+    task: str
+    label: str
+    router: str
+    operators: str
+    split: str
+    metric: str
+    value: float
+    source: str
+    attention_flop_fraction: float | None = None
+    flops: str | None = None
+    parameters: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class ReferenceSet:
+    caveat: str = ""
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    rows: list[Reference] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+
+    def source_text(self, key: str) -> str:
+        src = self.sources.get(key, {})
+        citation = src.get("citation", key)
+        url = src.get("url")
+        return f"{citation} ({url})" if url else citation
+
+
+def load_reference(path: Path | None) -> tuple[ReferenceSet, list[str]]:
+    if path is None or not Path(path).exists():
+        return ReferenceSet(), []
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        refs = ReferenceSet(caveat=str(data.get("caveat", "")),
+                            sources=dict(data.get("sources", {})),
+                            claims=list(data.get("claims", [])))
+        for row in data.get("rows", []):
+            known = {k: row[k] for k in Reference.__dataclass_fields__ if k in row}
+            known["value"] = float(known["value"])
+            refs.rows.append(Reference(**known))
+        return refs, []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        return ReferenceSet(), [f"{Path(path).name}: reference file unreadable, reference rows "
+                                f"omitted ({rec.describe_error(exc)})"]
+
+
+@dataclass
+class Loaded:
+    groups: dict[str, list[Group]]  # task -> groups (unsorted)
+    headline: dict[str, tuple[str, bool]]  # task -> (metric, higher_is_better)
+    problems: list[str]  # "file: message", sorted by file
+    n_records: int
+
+
+def _finished(runs: Path, problems: list[tuple[str, str]]) -> list[tuple[str, RunRecord]]:
+    """(file name, record) of the readable, finished records; the others go to problems."""
+    entries: list[tuple[str, RunRecord]] = []
+    for path, record, problem in rec.iter_records(runs):
+        if record is None:
+            problems.append((path.name, problem or "unreadable"))
+        elif record.status != "finished":
+            why = f"; {record.error.splitlines()[0]}" if record.error else ""
+            problems.append((path.name, f"run not finished (status {record.status}{why}); "
+                                        f"not on the board"))
+        else:
+            entries.append((path.name, record))
+    return entries
+
+
+def _with_headline(entries: list[tuple[str, RunRecord]], problems: list[tuple[str, str]]
+                   ) -> tuple[dict[str, tuple[str, bool]], list[tuple[str, RunRecord]]]:
+    """The task's headline metric: what its records declare (majority), else inferred; and the
+    records with a finite test value of it."""
+    by_task: dict[str, list[tuple[str, RunRecord]]] = {}
+    for name, record in entries:
+        by_task.setdefault(record.task, []).append((name, record))
+    headline: dict[str, tuple[str, bool]] = {}
+    kept: list[tuple[str, RunRecord]] = []
+    for task, items in sorted(by_task.items()):
+        votes = Counter(h for _, r in items if (h := r.headline()) is not None)
+        if not votes:
+            problems += [(n, f"task '{task}': no headline metric in metrics.test")
+                         for n, _ in items]
+            continue
+        best_votes = max(votes.values())
+        headline[task] = sorted(h for h, c in votes.items() if c == best_votes)[0]
+        metric = headline[task][0]
+        for name, r in items:
+            value = r.metrics.get("test", {}).get(metric)
+            if value is None or not math.isfinite(value):
+                problems.append((name, f"no finite test '{metric}' (the task's metric); skipped"))
+            else:
+                kept.append((name, r))
+    return headline, kept
+
+
+def _latest_per_seed(kept: list[tuple[str, RunRecord]], problems: list[tuple[str, str]]
+                     ) -> dict[tuple[Any, ...], tuple[str, RunRecord]]:
+    """One record per (configuration, seed): the latest wins, the others are reported."""
+    latest: dict[tuple[Any, ...], tuple[str, RunRecord]] = {}
+    for name, r in sorted(kept, key=lambda e: (e[1].created, e[0])):
+        k = (r.task, r.router, tuple(r.operators), r.config_hash, r.seed)
+        if k in latest:
+            problems.append((latest[k][0], f"duplicate of seed {r.seed} in {name} (newer); "
+                                           f"skipped"))
+        latest[k] = (name, r)
+    return latest
+
+
+def collect(runs: Path) -> Loaded:
+    """Valid records grouped by task and configuration; problems reported by file name."""
+    problems: list[tuple[str, str]] = []
+    headline, kept = _with_headline(_finished(runs, problems), problems)
+    latest = _latest_per_seed(kept, problems)
+    groups: dict[str, dict[tuple[Any, ...], Group]] = {}
+    for (task, router, ops, chash, _seed), (_, r) in sorted(latest.items(), key=lambda e: e[0]):
+        g = groups.setdefault(task, {}).setdefault(
+            (router, ops, chash), Group(task, router, ops, chash))
+        g.records.append(r)
+    return Loaded(
+        groups={t: list(gs.values()) for t, gs in groups.items()},
+        headline=headline,
+        problems=[f"{n}: {m}" for n, m in sorted(problems)],
+        n_records=len(latest),
+    )
+
