@@ -1,0 +1,215 @@
+"""``python -m harness bench``: microbenchmarks of operators and routed attention, and of a
+training step of the harness against a bare reference transformer.
+
+What is timed, on the current device (``--device``), for each ``--seq-lens`` N:
+
+- every operator of ``--ops`` on x (B, N, D): ``op(x, ctx)``;
+- routed attention: the code path routed training runs, ``MixingLayer._run_on_subset`` (gather
+  the routed queries per example, the operator with ``ctx.query_positions``, weight, scatter
+  back), on a fixed random subset of ``fraction`` of the tokens of each example, for each of
+  ``--fractions``; fraction 1 routes every token (ratio ~1: what gather + scatter cost);
+
+each in two modes: ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (backward into the
+parameters and into x, from a fixed random output gradient).
+
+Ratios are measured in the same run: after warm-up, every repeat times every case once (in a
+shuffled order), and a case's ratio is the median over repeats of (its time / the time of full
+attention at the same N *in the same repeat*), so machine noise hits numerator and denominator
+alike. Times are wall-clock (``time.perf_counter``, with ``torch.cuda.synchronize`` around each
+call on CUDA); the table shows the median (and the JSON also the minimum and every repeat).
+
+The training-step comparison times one optimizer step (forward, loss, backward, gradient
+clipping, AdamW) of a bare pre-norm transformer written here with no harness code (embedding,
+blocks of LN -> qkv -> SDPA -> proj and LN -> MLP, head) against the harness's own step
+(``harness.engine.model.Model`` with router ``single`` and operator ``attn``, the loop body of
+``harness.engine.train.train``) of the same shape, on a classification and a language-modelling
+task.
+
+Output: a table (absolute ms and ratios), a "targets" section (PASS/FAIL, for humans; the exit
+status stays 0 unless something crashed), and ``<name>.json`` + ``<name>.png`` under ``--out``,
+written atomically.
+
+Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (timers, paired
+ratios, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
+``train_step`` (harness step vs bare reference), ``report`` (targets, tables, PNG, JSON). Each
+measurement is a ``Section`` of ``SECTIONS``: to add one, append it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from registry import ConfigError
+
+from .microbench import Case, Microbench, build_cases, measure, run_microbench, summarise
+from .report import (
+    RATIO_DEFINITION,
+    microbench_targets,
+    plot,
+    plot_title,
+    print_microbench,
+    print_targets,
+    print_train_step,
+    train_step_targets,
+    write_outputs,
+)
+from .settings import (
+    DEFAULTS,
+    FULL,
+    MODES,
+    QUICK,
+    TARGET_DCT,
+    TARGET_DCT_SCALING,
+    TARGET_ROUTED,
+    TARGET_TRAIN,
+    Settings,
+    resolve_settings,
+)
+from .timing import _load_warning, paired_ratio
+from .train_step import BareTransformer, run_train_step, train_step_comparison
+
+__all__ = [
+    "DEFAULTS", "FULL", "MODES", "QUICK", "SECTIONS", "TARGET_DCT", "TARGET_DCT_SCALING",
+    "TARGET_ROUTED", "TARGET_TRAIN", "BareTransformer", "Case", "Microbench", "Section",
+    "Settings", "add_arguments", "build_cases", "measure", "paired_ratio", "plot",
+    "resolve_settings", "run", "summarise", "train_step_comparison",
+]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One measurement of the bench, run in the order of SECTIONS."""
+
+    key: str  # where its result goes in the JSON
+    measure: Callable[[Settings], Any]  # its result; None when the settings switch it off
+    to_json: Callable[[Any], Any]
+    print_table: Callable[[Any, Settings, dict[str, Any]], None]
+    targets: Callable[[Any, Settings], list[dict[str, Any]]]
+
+
+SECTIONS: list[Section] = [
+    Section("results", run_microbench, lambda m: m.rows, print_microbench, microbench_targets),
+    Section("train_step", run_train_step, lambda t: t, print_train_step, train_step_targets),
+]
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+def _what_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to time")
+    g.add_argument("--seq-lens", default=None,
+                   help=f"comma-separated sequence lengths (default {DEFAULTS['seq_lens']})")
+    g.add_argument("--fractions", default=None,
+                   help="shares of tokens routed to attention, comma-separated "
+                        f"(default {DEFAULTS['fractions']})")
+    g.add_argument("--ops", default=None,
+                   help="operators to time (default attn,dct,rbf, plus xformers on CUDA); "
+                        "full attention is always timed: it is the reference")
+    g.add_argument("--routed-op", default=FULL,
+                   help="operator timed under routed execution (default attn)")
+    g.add_argument("--causal", action="store_true",
+                   help="build the operators in their causal form (dct: the causal long "
+                        "convolution; attention: causal masking)")
+    g.add_argument("--targets", action="store_true",
+                   help="also time the cases the performance targets are stated for: attn, "
+                        "dct and routed attn at fraction 0.25 at N=2048; dct at N=1024 and "
+                        "8192 (its scaling)")
+
+
+def _shape_and_timing_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("shape")
+    g.add_argument("--d-model", type=int, default=None, help="default 256")
+    g.add_argument("--heads", type=int, default=None, help="default 4")
+    g.add_argument("--batch-size", type=int, default=None, help="default 1")
+    g = p.add_argument_group("timing")
+    g.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 7)")
+    g.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="fp32, or bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice). On a CPU shared "
+                        "with other busy processes, fewer threads than cores avoids stalls")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _train_and_output_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training step: harness vs bare reference")
+    g.add_argument("--no-train-step", action="store_true",
+                   help="skip the training-step comparison")
+    g.add_argument("--train-layers", type=int, default=None, help="default 2")
+    g.add_argument("--train-seq-len", type=int, default=None, help="default 256")
+    g.add_argument("--train-batch-size", type=int, default=None, help="default 8")
+    g.add_argument("--train-vocab", type=int, default=None, help="default 512")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="results/bench",
+                   help="directory for the JSON and the PNG (default results/bench)")
+    g.add_argument("--name", default=None,
+                   help="file stem (default bench-<device type>[-quick])")
+    g.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _what_arguments(p)
+    _shape_and_timing_arguments(p)
+    _train_and_output_arguments(p)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
+             measured: dict[str, Any], targets: list[dict[str, Any]], t0: float,
+             stem: str) -> dict[str, Any]:
+    from harness.results import records
+
+    settings = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(s).items()}
+    payload: dict[str, Any] = {
+        "kind": "bench",
+        "created": records.now(),
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "settings": settings,
+        "environment": env,
+        "ratio_definition": RATIO_DEFINITION,
+    }
+    for section in SECTIONS:
+        result = measured[section.key]
+        payload[section.key] = None if result is None else section.to_json(result)
+    payload.update({"targets": targets, "wall_seconds": time.perf_counter() - t0,
+                    "plot": f"{stem}.png"})
+    return payload
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.results import records
+
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    s = resolve_settings(args)
+    torch.manual_seed(s.seed)
+    env = records.environment(s.device)
+    env["threads"] = torch.get_num_threads()
+    env["load_average"] = _load_warning(s)
+    t0 = time.perf_counter()
+    measured = {section.key: section.measure(s) for section in SECTIONS}
+    targets = [t for section in SECTIONS for t in section.targets(measured[section.key], s)]
+    for section in SECTIONS:
+        if measured[section.key] is not None:
+            section.print_table(measured[section.key], s, env)
+    print_targets(targets)
+
+    stem = args.name or f"bench-{s.device.type}{'-quick' if args.quick else ''}"
+    payload = _payload(args, s, env, measured, targets, t0, stem)
+    png = plot(measured["results"].rows, s, plot_title(s, env))
+    write_outputs(Path(args.out), stem, payload, png)
+    return 0

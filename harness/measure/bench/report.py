@@ -1,0 +1,198 @@
+"""The bench's output: the targets (PASS/FAIL), the printed tables, the PNG and the JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .microbench import Microbench
+from .settings import FULL, TARGET_DCT, TARGET_DCT_SCALING, TARGET_ROUTED, TARGET_TRAIN, Settings
+from .timing import paired_ratio
+
+RATIO_DEFINITION = ("median over repeats of (case time / full attention time at the same N in "
+                    "the same repeat); ratio_of_min = min / min")
+
+# -- targets -----------------------------------------------------------------------------------
+
+
+def _target(name: str, value: float | None, bound: float, missing: str) -> dict[str, Any]:
+    return {"target": name, "bound": bound, "value": value,
+            "passed": None if value is None else bool(value <= bound),
+            "note": None if value is not None else missing}
+
+
+def _dct_scaling_target(micro: Microbench, hint: str) -> dict[str, Any]:
+    n1, n2, bound = TARGET_DCT_SCALING
+    c1 = next((c for c in micro.cases if c.seq_len == n1 and c.key == "dct"), None)
+    c2 = next((c for c in micro.cases if c.seq_len == n2 and c.key == "dct"), None)
+    value = None
+    if c1 and c2 and c1.times["fwd+bwd"] and c2.times["fwd+bwd"]:
+        value = paired_ratio(c2.times["fwd+bwd"], c1.times["fwd+bwd"])
+    nlogn = n2 * math.log2(n2) / (n1 * math.log2(n1))
+    return _target(f"dct fwd+bwd time(N={n2}) / time(N={n1}) (N log N: {nlogn:.1f})",
+                   value, bound, hint)
+
+
+def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
+    def ratio(n: int, key: str) -> float | None:
+        r = next((r for r in micro.rows if r["seq_len"] == n and r["key"] == key), None)
+        return r["fwd+bwd"]["ratio"] if r else None
+
+    hint = "not measured: run with --targets"
+    n, frac, bound = TARGET_ROUTED
+    routed = _target(f"routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
+                     ratio(n, f"{FULL}@{frac:g}"), bound, hint)
+    if routed["value"] is not None and s.d_model != 256:
+        routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
+    n, bound = TARGET_DCT
+    dct = _target(f"dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound, hint)
+    return [routed, dct, _dct_scaling_target(micro, hint)]
+
+
+def train_step_targets(train: dict[str, Any] | None, s: Settings) -> list[dict[str, Any]]:
+    worst = None
+    if train is not None:
+        ratios = [v["ratio"] for v in train["tasks"].values() if v["ratio"] is not None]
+        worst = max(ratios) if ratios else None
+    return [_target("harness full-attention training step / bare reference step "
+                    "(worst task)", worst, TARGET_TRAIN, "not measured: --no-train-step")]
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_microbench(micro: Microbench, s: Settings, env: dict[str, Any]) -> None:
+    from tabulate import tabulate
+
+    print(f"device: {env['hardware']} ({s.device}), dtype {s.dtype}, "
+          f"{'causal' if s.causal else 'non-causal'} operators, d_model {s.d_model}, "
+          f"heads {s.heads}, batch {s.batch_size}; median of {s.repeats} repeats after "
+          f"{s.warmup} warm-up; ratios = median over repeats of (case / full attn in the same "
+          f"repeat)")
+    table = []
+    for r in micro.rows:
+        table.append([
+            r["seq_len"], "attn (full)" if r["key"] == FULL else
+            (r["op"] if r["kind"] == "operator" else f"{r['op']} routed {r['fraction']:g}"),
+            _fmt(r["fwd"]["median_ms"], 2), _fmt(r["fwd"]["ratio"]),
+            _fmt(r["fwd+bwd"]["median_ms"], 2), _fmt(r["fwd+bwd"]["ratio"]),
+            _fmt(r["flop_ratio"]), r["skipped"] or "",
+        ])
+    print(tabulate(table, headers=["N", "case", "fwd ms", "fwd / attn", "fwd+bwd ms",
+                                   "fwd+bwd / attn", "FLOPs / attn", "note"]))
+
+
+def print_train_step(train: dict[str, Any] | None, s: Settings, env: dict[str, Any]) -> None:
+    from tabulate import tabulate
+
+    if train is None:
+        return
+    sh = train["shape"]
+    print(f"\ntraining step (forward, loss, backward, clip, AdamW): {sh['layers']} layers, "
+          f"d_model {sh['d_model']}, heads {sh['heads']}, seq_len {sh['seq_len']}, batch "
+          f"{sh['batch_size']}, vocab {sh['vocab']}")
+    print(tabulate(
+        [[k, _fmt(v["bare"]["median_ms"], 2), _fmt(v["harness"]["median_ms"], 2),
+          _fmt(v["ratio"])] for k, v in train["tasks"].items()],
+        headers=["task", "bare ms", "harness ms", "harness / bare"]))
+
+
+def print_targets(targets: list[dict[str, Any]]) -> None:
+    print("\ntargets (2-core CPU):")
+    for t in targets:
+        verdict = "-" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+        extra = f"  ({t['note']})" if t["note"] else ""
+        print(f"  {verdict:4}  {t['target']}: {_fmt(t['value'])} <= {t['bound']:g}{extra}")
+
+
+# -- plot --------------------------------------------------------------------------------------
+
+
+def _plot_operators(ax, rows: list[dict[str, Any]]) -> None:
+    series: dict[str, list[tuple[int, float, float | None]]] = {}
+    for r in rows:
+        if r["kind"] == "operator" or (r["fraction"] or 1) < 1:
+            label = r["op"] if r["kind"] == "operator" else f"{r['op']} routed {r['fraction']:g}"
+            fb, fw = r["fwd+bwd"]["median_ms"], r["fwd"]["median_ms"]
+            if fb is not None:
+                series.setdefault(label, []).append((r["seq_len"], fb, fw))
+    for i, (label, points) in enumerate(series.items()):
+        points.sort()
+        color = f"C{i % 10}"
+        ns = [p[0] for p in points]
+        ax.plot(ns, [p[1] for p in points], "o-", color=color, label=f"{label} fwd+bwd")
+        ax.plot(ns, [p[2] for p in points], "x--", color=color, alpha=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("median time (ms); dashed: forward only")
+    ax.set_title("operators")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _plot_routed(ax, rows: list[dict[str, Any]]) -> None:
+    by_n: dict[int, list[tuple[float, float | None, float | None]]] = {}
+    for r in rows:
+        if r["kind"] == "routed":
+            by_n.setdefault(r["seq_len"], []).append(
+                (r["fraction"], r["fwd+bwd"]["ratio"], r["flop_ratio"]))
+    for i, (n, points) in enumerate(sorted(by_n.items())):
+        points.sort()
+        good = [p for p in points if p[1] is not None]
+        if good:
+            ax.plot([p[0] for p in good], [p[1] for p in good], "o-", color=f"C{i % 10}",
+                    label=f"N={n} measured (fwd+bwd)")
+        flops = [p for p in points if p[2] is not None]
+        if flops:
+            ax.plot([p[0] for p in flops], [p[2] for p in flops], ":", color=f"C{i % 10}",
+                    alpha=0.7, label=f"N={n} analytic FLOPs")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, alpha=0.5, label="proportional")
+    ax.set_xlabel("fraction of tokens routed to attention")
+    ax.set_ylabel("routed / full attention")
+    ax.set_title("routed attention")
+    ax.set_xlim(0, 1.05)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot(rows: list[dict[str, Any]], s: Settings, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    _plot_operators(left, rows)
+    _plot_routed(right, rows)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.86, wspace=0.22)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def plot_title(s: Settings, env: dict[str, Any]) -> str:
+    return (f"{env['hardware']} | {s.dtype} | d_model {s.d_model}, heads {s.heads}, "
+            f"batch {s.batch_size} | {'causal' if s.causal else 'non-causal'}")
+
+
+def write_outputs(out: Path, stem: str, payload: dict[str, Any], png: bytes) -> None:
+    """``<stem>.png`` and ``<stem>.json`` under `out`, each written atomically."""
+    from harness.results import records
+
+    records.atomic_write_bytes(out / f"{stem}.png", png)
+    records.atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {out / f'{stem}.json'} and {out / f'{stem}.png'}")

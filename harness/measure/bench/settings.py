@@ -1,0 +1,142 @@
+"""What the bench measures: defaults, the performance targets, and the resolved settings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from registry import ConfigError
+
+FULL = "attn"  # the reference every ratio is taken against: full softmax attention
+MODES = ("fwd", "fwd+bwd")
+
+# Defaults; --quick swaps in tiny sizes for tests (explicit flags still win).
+DEFAULTS: dict[str, Any] = {
+    "seq_lens": "256,1024,4096",
+    "fractions": "1,0.5,0.25,0.125",
+    "d_model": 256,
+    "heads": 4,
+    "batch_size": 1,
+    "repeats": 7,
+    "warmup": 2,
+    "train_layers": 2,
+    "train_seq_len": 256,
+    "train_batch_size": 8,
+    "train_vocab": 512,
+}
+QUICK: dict[str, Any] = {
+    "seq_lens": "32,64",
+    "fractions": "1,0.25",
+    "d_model": 32,
+    "heads": 2,
+    "batch_size": 1,
+    "repeats": 2,
+    "warmup": 1,
+    "train_layers": 1,
+    "train_seq_len": 32,
+    "train_batch_size": 2,
+    "train_vocab": 64,
+}
+
+# Performance targets (stated for the 2-core CPU). `--targets` adds the cases they need.
+TARGET_ROUTED = (2048, 0.25, 0.40)  # N, fraction, max ratio of routed attn to full attn
+TARGET_DCT = (2048, 0.20)  # N, max ratio of dct to full attn
+TARGET_DCT_SCALING = (1024, 8192, 12.0)  # time(N2) / time(N1) <= bound (N log N: 10.4)
+TARGET_TRAIN = 1.10  # harness step / bare reference step
+
+_POSITIVE = ("d_model", "heads", "batch_size", "repeats", "train_layers", "train_seq_len",
+             "train_batch_size", "train_vocab")
+
+
+@dataclass
+class Settings:
+    seq_lens: list[int]
+    fractions: list[float]
+    ops: list[str]
+    routed_op: str
+    causal: bool
+    d_model: int
+    heads: int
+    batch_size: int
+    repeats: int
+    warmup: int
+    device: torch.device
+    dtype: str
+    seed: int
+    train: dict[str, int] | None
+    targets: bool
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} expects comma-separated integers, got '{text}'") from None
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{flag} expects positive integers, got '{text}'")
+    return sorted(set(values))
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} expects comma-separated numbers, got '{text}'") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise ConfigError(f"{flag} expects numbers in (0, 1], got '{text}'")
+    return sorted(set(values), reverse=True)
+
+
+def _resolve_ops(args: argparse.Namespace, device: torch.device) -> tuple[list[str], str]:
+    """The operators to time (full attention first if not asked for) and the routed one."""
+    from operators import OPERATORS
+
+    if args.ops is None:
+        ops = ["attn", "dct", "rbf"] + (["xformers"] if device.type == "cuda" else [])
+    else:
+        ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    ops = [OPERATORS.entry(o).name for o in ops]  # unknown names: exit 2 with "did you mean"
+    routed_op = OPERATORS.entry(args.routed_op).name
+    if FULL not in ops:
+        ops.insert(0, FULL)
+    return list(dict.fromkeys(ops)), routed_op
+
+
+def _check_sizes(pick) -> None:
+    for label in _POSITIVE:
+        if pick(label) <= 0:
+            raise ConfigError(f"--{label.replace('_', '-')} must be positive, got {pick(label)}")
+    if pick("warmup") < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {pick('warmup')}")
+
+
+def resolve_settings(args: argparse.Namespace) -> Settings:
+    from harness.engine.device import resolve_device
+
+    base = QUICK if args.quick else DEFAULTS
+
+    def pick(name: str) -> Any:
+        value = getattr(args, name, None)
+        return base[name] if value is None else value
+
+    device = resolve_device(args.device)
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bf16" if device.type == "cuda" else "fp32"
+    ops, routed_op = _resolve_ops(args, device)
+    _check_sizes(pick)
+    train = None
+    if not args.no_train_step:
+        train = {"layers": pick("train_layers"), "seq_len": pick("train_seq_len"),
+                 "batch_size": pick("train_batch_size"), "vocab": pick("train_vocab")}
+    return Settings(
+        seq_lens=_int_list(pick("seq_lens"), "--seq-lens"),
+        fractions=_float_list(pick("fractions"), "--fractions"),
+        ops=ops, routed_op=routed_op, causal=args.causal,
+        d_model=pick("d_model"), heads=pick("heads"), batch_size=pick("batch_size"),
+        repeats=pick("repeats"), warmup=pick("warmup"), device=device, dtype=dtype,
+        seed=args.seed, train=train, targets=args.targets,
+    )

@@ -1,0 +1,78 @@
+"""Timing primitives: wall-clock timing of one call, paired ratios, and the busy-CPU warning."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from .settings import Settings
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _error_note(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "out of memory"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float | None:
+    """Median over repeats of num[r] / den[r]: both measured in the same round."""
+    pairs = [a / b for a, b in zip(num, den, strict=False) if b > 0]
+    return _median(pairs)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 4)
+
+
+def _times_summary(times: list[float]) -> dict[str, Any]:
+    """Median, minimum and every repeat of a non-empty list of times, in ms."""
+    return {"median_ms": _ms(_median(times)), "min_ms": _ms(min(times)),
+            "times_ms": [round(v * 1e3, 4) for v in times]}
+
+
+def _load_warning(s: Settings) -> float | None:
+    """Warn when other processes keep the CPU busy: multi-threaded kernels then stall on the
+    thread that is not scheduled, and small operators suffer most. Returns the 1-min load."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads()
+    if s.device.type == "cpu" and threads > 1 and load > cores - threads + 0.5:
+        print(f"warning: load average {load:.1f} on {cores} cores: other processes are busy, "
+              f"and {threads} intra-op threads will stall behind them (each parallel region "
+              f"waits for its slowest thread): times and even ratios are unreliable, small "
+              f"operators suffer most. Consider --threads 1.", file=sys.stderr)
+    return load
