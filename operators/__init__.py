@@ -1,20 +1,49 @@
 """Token-mixing operators. One file per operator; each registers itself with a decorator::
 
-    @register_operator("my_mixer", description="...")
+    @register_operator("my_mixer", description="...", supports_causal=True,
+                       supports_query_subset=False, leaky=False)
     class MyMixer(TokenMixer): ...
 
-Every module in this package is imported here, so adding a file is all it takes.
+Adding the file is all it takes: the registry reads every module's decorator calls (without
+importing the module) and imports a module only when one of its operators is asked for. The
+decorator's arguments must be literals; the declared properties are what
+``python -m harness list`` shows, and are checked against the class when it is imported.
+
+Importing this package does not import torch: ``MixContext`` and ``TokenMixer`` are loaded
+from ``operators.base`` on first access.
 """
 
-from registry import Registry, import_submodules
+from __future__ import annotations
 
-from .base import MixContext, TokenMixer, validate_operator
+from typing import TYPE_CHECKING, Any
+
+from registry import Registry
+
+if TYPE_CHECKING:
+    from .base import MixContext, TokenMixer
+
+
+def _validate(obj: Any) -> None:
+    from .base import validate_operator
+
+    validate_operator(obj)
+
 
 OPERATORS: Registry[type[TokenMixer]] = Registry(
-    "operator", group="chiaroscuro.operators", validate=validate_operator
+    "operator", group="chiaroscuro.operators", validate=_validate,
+    builtins=__name__, decorators=("register_operator", "OPERATORS.register"),
+    declared=("supports_causal", "supports_query_subset", "leaky"),
 )
 register_operator = OPERATORS.register
 
 __all__ = ["OPERATORS", "MixContext", "TokenMixer", "register_operator"]
 
-import_submodules(__name__)
+_LAZY = {"MixContext": "base", "TokenMixer": "base", "validate_operator": "base"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

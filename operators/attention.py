@@ -17,7 +17,8 @@ from registry import ConfigError
 from .base import MixContext, TokenMixer, attention_mask, gather_queries
 
 
-@register_operator("attn", description="multi-head softmax self-attention (fused SDPA)")
+@register_operator("attn", description="multi-head softmax self-attention (fused SDPA)",
+                   supports_causal=True, supports_query_subset=True, leaky=False)
 class Attention(TokenMixer):
     supports_causal = True
     supports_query_subset = True

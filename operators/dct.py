@@ -195,7 +195,8 @@ def dct_filter(x: Tensor, h: Tensor) -> Tensor:
 
 
 @register_operator("dct", description="spectral mixing along the sequence (DCT filter; causal: "
-                   "DCT-parameterised long convolution)")
+                   "DCT-parameterised long convolution)",
+                   supports_causal=True, supports_query_subset=False, leaky=False)
 class DCTMixer(TokenMixer):
     supports_causal = True
     supports_query_subset = False
@@ -298,7 +299,8 @@ class DCTMixer(TokenMixer):
 
 
 @register_operator("dct-leaky", description="LEAKY: the paper's non-causal DCT mixing even on "
-                   "causal tasks; only behind --allow-leaky")
+                   "causal tasks; only behind --allow-leaky",
+                   supports_causal=True, supports_query_subset=False, leaky=True)
 class LeakyDCTMixer(DCTMixer):
     """The paper's form: sequence-axis DCT mixing WITHOUT causal masking.
 

@@ -10,7 +10,8 @@ from operators import register_operator
 from .base import MixContext, TokenMixer, gather_queries
 
 
-@register_operator("identity", description="y = x: no token mixing, no cost")
+@register_operator("identity", description="y = x: no token mixing, no cost",
+                   supports_causal=True, supports_query_subset=True, leaky=False)
 class Identity(TokenMixer):
     supports_causal = True
     supports_query_subset = True

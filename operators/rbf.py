@@ -24,7 +24,8 @@ from .base import MixContext, attention_mask
 
 
 @register_operator("rbf", description="RBF (Gaussian) kernel mixing with a learnable bandwidth "
-                   "per head")
+                   "per head",
+                   supports_causal=True, supports_query_subset=True, leaky=False)
 class RBFMixer(Attention):
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)

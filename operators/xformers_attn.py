@@ -18,7 +18,8 @@ from .base import MixContext, attention_mask
 
 
 @register_operator("xformers", description="softmax attention via xformers "
-                   "memory_efficient_attention (CUDA + xformers only)")
+                   "memory_efficient_attention (CUDA + xformers only)",
+                   supports_causal=True, supports_query_subset=True, leaky=False)
 class XFormersAttention(Attention):
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)

@@ -149,6 +149,7 @@ class CalibratedBandRouter(Router):
         "spectral entropy of each token, banded by running-quantile thresholds: the "
         "highest-entropy attn_fraction of tokens go to the most expensive operator"
     ),
+    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class EntropyRouter(CalibratedBandRouter):
     """CHIAR-Former's router in its causal form: a threshold on each token's own spectral
@@ -164,6 +165,7 @@ class EntropyRouter(CalibratedBandRouter):
         "control for 'entropy': same calibrated bands and token shares, but the score is a "
         "fixed pseudo-random hash of the token (unrelated to spectral entropy)"
     ),
+    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class RandomRouter(CalibratedBandRouter):
     """The control for ``entropy``: routes the same shares of tokens, at random.
@@ -223,6 +225,7 @@ class RandomRouter(CalibratedBandRouter):
         "LEAKY: the paper's capacity routing, the top ceil(attn_fraction * length) "
         "spectral-entropy tokens of each sequence go to the most expensive operator"
     ),
+    hard=True, causal=False, batch_independent=True, leaky=True, min_ops=2, max_ops=16,
 )
 class EntropyTopKRouter(Router):
     """Per sequence, the ``ceil(attn_fraction * L)`` highest-entropy real tokens go to operator

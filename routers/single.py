@@ -14,6 +14,7 @@ from .base import Router, Routing, token_fractions
 @register_router(
     "single",
     description="no routing: the one operator handles every token (dense baseline)",
+    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=1, max_ops=1,
 )
 class SingleRouter(Router):
     """Every token goes to operator 0, weight 1. Causal and batch independent trivially."""

@@ -110,3 +110,63 @@ def test_leaky_variant_refused_on_causal_task_unless_allowed(causal_task_and_non
     assert "WARNING: leaky" in out
     record = json.loads(next(Path(tmp_path).glob("*.json")).read_text())
     assert any(flag.startswith("leaky") for flag in record["flags"])
+
+
+# -- start-up: the parser and --help import no heavy module ------------------------------------
+
+HEAVY = ("torch", "scipy", "pydantic", "harness.measure.bench", "harness.results.leaderboard")
+
+
+@pytest.mark.parametrize("command", ["", "run", "check", "list", "bench", "leaderboard",
+                                     "sweep"])
+def test_help_works_and_imports_nothing_heavy(command):
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['harness', *{command.split()!r}, '--help']\n"
+        "try:\n"
+        "    runpy.run_module('harness', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "usage: python -m harness" in out.stdout
+
+
+def test_list_imports_no_torch_and_filters_by_pattern():
+    code = (
+        "import sys\n"
+        "from harness.cli.main import main\n"
+        "assert main(['list', '*attn*', '--json']) == 0\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    assert [e["name"] for e in listed["operators"]] == ["attn"]
+    assert listed["routers"] == [] and listed["tasks"] == []
+
+
+def _actions(add_arguments) -> list[tuple]:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return [(a.option_strings, a.dest, a.default, a.type, a.choices, a.help, a.nargs,
+             type(a).__name__) for a in p._actions]
+
+
+@pytest.mark.parametrize("light, heavy", [
+    ("harness.cli.args_bench", "harness.measure.bench"),
+    ("harness.cli.args_leaderboard", "harness.results.leaderboard"),
+])
+def test_copied_argument_specs_match_their_command(light, heavy):
+    """The light copies that --help uses must build the same arguments as the command's own."""
+    import importlib
+
+    assert _actions(importlib.import_module(light).add_arguments) == _actions(
+        importlib.import_module(heavy).add_arguments)

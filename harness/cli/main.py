@@ -13,8 +13,6 @@ import sys
 import warnings
 from typing import Any
 
-from pydantic import ValidationError
-
 from registry import ChiaroscuroError, ConfigError
 
 EXIT_USAGE = 2
@@ -260,28 +258,51 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     from harness.cli.listing import describe_registries
 
-    listing = describe_registries()
+    listing = describe_registries(args.patterns or None)
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
     for kind, entries in listing.items():
         if kind == "plugin_failures":
             continue  # already reported once, as a warning, when the registry was scanned
+        if args.patterns and not entries:
+            continue
         print(f"\n{kind}:")
         print(tabulate([{k: v for k, v in e.items()} for e in entries], headers="keys"))
     return 0
 
 
+# Subcommands that live in their own module, which exposes run(args) -> exit status. The
+# arguments come from a light module (add_arguments(parser)) that imports nothing heavy, so
+# that building the parser (and --help) never imports torch, scipy or pydantic. The work
+# module is imported only when the command runs.
 _MODULE_COMMANDS = [
-    ("bench", "harness.measure.bench",
+    ("bench", "harness.measure.bench", "harness.cli.args_bench",
      "microbenchmarks of operators and routed layers (times and ratios)"),
-    ("leaderboard", "harness.results.leaderboard",
+    ("leaderboard", "harness.results.leaderboard", "harness.cli.args_leaderboard",
      "regenerate results/LEADERBOARD.md from the run records"),
-    ("sweep", "harness.sweep", "run a grid of routers x operator sets x tasks x seeds, resumably"),
+    ("sweep", "harness.sweep", "harness.sweep",
+     "run a grid of routers x operator sets x tasks x seeds, resumably"),
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _run_module(module: str):
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
+
+    run.__qualname__ = f"run[{module}]"
+    return run
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given argv, only the subcommand it names gets its module arguments (the
+    others are listed with their help line): start-up imports one light module at most."""
+    wanted = None if argv is None else _command_of(argv)
     parser = argparse.ArgumentParser(
         prog="python -m harness",
         description="Train and measure router x operators x task combinations.",
@@ -294,14 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "independence, routed == dense, finite, FLOP counts")
     add_run_arguments(p)
     p.set_defaults(func=cmd_check)
-    # Subcommands that live in their own module: each exposes add_arguments(parser) and
-    # run(args) -> exit status.
-    for name, module, text in _MODULE_COMMANDS:
-        mod = importlib.import_module(module)
+    for name, module, args_module, text in _MODULE_COMMANDS:
         p = sub.add_parser(name, help=text)
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        if argv is None or name == wanted:
+            importlib.import_module(args_module).add_arguments(p)
+        p.set_defaults(func=_run_module(module))
     p = sub.add_parser("list", help="list operators, routers and tasks with their origin")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="only names (or aliases) matching these fnmatch patterns, e.g. '*attn*'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
     return parser
@@ -315,24 +336,28 @@ def main(argv: list[str] | None = None) -> int:
     # progress lines must reach a log file or pipe as they happen, not at exit
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     warnings.formatwarning = _one_line_warning
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from harness.engine.train import Interrupted
-
     try:
         return args.func(args)
-    except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
-        return 130
-    except ChiaroscuroError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"error: invalid configuration: {problems}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # imported lazily: these modules are loaded only by the commands that raise them
+        train = sys.modules.get("harness.engine.train")
+        if train is not None and isinstance(exc, train.Interrupted):
+            print(f"interrupted: {exc}", file=sys.stderr)
+            return 130
+        if isinstance(exc, ChiaroscuroError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        pydantic = sys.modules.get("pydantic")
+        if pydantic is not None and isinstance(exc, pydantic.ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            print(f"error: invalid configuration: {problems}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
