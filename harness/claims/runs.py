@@ -80,13 +80,14 @@ def runnable(spec: RunSpec, setting: str) -> bool:
     return SETTINGS[setting].get(spec.family) is not None
 
 
-def overrides(spec: RunSpec, setting: str, seed: int, *, out: str,
+def overrides(spec: RunSpec, setting: str, seed: int, *, out: str, work_dir: str = "runs",
               data_dir: str | None = None) -> dict[str, Any]:
-    """The run options of one cell, shaped like RunConfig: what `harness run` would get."""
+    """The run options of one cell, shaped like RunConfig: what `harness run` would get.
+    Checkpoints and metrics logs go to ``work_dir`` (git-ignored), records to ``out``."""
     base = SETTINGS[setting][spec.family]
     if base is None:
         raise ValueError(f"{spec.key} cannot run in setting {setting}")
-    cell = deep_merge(base, {"seed": seed, "out": out,
+    cell = deep_merge(base, {"seed": seed, "out": out, "work_dir": work_dir,
                              "routing": {"router": spec.router, "ops": list(spec.ops)}})
     if spec.leaky:
         cell["allow_leaky"] = True

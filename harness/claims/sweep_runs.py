@@ -9,7 +9,7 @@ from harness.sweep import Cell, run_cell, validate
 
 
 def cells_for(specs: list[RunSpec], setting: str, seeds: list[int], *, out: str,
-              data_dir: str | None = None) -> list[Cell]:
+              work_dir: str = "runs", data_dir: str | None = None) -> list[Cell]:
     """One sweep cell per runnable spec and seed, seeds outermost: an interrupted
     reproduction leaves whole seeds done rather than some configurations at every seed."""
     cells = []
@@ -17,7 +17,8 @@ def cells_for(specs: list[RunSpec], setting: str, seeds: list[int], *, out: str,
         for spec in specs:
             if not runnable(spec, setting):
                 continue
-            cell_overrides = overrides(spec, setting, seed, out=out, data_dir=data_dir)
+            cell_overrides = overrides(spec, setting, seed, out=out, work_dir=work_dir,
+                                      data_dir=data_dir)
             cell = Cell(spec.router, list(spec.ops), cell_overrides["data"]["task"], seed,
                         cell_overrides)
             cell.skip_reason = validate(cell_overrides)
