@@ -67,6 +67,21 @@ SETTINGS: dict[str, dict[str, dict[str, Any] | None]] = {
     },
 }
 
+# the scale each family is measured at, in words, for the claims page
+FAMILY_SCALE = {
+    "cpu": {
+        "lm": "WikiText-2 standing in for WikiText-103 (trained on wiki.valid.tokens, "
+              "validated on its last ~10%, tested on wiki.test.tokens), cpu preset, 100 steps",
+        "listops": "ListOps (generated, LRA parameters), cpu preset, 1000 steps",
+    },
+    "paper": {
+        "lm": "WikiText-103, paper preset (4 layers)",
+        "listops": "ListOps, paper preset",
+        "mix": "WikiText-103 + WikiText-2 mix, paper preset",
+        "lm400m": "WikiText-103, paper-400m preset",
+    },
+}
+
 # what each setting is, in words, for the claims page
 SCALE_TEXT = {
     "cpu": ("CPU preset: 2 layers, d_model 64, 2 CPU cores; WikiText-2 (trained on its "
@@ -91,6 +106,6 @@ def overrides(spec: RunSpec, setting: str, seed: int, *, out: str, work_dir: str
                              "routing": {"router": spec.router, "ops": list(spec.ops)}})
     if spec.leaky:
         cell["allow_leaky"] = True
-    if data_dir is not None and spec.family in ("lm", "lm400m"):
+    if data_dir is not None and spec.family in ("lm", "lm400m", "mix"):
         cell = deep_merge(cell, {"data": {"data_dir": data_dir}})
     return deep_merge(cell, spec.options)

@@ -287,6 +287,8 @@ _MODULE_COMMANDS = [
      "regenerate results/LEADERBOARD.md from the run records"),
     ("sweep", "harness.sweep", "harness.sweep",
      "run a grid of routers x operator sets x tasks x seeds, resumably"),
+    ("reproduce", "harness.claims.reproduce", "harness.cli.args_reproduce",
+     "run the runs a paper's claims need (skipping finished ones), write results/CLAIMS.md"),
 ]
 
 
