@@ -59,4 +59,5 @@ def test_dry_run_needs_no_data_and_writes_nothing(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "expected GPU-hours" in out and "parameters" in out and "MFU" in out
+    assert "preset paper-400m: assumed: 24 layers" in out
     assert not any(tmp_path.iterdir())

@@ -10,6 +10,7 @@ from harness.claims import rules
 from harness.claims.evidence import (
     Evidence,
     attention_flop_fraction,
+    attention_token_share,
     final_gate,
     metric,
     model_flops_per_token,
@@ -43,6 +44,11 @@ def _claim2(ev: Evidence) -> Verdict:
                       tolerance=0.025, label="attention FLOP fraction")
     v.details.append("measured from the tokens really routed on the test split, charged what "
                      "the routed execution computes (harness/measure/cost.py)")
+    shares = ev.runs("lm-entropy").values(attention_token_share)
+    if shares:
+        v.details.append(f"share of tokens routed to attention: {rules.summary(shares, 3)}; "
+                         "causal attention for a routed query costs the keys its execution "
+                         "computes, so FLOPs need not fall as fast as the token share")
     return v
 
 

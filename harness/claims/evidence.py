@@ -93,6 +93,14 @@ def attention_flop_fraction(r: RunRecord) -> float | None:
     return (r.cost.get("test") or {}).get("attention_flop_fraction")
 
 
+def attention_token_share(r: RunRecord) -> float | None:
+    """Share of test tokens the most expensive operator computed, mean over layers."""
+    layers = (r.cost.get("test") or {}).get("per_layer") or []
+    shares = [layer[r.operators[-1]]["token_fraction"] for layer in layers
+              if r.operators[-1] in layer]
+    return statistics.fmean(shares) if shares else None
+
+
 def model_flops_per_token(r: RunRecord) -> float | None:
     return (r.cost.get("test") or {}).get("model_flops_per_token")
 

@@ -36,7 +36,8 @@ def fmt(x: float, digits: int = 2) -> str:
 
 def summary(values: dict[int, float], digits: int = 2) -> str:
     m, s = mean_std(list(values.values()))
-    return f"{fmt(m, digits)} ± {fmt(s, digits)} (n={len(values)})"
+    spread = f" ± {fmt(s, digits)}" if len(values) > 1 else ""
+    return f"{fmt(m, digits)}{spread} (n={len(values)})"
 
 
 def test_text(c: Comparison, digits: int = 2) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from harness.engine.config import RunConfig
+from harness.engine.config import PAPER_ASSUMPTIONS, RunConfig
 
 H100_BF16_PEAK = 989e12  # FLOP/s, dense, SXM
 MFU = 0.40
@@ -67,6 +67,7 @@ class Plan:
             f"expected GPU-hours     {self.gpu_hours:.2f} on H100 at {MFU:.0%} MFU of "
             f"{H100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16",
             *self.notes,
+            *(f"preset {cfg.preset}: {text}" for text in PAPER_ASSUMPTIONS.get(cfg.preset, [])),
             "assumptions: harness/engine/plan.py (full windows, target routing shares, "
             "training = 3 x forward, no evaluation)",
         ]
