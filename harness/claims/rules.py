@@ -77,7 +77,8 @@ def beats(a: Runs, b: Runs, value: Value, *, lower_is_better: bool,
     test = test_text(c, digits)
     expected = None if paper_gain is None else -paper_gain * abs(c.mean_b)
     gain = -sign * c.diff / abs(c.mean_b) if c.mean_b else 0.0
-    what = f"A is {'better' if gain > 0 else 'worse'} by {abs(gain):.1%} of B"
+    what = (f"{a.label} is {'better' if gain > 0 else 'worse'} than {b.label} by "
+            f"{abs(gain):.1%} of the latter")
     if lo > 0:
         return Verdict(CONTRADICTED, ours, test, f"{what}: significantly worse "
                        f"(CI excludes 0, alpha {ALPHA})")
