@@ -104,6 +104,8 @@ def _claim8(ev: Evidence) -> Verdict:
     statuses = [v.status for v in verdicts]
     status = SUPPORTED if SUPPORTED in statuses else \
         CONTRADICTED if all(s == CONTRADICTED for s in statuses) else NOT_TESTABLE
+    details.append("a model exploits a leak only once it has learned to read it: the "
+                   "verdict holds at the budget in the scale column, not beyond it")
     first = verdicts[0]
     return Verdict(status, first.ours, first.test,
                    "supported if any leaky form passes; per form:", details)
