@@ -57,8 +57,10 @@ def _claim3(ev: Evidence) -> Verdict:
 
 
 def _claim4(ev: Evidence) -> Verdict:
-    v = rules.near(ev.runs("lm-meta-batch"), final_gate, target=0.22, tolerance=0.05,
+    paper_form = ev.runs("lm-meta-batch")
+    v = rules.near(paper_form, final_gate, target=0.22, tolerance=0.05,
                    label="final gate of the paper's batch-mean MetaRouter")
+    v.ours = f"{paper_form.label}: {v.ours}"
     for key in ("lm-meta", "listops-meta"):
         runs = ev.runs(key)
         values = runs.values(final_gate)
@@ -119,7 +121,7 @@ def leak_explains_gain(ev: Evidence, leaky: str, causal: str, baseline: str) -> 
     a, b, base = ev.runs(leaky), ev.runs(causal), ev.runs(baseline)
     why = rules.missing(a, b, base)
     va, vb, vbase = a.values(VALID_PPL), b.values(VALID_PPL), base.values(VALID_PPL)
-    ours = (f"leaky {rules.summary(va)} vs causal {rules.summary(vb)}; full attention "
+    ours = (f"{a.label} {rules.summary(va)} vs {b.label} {rules.summary(vb)}; {base.label} "
             f"{rules.summary(vbase)}") if va and vb and vbase else "—"
     if why:
         return Verdict(NOT_TESTABLE, ours, why=why)
