@@ -19,14 +19,14 @@ from harness.claims.stats import compare
 from harness.results.records import RunRecord
 
 CLAIM = {c.number: c for c in CLAIMS}
-_DIGESTS: dict[str, str] = {}
+_DIGESTS: dict[tuple[str, str], str] = {}
 
 
 def rec(key, seed, *, valid_ppl=None, test=None, attn_frac=1.0, flags=(), gates=None,
-        history=None):
+        history=None, setting="cpu", flops=None):
     spec = SPEC_BY_KEY[key]
-    if key not in _DIGESTS:
-        _DIGESTS[key] = spec_digest(spec, "cpu")
+    if (key, setting) not in _DIGESTS:
+        _DIGESTS[key, setting] = spec_digest(spec, setting)
     metrics = {"valid": {} if valid_ppl is None else {"perplexity": valid_ppl},
                "test": dict(test or {})}
     telemetry = {"gate_history": [{"step": 10 * i, "gate": [g, g]}
@@ -35,9 +35,10 @@ def rec(key, seed, *, valid_ppl=None, test=None, attn_frac=1.0, flags=(), gates=
     return RunRecord.model_validate({
         "run_id": f"{key}-{seed}", "created": "2026-01-01T00:00:00+00:00",
         "task": "t", "router": spec.router, "operators": list(spec.ops), "seed": seed,
-        "preset": "cpu", "config": {}, "config_hash": _DIGESTS[key],
+        "preset": "cpu", "config": {}, "config_hash": _DIGESTS[key, setting],
         "flags": list(flags) + (["leaky: test"] if spec.leaky else []), "metrics": metrics,
-        "cost": {"test": {"attention_flop_fraction": attn_frac}}, "training": {},
+        "cost": {"test": {"attention_flop_fraction": attn_frac,
+                          "model_flops_per_token": flops}}, "training": {},
         "parameters": 1, "data": {}, "environment": {}, "telemetry": telemetry})
 
 
@@ -191,3 +192,17 @@ def test_the_committed_listops_records_are_the_claims_cells():
     for key in ("listops-attn", "listops-entropy", "listops-meta"):
         path = record_path_of(overrides(SPEC_BY_KEY[key], "cpu", 0, out="results/runs"))
         assert (Path(__file__).parents[1] / path).exists(), path
+
+
+def test_claim7_at_the_paper_setting():
+    def run(key, ppls, flops):
+        return [rec(key, s, test={"perplexity": p}, setting="paper", flops=flops)
+                for s, p in enumerate(ppls)]
+
+    attn = run("lm400m-attn", [23.5, 23.6, 23.7], 8.4e8)
+    ok = judge(CLAIM[7], Evidence(attn + run("lm400m-entropy", [27.0, 27.9, 27.4], 5.2e8),
+                                  "paper"))
+    assert ok.status == SUPPORTED and "38.1% fewer FLOPs" in ok.ours
+    cheap_and_good = run("lm400m-entropy", [23.5, 23.6, 23.8], 8.0e8)
+    assert judge(CLAIM[7], Evidence(attn + cheap_and_good, "paper")).status == CONTRADICTED
+    assert judge(CLAIM[7], Evidence(attn, "paper")).status == NOT_TESTABLE

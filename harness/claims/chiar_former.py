@@ -87,6 +87,8 @@ def _claim7(ev: Evidence) -> Verdict:
     if v.status == NOT_TESTABLE and rules.missing(a, b):
         return v
     fa, fb = a.values(model_flops_per_token), b.values(model_flops_per_token)
+    if not fa or not fb:
+        return Verdict(NOT_TESTABLE, v.ours, v.test, why="records lack model FLOPs per token")
     saving = 1 - sum(fa.values()) / len(fa) / (sum(fb.values()) / len(fb))
     c = compare(a.values(TEST_PPL), b.values(TEST_PPL))
     ok_flops = 0.30 <= saving <= 0.45
