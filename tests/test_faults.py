@@ -140,9 +140,10 @@ def test_second_process_on_a_run_is_refused_and_a_killed_holder_is_taken_over(
 
 
 def test_sweep_cell_on_a_held_run_fails_naming_the_holder(tmp_path):
+    from harness.engine.lock import RunLock
+
     from harness import sweep
     from harness.engine.config import resolve
-    from harness.engine.lock import RunLock
     from harness.engine.train import run_paths
     from tasks import TASKS
 
@@ -363,19 +364,22 @@ def test_disk_full_is_one_line_that_says_what_is_kept_and_resume_works(stopped_r
     work = work_dir(stopped_run)
     real_write, real_fsync = os.write, os.fsync
 
-    def no_space(fd, *args):
+    def is_file(fd: int) -> bool:
+        return os.path.isfile(f"/proc/self/fd/{fd}")
+
+    def no_space():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    # every write to a file (not stdout/stderr) fails, as on a full disk
-    monkeypatch.setattr(os, "write", lambda fd, data: no_space(fd) if fd > 2 else real_write(fd, data))
-    monkeypatch.setattr(os, "fsync", lambda fd: no_space(fd) if os.path.isfile(f"/proc/self/fd/{fd}")
-                        else real_fsync(fd))
+    # every write or fsync of a file (not stdout/stderr) fails, as on a full disk
+    monkeypatch.setattr(os, "write", lambda fd, b: no_space() if is_file(fd) else real_write(fd, b))
+    monkeypatch.setattr(os, "fsync", lambda fd: no_space() if is_file(fd) else real_fsync(fd))
     assert main(run_args(stopped_run)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "no space left" in line.lower() and "checkpoint" in line and "kept" in line
     monkeypatch.undo()
     assert not [p for p in stopped_run.rglob("*") if p.name.endswith(".tmp")]
-    assert json.loads(torch.load(work / "checkpoint.pt", weights_only=True)["progress"])["step"] == 2
+    state = torch.load(work / "checkpoint.pt", weights_only=True)
+    assert json.loads(state["progress"])["step"] == 2
     # once there is space again, the run resumes from what was kept
     assert main(run_args(stopped_run)) == 0
     assert "resumed from" in capsys.readouterr().out
