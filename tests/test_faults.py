@@ -140,10 +140,9 @@ def test_second_process_on_a_run_is_refused_and_a_killed_holder_is_taken_over(
 
 
 def test_sweep_cell_on_a_held_run_fails_naming_the_holder(tmp_path):
-    from harness.engine.lock import RunLock
-
     from harness import sweep
     from harness.engine.config import resolve
+    from harness.engine.lock import RunLock
     from harness.engine.train import run_paths
     from tasks import TASKS
 
