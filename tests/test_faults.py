@@ -358,6 +358,7 @@ def test_torn_metrics_tail_before_any_checkpoint_is_dropped(finished_run, capsys
 # -- 8. disk full ------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="tells files by /proc/self/fd")
 def test_disk_full_is_one_line_that_says_what_is_kept_and_resume_works(stopped_run, capsys,
                                                                        monkeypatch):
     work = work_dir(stopped_run)
