@@ -289,16 +289,18 @@ def nan_operator():
     del OPERATORS._entries["nan-after-3-faults"]
 
 
-def test_nan_before_the_first_checkpoint_says_no_checkpoint_is_kept(nan_operator, tmp_path,
-                                                                    capsys):
+@pytest.mark.parametrize("ckpt_every, kept", [
+    ("8", "no checkpoint had been written yet: a re-run starts from the beginning"),
+    ("2", "the last good checkpoint (step 2) is kept in"),
+])
+def test_nan_message_says_what_is_really_kept(nan_operator, tmp_path, capsys, ckpt_every, kept):
     args = ["run", "--preset", "smoke", "--router", "single", "--ops", nan_operator,
-            "--max-steps", "10", "--ckpt-every", "8", "--out", str(tmp_path / "runs"),
+            "--max-steps", "10", "--ckpt-every", ckpt_every, "--out", str(tmp_path / "runs"),
             "--cache-dir", str(CACHE[-1])]
-    assert main(args) == 2
+    assert main(args) == 2  # the loss becomes NaN at step 4
     line = one_error_line(capsys.readouterr().err)
-    assert not list((tmp_path / "runs").glob("*/checkpoint.pt"))
-    assert "no checkpoint" in line and "last good checkpoint" not in line
-    assert "starts from the beginning" in line
+    assert "loss became nan at step 4" in line and kept in line
+    assert bool(list((tmp_path / "runs").glob("*/checkpoint.pt"))) == (ckpt_every == "2")
     assert records.load_record(record_file(tmp_path)).status == "diverged"
 
 
@@ -375,7 +377,7 @@ def test_disk_full_is_one_line_that_says_what_is_kept_and_resume_works(stopped_r
     monkeypatch.setattr(os, "fsync", lambda fd: no_space() if is_file(fd) else real_fsync(fd))
     assert main(run_args(stopped_run)) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "no space left" in line.lower() and "checkpoint" in line and "kept" in line
+    assert "no space left" in line.lower() and "last good checkpoint (step 2) is kept" in line
     monkeypatch.undo()
     assert not [p for p in stopped_run.rglob("*") if p.name.endswith(".tmp")]
     state = torch.load(work / "checkpoint.pt", weights_only=True)

@@ -117,6 +117,7 @@ class Trainer:
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
         self.progress = Progress()
+        self.saved_step: int | None = None  # step of the checkpoint on disk, once known
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             checkpoint.save(self.ckpt_path, self.state())
+        self.saved_step = self.progress.step
         distributed.barrier(self.dist)
 
     def maybe_resume(self) -> bool:
@@ -198,6 +200,7 @@ class Trainer:
             self.step_fn.load_state_dict(state)
             checkpoint.set_rng_state(state["rng"])
             self.progress = Progress.from_json(state["progress"])
+        self.saved_step = self.progress.step
         self._truncate_metrics_log(self.progress.step)
         self.log(f"resumed from {self.ckpt_path} at step {self.progress.step}")
         return True
@@ -211,7 +214,8 @@ class Trainer:
     def what_is_kept(self) -> str:
         """For messages on the way out: what a re-run will resume from."""
         if self.ckpt_path.exists():
-            return f"the last good checkpoint is kept in {self.ckpt_path}"
+            at = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"the last good checkpoint{at} is kept in {self.ckpt_path}"
         return "no checkpoint had been written yet: a re-run starts from the beginning"
 
     # -- training ---------------------------------------------------------------------------
