@@ -1,8 +1,9 @@
 """The router contract.
 
 A router decides, per token, which of the K operators of a mixing layer handle it. The
-operators arrive ordered by declared cost, cheapest first: index K-1 is the most expensive
-(attention). ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
+operators arrive in the order the user gave (``--ops``), which is the band order: index 0 gets
+the lowest band (the cheapest operator, by convention), index K-1 the top band, the
+``attn_fraction`` share (attention). The run prints and records which operator got which band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
 ``Routing``.
 
 Declarations (class attributes):

@@ -28,6 +28,7 @@ from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
 from harness.engine.guard import guard_leaks, refuse_leaks
 from harness.engine.model import Model, count_parameters
+from harness.engine.record import bands_text
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
 from harness.engine.record import make_record
@@ -163,9 +164,9 @@ class Trainer:
         cfg = self.cfg
         processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
         self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
-                 f"{self.n_params:,} parameters; operators by cost: "
-                 f"{', '.join(self.model.op_names)}; router: {cfg.routing.router}; "
-                 f"device: {self.device}{processes}")
+                 f"{self.n_params:,} parameters; bands in --ops order (lowest first): "
+                 f"{bands_text(self.model.op_names, cfg.routing.attn_fraction)}; router: "
+                 f"{cfg.routing.router}; device: {self.device}{processes}")
 
     # -- checkpoints ------------------------------------------------------------------------
 
