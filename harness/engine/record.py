@@ -90,6 +90,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         higher_is_better=task.higher_is_better,
         telemetry=records.Telemetry(entropy_histogram=histogram,
                                     gate_history=trainer.progress.gate_history),
-        environment=records.environment(trainer.device),
+        environment=records.environment(trainer.device, used={
+            "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
+            "task": [cfg.data.task]}),
         **extra,
     )
