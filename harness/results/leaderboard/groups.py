@@ -67,6 +67,13 @@ class Group:
         return mean(xs) if xs else None
 
     @property
+    def mixing_flops(self) -> float | None:
+        """Mean analytic FLOPs per real token of all mixing operators (test): the cost the
+        Pareto front ranks on."""
+        xs = self.cost_values("mixer_flops_per_token")
+        return mean(xs) if xs else None
+
+    @property
     def warning_flags(self) -> list[str]:
         return sorted({f for r in self.records for f in r.warning_flags})
 

@@ -117,7 +117,9 @@ def _group_row(board: TaskBoard, g: Group, rank: int, cols: list[tuple[str, str]
            g.config_hash, str(len(g.records))]
     row += [mean_std(g.values(split, metric), metric_digits(metric)) for split, metric in cols]
     row += [
-        "—" if x is None else fmt(x, 3) + (" ◆" if g.key in board.pareto else ""),
+        "—" if x is None else fmt(x, 3),
+        "—" if g.mixing_flops is None else
+        f"{g.mixing_flops:,.0f}" + (" ◆" if g.key in board.pareto else ""),
         f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}",
         f"{mean(tps):,.0f}" if tps else "—",
         "; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
@@ -142,14 +144,15 @@ def _reference_row(r: Reference, i: int, cols: list[tuple[str, str]]) -> list[st
     x = ("—" if r.attention_flop_fraction is None else fmt(r.attention_flop_fraction, 3))
     if r.flops:
         x += f" ({r.flops})"
-    return row + [x, r.parameters or "—", "—", "—", "—", flags]
+    return row + [x, "—", r.parameters or "—", "—", "—", "—", flags]
 
 
 def _table(board: TaskBoard) -> list[str]:
     cols = _columns(board)
     headers = ["rank", "router", "operators", "config", "seeds"]
     headers += [f"{split} {metric_label(metric)}" for split, metric in cols]
-    headers += ["attn FLOP frac", "params", "tokens/s", "hardware", "vs best", "flags"]
+    headers += ["attn FLOP frac", "mixing FLOPs/token", "params", "tokens/s", "hardware",
+                "vs best", "flags"]
     rows = []
     rank = 0
     for g in board.ranked:
@@ -174,8 +177,11 @@ def _column_notes(board: TaskBoard) -> list[str]:
         f"needs at least 2 seeds on both sides. No correction for multiple comparisons.",
         "**attn FLOP frac**: analytic FLOPs the attention operator executed on the "
         "test set / FLOPs of attention on every token (1.000 = nothing skipped). "
-        "◆ marks the Pareto front of honest rows (no honest row has both a lower "
-        "fraction and a better metric).",
+        "**mixing FLOPs/token**: analytic forward FLOPs of all mixing operators per real "
+        "test token, the total cost of the mix (a low attention fraction saves nothing if "
+        "the other operators cost more). ◆ marks the Pareto front of honest rows on total "
+        "mixing FLOPs (no honest row has both fewer mixing FLOPs per token and a better "
+        "metric).",
     ]
     if board.rank_metric == "word_perplexity":
         notes.append("Language modelling ranks on word-level perplexity (exp of total NLL / "
