@@ -3,7 +3,8 @@
 A router decides, per token, which of the K operators of a mixing layer handle it. The
 operators arrive in the order the user gave (``--ops``), which is the band order: index 0 gets
 the lowest band (the cheapest operator, by convention), index K-1 the top band, the
-``attn_fraction`` share (attention). The run prints and records which operator got which band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
+``attn_fraction`` share (attention). The run prints and records which operator got which
+band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
 ``Routing``.
 
 Declarations (class attributes):

@@ -1,5 +1,5 @@
-"""Score-and-band routers: spectral entropy (the method), a random control, and the paper's
-per-sequence top-k form.
+"""Score-and-band routers: spectral entropy (the method) and the paper's per-sequence top-k
+form. Its random control is in ``random.py``.
 
 ``entropy`` and ``random`` share ``CalibratedBandRouter``: a per-token score, and K-1
 thresholds that split the score axis into K bands whose target shares are
@@ -195,66 +195,6 @@ class EntropyRouter(CalibratedBandRouter):
 
     def score(self, x: Tensor) -> Tensor:
         return entropy_scores(x)
-
-
-@register_router(
-    "random",
-    description=(
-        "control for 'entropy': same calibrated bands and token shares, but the score is a "
-        "fixed pseudo-random hash of the token (unrelated to spectral entropy)"
-    ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
-)
-class RandomRouter(CalibratedBandRouter):
-    """The control for ``entropy``: routes the same shares of tokens, at random.
-
-    The score is a fixed hash of the token's own vector, ``frac(SCALE * <x/|x|, r>)`` with r a
-    Gaussian direction drawn once from a generator seeded by option ``seed`` (default 0), and is
-    banded by the same calibrated quantile thresholds as ``entropy``. The fractional part of a
-    scaled random projection oscillates ``SCALE`` times across the projection's range, so it
-    looks uniform and carries no information about the token's spectrum.
-
-    Why a hash and not ``torch.rand``: fresh random numbers would make a token's decision
-    depend on how many tokens came before it in the batch (the generator's state), so an
-    example would route differently alone and in a batch, evaluation would not be repeatable,
-    and the causality/batch-independence checks could not tell a leak from noise. The hash is
-    deterministic and per token, exactly like the entropy score it replaces.
-
-    SCALE is moderate on purpose: a larger one makes the score more chaotic but also more
-    sensitive to float rounding in the token (round-off of 1e-7 moves the score by about
-    SCALE * 1e-7), and a decision that flips under rounding noise would trip the harness's
-    exact causality and batch-independence checks on real models.
-    """
-
-    SCALE = 16.0
-
-    def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
-        seed = options.pop("seed", 0)
-        super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise ConfigError(f"router option seed must be an integer, got {seed!r}") from None
-        generator = torch.Generator().manual_seed(seed)
-        # A plain tensor, not a buffer: Module.to(dtype) must not round it (the hash would
-        # change), and it is rebuilt from the seed, so checkpoints need not carry it.
-        self._direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
-        self._direction_on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-    def _direction_for(self, device: torch.device, dtype: torch.dtype) -> Tensor:
-        key = (device, dtype)
-        if key not in self._direction_on:
-            self._direction_on[key] = self._direction.to(device=device, dtype=dtype)
-        return self._direction_on[key]
-
-    def score(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            dtype = torch.float32 if x.device.type == "mps" else torch.float64
-            v = x.detach().to(dtype)
-            u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            projection = (u * self._direction_for(v.device, dtype)).sum(dim=-1)
-            return torch.remainder(self.SCALE * projection, 1.0).float()
 
 
 @register_router(

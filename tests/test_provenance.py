@@ -4,10 +4,13 @@ plugin that exits on import is reported and skipped, a folder given as a file is
 import json
 
 import pytest
-from test_plugin import PLUGIN_DIST, example_plugin, site, write_distribution  # noqa: F401
+import test_plugin
+from test_plugin import PLUGIN_DIST, write_distribution
 
 from harness.cli.main import main
 from operators import OPERATORS
+
+site, example_plugin = test_plugin.site, test_plugin.example_plugin  # the plugin tests' fixtures
 
 
 def test_the_record_lists_only_the_plugins_the_run_used(example_plugin, tmp_path, capsys):

@@ -62,13 +62,19 @@ def guard_leaks(cfg: RunConfig, task: Task, seq_len: int, train_batch: int, eval
                 log: Callable[[str], None], device: torch.device | str = "cpu") -> list[str]:
     """Probe the run's model for leaks (see the module docstring); refuse a leaking
     combination unless --allow-leaky. Returns the record's flags for what failed."""
-    from harness.measure.checks import (blame, build_checked_model, check_batch_independence,
-                                        check_causality)
+    from harness.measure.checks import (
+        CheckResult,
+        blame,
+        build_checked_model,
+        check_batch_independence,
+        check_causality,
+    )
 
     t0 = time.perf_counter()
     checks = [check_causality] if task.causal else []
     checks.append(check_batch_independence)
-    failed, passed = {}, {}
+    failed: dict[str, CheckResult] = {}
+    names: list[str] = []
     for draw in range(DRAWS):
         model = build_checked_model(cfg, task, seq_len, cfg.seed + 7919 * draw, device)
         g = torch.Generator().manual_seed(cfg.seed + 7919 * draw + 2)
@@ -78,9 +84,10 @@ def guard_leaks(cfg: RunConfig, task: Task, seq_len: int, train_batch: int, eval
                 if not result.passed and result.name not in failed:
                     blame(result, cfg, task, seq_len, g, batch)
                     failed[result.name] = result
-                passed.setdefault(result.name, result)
+                if result.name not in names:
+                    names.append(result.name)
     seconds = time.perf_counter() - t0
-    for name, result in passed.items():
+    for name in names:
         if name not in failed:
             log(f"check {name}: pass ({DRAWS} parameter draws moved from init; train mode with "
                 f"autograd at batch {train_batch}, eval mode at batch {eval_batch}; length "

@@ -28,10 +28,9 @@ from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
 from harness.engine.guard import guard_leaks, refuse_leaks
 from harness.engine.model import Model, count_parameters
-from harness.engine.record import bands_text
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
-from harness.engine.record import make_record
+from harness.engine.record import bands_text, make_record
 from harness.results import records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task

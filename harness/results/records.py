@@ -373,7 +373,8 @@ def _plugin_distributions(used: dict[str, list[str]] | None = None) -> dict[str,
     for registry in (OPERATORS, ROUTERS, TASKS):
         wanted = None if used is None else set(used.get(registry.kind, []))
         for entry in registry:
-            if not entry.builtin and (wanted is None or bool(wanted & {entry.name, *entry.aliases})):
+            names = {entry.name, *entry.aliases}
+            if not entry.builtin and (wanted is None or bool(wanted & names)):
                 out[f"{registry.kind}:{entry.name}"] = entry.origin
     return out
 
