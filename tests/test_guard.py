@@ -80,6 +80,14 @@ class LongOnly(_Mixer):
         return late * _next_token(x)
 
 
+class BatchRunningMean(_Mixer):
+    """Each example sees the ones before it in the batch: the first example is unaffected."""
+
+    def leak(self, x):
+        n = torch.arange(1, x.shape[0] + 1, device=x.device, dtype=x.dtype)[:, None, None]
+        return 0.5 * x.cumsum(0) / n
+
+
 class BatchMean(_Mixer):
     supports_causal = False
 
@@ -89,7 +97,8 @@ class BatchMean(_Mixer):
 
 LEAKS = {"leak-zero-gated": ZeroGated, "leak-train-mode": TrainModeOnly,
          "leak-autograd": AutogradOnly, "leak-big-batch": BigBatchOnly,
-         "leak-long": LongOnly, "leak-batch-mean": BatchMean}
+         "leak-long": LongOnly, "leak-batch-running-mean": BatchRunningMean,
+         "leak-batch-mean": BatchMean}
 
 
 @pytest.fixture
@@ -116,6 +125,7 @@ def _run(tmp_path, task, op, *extra):
     ("leak-autograd", "guard-lm", 16),
     ("leak-big-batch", "guard-lm", 16),
     ("leak-long", "guard-lm", 300),
+    ("leak-batch-running-mean", "guard-lm", 16),
     ("leak-batch-mean", "guard-classes", 16),
 ])
 def test_run_refuses_a_plugin_operator_that_leaks_only_sometimes(leaky_plugins, op, task,
