@@ -171,3 +171,21 @@ def test_the_guard_itself_catches_the_builtin_leaky_variants(leaky_plugins, rout
                                         ("learned", ["dct", "attn"]), ("meta", ["dct", "attn"])])
 def test_honest_combinations_pass_the_guard(leaky_plugins, task, router, ops):
     assert _guard(task, router, ops, batch=16) == []
+
+
+class NaNWhenAlone(_Mixer):
+    """Leaks by turning NaN when its batch changes: a NaN must not hide the difference."""
+
+    supports_causal = False
+
+    def leak(self, x):
+        return x * float("nan") if x.shape[0] == 1 else 0 * x
+
+
+def test_a_nan_does_not_hide_a_leak(leaky_plugins):
+    OPERATORS.add("leak-nan-alone", NaNWhenAlone)
+    try:
+        flags = _guard("guard-classes", "single", ["leak-nan-alone"])
+    finally:
+        del OPERATORS._entries["leak-nan-alone"]
+    assert any("batch independence" in f for f in flags)

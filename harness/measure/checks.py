@@ -17,6 +17,7 @@ applied to each operator and to the router alone, so the message names the compo
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -48,7 +49,15 @@ class CheckResult:
 
 
 def _max_diff(a: Tensor, b: Tensor) -> float:
-    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    """Largest |a - b|; equal non-finite values (NaN and NaN, inf and inf) count as equal, a
+    non-finite value against anything else as an infinite difference (a NaN must not hide a
+    leak: NaN > tolerance is False)."""
+    if not a.numel():
+        return 0.0
+    a, b = a.float(), b.float()
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    diff = torch.where(same, torch.zeros_like(a), (a - b).abs())
+    return float(torch.nan_to_num(diff, nan=math.inf).max())
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -130,7 +139,8 @@ def _join(a: Batch, b: Batch) -> Batch:
 
 
 def _tolerance(ref: Tensor) -> float:
-    return ATOL + RTOL * (float(ref.abs().max()) if ref.numel() else 0.0)
+    finite = ref[torch.isfinite(ref)]
+    return ATOL + RTOL * (float(finite.abs().max()) if finite.numel() else 0.0)
 
 
 def _where(mode: str, batch_size: int, seq_len: int) -> str:
