@@ -23,8 +23,11 @@ def _trainer(router_options, fraction=0.375):
 
 @pytest.mark.parametrize("target", [0.6, 0.8])
 def test_match_flops_spends_the_target_attention_fraction(target):
-    from harness.engine.calibrate import (attention_flop_fraction, calibrate_routers,
-                                          calibration_batches)
+    from harness.engine.calibrate import (
+        attention_flop_fraction,
+        calibrate_routers,
+        calibration_batches,
+    )
 
     trainer = _trainer({"match": "flops", "flop_fraction": target})
     line = calibrate_routers(trainer.model, trainer.task, trainer.device, 8)
