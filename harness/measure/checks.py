@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from harness.engine.config import RunConfig
 from harness.engine.model import Model
-from harness.measure.conformance.common import _perturb_parameters
+from harness.measure.conformance.common import perturb_parameters
 from operators import OPERATORS, MixContext, TokenMixer
 from routers import ROUTERS, Router
 from tasks import Batch, Task
@@ -304,7 +304,7 @@ def _component_leaks(cfg: RunConfig, task: Task, seq_len: int, g: torch.Generato
     culprits: list[str] = []
 
     def leaks(module: nn.Module, fn: Callable[[Tensor], Tensor]) -> bool:
-        _perturb_parameters(module, g)
+        perturb_parameters(module, g)
         same = _SameState(module, 0) if any(True for _ in module.parameters()) else None
         call = (lambda inp: same.run(lambda: fn(inp))) if same else (lambda inp: fn(inp).detach())
         for mode in MODES:
@@ -355,7 +355,7 @@ def build_checked_model(cfg: RunConfig, task: Task, seq_len: int, seed: int,
     torch.manual_seed(seed)
     model = Model(cfg, task, seq_len).to(device)
     g = torch.Generator().manual_seed(seed + 1)
-    _perturb_parameters(model, g)
+    perturb_parameters(model, g)
     calibrate_on(model, [random_batch(task, 4, seq_len, g, padded=True) for _ in range(3)],
                  torch.device(device))
     return model.eval()
