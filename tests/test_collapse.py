@@ -45,9 +45,9 @@ def test_final_shares_average_the_layers():
 
 def test_a_run_records_its_routing_history_and_is_flagged_on_the_board(tmp_path, capsys):
     out = tmp_path / "runs"
-    # the random router at a 1% attention share: attention never gets 2% of the tokens
-    code = main(["run", "--preset", "smoke", "--router", "random", "--ops", "dct,attn",
-                 "--attn-fraction", "0.01", "--log-every", "1", "--out", str(out),
+    # the MetaRouter's gate starts at attn_fraction: at 0.1% attention never gets 2% weight
+    code = main(["run", "--preset", "smoke", "--router", "meta", "--ops", "dct,attn",
+                 "--attn-fraction", "0.001", "--log-every", "1", "--out", str(out),
                  "--task-option", "n_train=64", "--task-option", "n_valid=16",
                  "--task-option", "n_test=16"])
     assert code == 0
