@@ -74,7 +74,8 @@ def test_mix_shares_one_tokenizer_and_matches_the_weights(tmp_path, corpora):
 
 def test_per_component_metrics_equal_each_component_alone(tmp_path, corpora):
     task = _mix(tmp_path, *corpora)
-    table = torch.randn(task.vocab_size, task.vocab_size, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(task.vocab_size, task.vocab_size, generator=gen)
 
     def logits_of(batch: Batch) -> torch.Tensor:  # a fixed "model": a bigram table
         return table[batch.tokens]
