@@ -70,6 +70,7 @@ from .errors import (
     DataError,
     DuplicateNameError,
     UnknownNameError,
+    did_you_mean,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "DataError",
     "DuplicateNameError",
     "UnknownNameError",
+    "did_you_mean",
 ]
 
 T = TypeVar("T")

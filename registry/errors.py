@@ -6,6 +6,17 @@ Messages name the problem and the fix.
 """
 
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest known name (case-insensitive), or ""."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.5)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
 class ChiaroscuroError(Exception):
     """Base class for errors caused by user input."""
 

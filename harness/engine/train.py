@@ -30,7 +30,7 @@ from harness.engine.model import Model, count_parameters
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
 from harness.engine.record import make_record
-from harness.results import records
+from harness.results import LOCAL_RUNS, records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task
 
@@ -44,15 +44,18 @@ class Interrupted(ChiaroscuroError):
     """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
 
 
-def build_task(cfg: RunConfig) -> Task:
+def build_task(cfg: RunConfig, *, shape_only: bool = False) -> Task:
+    """The run's task; ``shape_only``: for checks on random inputs, it reads no data."""
     task_cls = TASKS.get(cfg.data.task)
-    return task_cls(
+    task = task_cls(
         seq_len_of(cfg),
         data_dir=cfg.data.data_dir,
         seed=cfg.seed,
         cache_dir=cfg.data.cache_dir,
         **cfg.data.task_options,
     )
+    task.shape_only = shape_only
+    return task
 
 
 def seq_len_of(cfg: RunConfig) -> int:
@@ -65,13 +68,14 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def results_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.out) if cfg.out else Path("results/runs")
+    """The record's folder: the local, git-ignored one unless --out says otherwise."""
+    return Path(cfg.out) if cfg.out else Path(LOCAL_RUNS)
 
 
 def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
     """(record path, work directory for checkpoint and metrics log) of a run."""
     rid = run_id(cfg)
-    work = Path(cfg.work_dir) if cfg.work_dir else (Path(cfg.out) if cfg.out else Path("runs"))
+    work = Path(cfg.work_dir) if cfg.work_dir else results_dir(cfg)
     return results_dir(cfg) / records.record_filename(rid), work / rid
 
 

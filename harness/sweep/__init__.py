@@ -68,7 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--preset", help="preset for every cell")
     p.add_argument("--max-steps", type=int, help="budget for every cell")
-    p.add_argument("--out", help="directory for records (default results/runs)")
+    p.add_argument("--out", help="folder for records (default runs/, git-ignored; "
+                   "results/runs holds the committed ones)")
     p.add_argument("--allow-leaky", action="store_true")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
                    help="any run option for every cell, e.g. --set model.layers=4")
