@@ -71,6 +71,7 @@ from .errors import (
     DuplicateNameError,
     UnknownNameError,
     did_you_mean,
+    unknown_options_message,
 )
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "DuplicateNameError",
     "UnknownNameError",
     "did_you_mean",
+    "unknown_options_message",
 ]
 
 T = TypeVar("T")

@@ -77,6 +77,7 @@ class CalibratedBandRouter(Router):
     causal = True
     batch_independent = True
     min_ops = 2
+    option_names = ("momentum",)
 
     thresholds: Tensor
     calibrated: Tensor
@@ -189,6 +190,7 @@ class RandomRouter(CalibratedBandRouter):
     """
 
     SCALE = 16.0
+    option_names = ("momentum", "seed")
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
                  attn_fraction: float = 0.375, **options: Any):

@@ -149,8 +149,8 @@ def resolve(overrides: dict[str, Any], task_presets: dict[str, dict[str, Any]]) 
     layered: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)}; "
-                              f"presets are {', '.join(PRESETS)} (--preset NAME)")
+            raise ConfigError(f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)} "
+                              f"(presets: {', '.join(PRESETS)})")
         layered = deep_merge(layered, HARNESS_PRESETS[preset])
         task_part = dict(task_presets.get(preset, {}))
         seq_len = task_part.pop("seq_len", None)

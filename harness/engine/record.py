@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from harness.engine.best import best_checkpoint_metrics
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
 from harness.measure.cost import CostMeter
@@ -52,6 +53,7 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
     cfg, task = trainer.cfg, trainer.task
     test_cost = CostMeter(trainer.model, **trainer.cost_kwargs)
     metrics, histogram = final_metrics(trainer, test_cost) if status == "finished" else ({}, None)
+    best = best_checkpoint_metrics(trainer, metrics) if status == "finished" else None
     data = task.describe()
     data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
                                      for split in SPLITS})
@@ -78,5 +80,6 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         telemetry=records.Telemetry(entropy_histogram=histogram,
                                     gate_history=trainer.progress.gate_history),
         environment=records.environment(trainer.device),
+        best_checkpoint=best,
         **extra,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.engine import checkpoint, distributed
+from harness.engine.best import save_best
 from harness.engine.config import RunConfig
+from harness.engine.console import ProgressDisplay
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
@@ -164,7 +164,8 @@ class Trainer:
     def _log_model(self) -> None:
         cfg = self.cfg
         processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
-        self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
+        layers = f"{cfg.model.layers} layer{'' if cfg.model.layers == 1 else 's'}"
+        self.log(f"model: {layers}, d_model {cfg.model.d_model}, "
                  f"{self.n_params:,} parameters; operators by cost: "
                  f"{', '.join(self.model.op_names)}; router: {cfg.routing.router}; "
                  f"device: {self.device}{processes}")
@@ -231,9 +232,9 @@ class Trainer:
 
     def fit(self) -> None:
         cfg, p = self.cfg, self.progress
-        bar = tqdm(total=cfg.budget.max_steps, initial=p.step, unit="step", file=sys.stderr,
-                   desc=f"{cfg.data.task} {cfg.routing.router} {'+'.join(cfg.routing.ops)}",
-                   dynamic_ncols=True, disable=None if self.dist.is_main else True)
+        bar = ProgressDisplay(cfg.budget.max_steps, p.step, log=self.log,
+                              desc=f"{cfg.data.task} {cfg.routing.router} "
+                                   f"{'+'.join(cfg.routing.ops)}", enabled=self.dist.is_main)
         self.model.train()
         with _StopSignals() as signals:
             while p.step < cfg.budget.max_steps:
@@ -242,8 +243,7 @@ class Trainer:
                 p.step += 1
                 p.train_tokens += tokens
                 p.train_seconds += time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                bar.step(p.step, loss, p.tokens_per_second)
                 if self._after_step(loss, bar, signals):
                     break
         bar.close()
@@ -308,13 +308,10 @@ class Trainer:
         p.history.append(entry)
         if p.best is None or better(task, val, p.best["valid"]):
             p.best, p.evals_since_best = entry, 0
+            save_best(self, step)
         else:
             p.evals_since_best += 1
-        msg = f"step {step}: train loss {loss:.4f}, valid {task.metric} {val[task.metric]:.4f}"
-        if bar.disable:
-            self.log(msg)
-        else:
-            bar.write(msg)
+        bar.evaluated(step, task.metric, val)
 
     def _budget_exhausted(self) -> str | None:
         b, p = self.cfg.budget, self.progress

@@ -1,0 +1,54 @@
+"""The best-validation checkpoint: its weights kept beside the last checkpoint, and its test
+metrics recorded next to the final checkpoint's.
+
+Which checkpoint is evaluated changes the number reported (a known reproduction trap in the
+Long Range Arena code), so a record holds both: ``metrics`` (the final weights, what the board
+ranks by) and ``best_checkpoint`` (the weights of the evaluation with the best validation
+metric on the training-time subset). The weights go to ``best.pt`` in the work directory when
+an evaluation improves, so they survive a resume like every other file there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from harness.engine import checkpoint
+from harness.engine.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from harness.engine.train import Trainer
+
+BEST_FILE = "best.pt"
+
+
+def save_best(trainer: Trainer, step: int) -> None:
+    """Keep the current weights as the best so far (rank 0 writes)."""
+    if trainer.dist.is_main:
+        checkpoint.save(trainer.work_dir / BEST_FILE,
+                        {"step": step, "config_hash": trainer.cfg.digest(),
+                         "model": trainer.model.state_dict()})
+
+
+def best_checkpoint_metrics(trainer: Trainer, final: dict[str, dict[str, float]]
+                            ) -> dict[str, Any] | None:
+    """Full valid and test metrics of the best-validation weights; the final model is left as
+    it was. None when no evaluation ran or the weights are gone."""
+    best = trainer.progress.best
+    if best is None:
+        return None
+    step, task = int(best["step"]), trainer.task
+    info: dict[str, Any] = {"step": step, "selected_by": f"valid {task.metric} on the "
+                            f"training-time subset (--eval-batches)"}
+    if step == trainer.progress.step:  # the best weights are the final ones
+        return {**info, "same_as_final": True, "metrics": final}
+    path = trainer.work_dir / BEST_FILE
+    state = checkpoint.load(path) if path.exists() else None
+    if state is None or int(state["step"]) != step:
+        return {**info, "metrics": {}, "missing": f"{path} does not hold step {step}"}
+    final_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.model.load_state_dict(state["model"])
+    batch_size = trainer.cfg.optim.batch_size
+    metrics = {split: evaluate(trainer.model, task, split, trainer.device, batch_size)
+               for split in ("valid", "test")}
+    trainer.model.load_state_dict(final_weights)
+    return {**info, "same_as_final": False, "metrics": metrics}
