@@ -34,6 +34,7 @@ def test_smoke_run_end_to_end_writes_a_complete_record(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "preset in force: smoke" in result.stdout
+    assert "model: 1 layer, d_model 32" in result.stdout  # not "1 layers"
     assert "majority-class baseline" in result.stdout
     records = list((tmp_path / "runs").glob("*.json"))
     assert len(records) == 1

@@ -101,13 +101,24 @@ def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, 
     assert "0.999" not in committed and not (tmp_path / "runs" / "LEADERBOARD.md").exists()
 
     assert main(["leaderboard", "--no-plots", "--include-local"]) == 0
-    assert "read 25 records from results/runs, runs" in capsys.readouterr().out
+    assert "25 records on the board (files: 25 in results/runs, 1 in runs)" in (
+        capsys.readouterr().out)
     local = (tmp_path / "runs" / "LEADERBOARD.md").read_text()
     assert (tmp_path / "results" / "LEADERBOARD.md").read_text() == committed  # untouched
     chash = json.loads(src.read_text())["config_hash"]
     row = next(line for line in local.splitlines() if line.startswith("|") and chash in line)
     assert "| 3 " in row  # still three seeds: the newer seed 0 replaced the committed one
     assert f"duplicate of seed 0 in runs/{src.name} (newer)" in local
+
+
+def test_a_board_of_local_runs_alone_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _copy_record(next(COMMITTED.glob("listops__single__attn__*seed0.json")), tmp_path / "mine")
+    assert main(["leaderboard", "--runs", "mine", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "1 record on the board (files: 1 in mine)" in out
+    assert "the board has your rows only; add --runs PATH/results/runs" in out
+    assert (tmp_path / "runs" / "LEADERBOARD.md").exists()  # never over a committed board
 
 
 def test_rows_never_mix_presets(tmp_path):

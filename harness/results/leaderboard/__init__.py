@@ -233,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: no records folder {folder}; it adds no runs to the board",
                   file=sys.stderr)
     board = generate(runs, out, plots, reference)
-    print(f"read {board.n_records} records from {', '.join(folders)}")
+    counts = ", ".join(f"{len(list(f.glob('*.json')))} in {name}" for f, name in zip(runs, folders))
+    plural = "" if board.n_records == 1 else "s"
+    print(f"{board.n_records} record{plural} on the board (files: {counts})")
+    if DEFAULT_RUNS not in folders:
+        print(f"note: without the committed records ({DEFAULT_RUNS} of the harness checkout) "
+              f"the board has your rows only; add --runs PATH/{DEFAULT_RUNS} to compare")
     for problem in board.problems:
         print(f"warning: {problem}", file=sys.stderr)
     status = 1 if (args.strict and board.problems) else 0
