@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+import textwrap
 import warnings
 from typing import Any
 
@@ -286,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    headers=["split, size, checkpoint", "metric", "value"]))
     for note in (summary.subset_note(record), summary.fraction_explanation(record)):
         if note:
-            print(note)
+            print(textwrap.fill(note, width=100))
     test = record.metrics["test"]
     if "accuracy" in test and "majority_accuracy" in test:
         verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"

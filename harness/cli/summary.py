@@ -100,7 +100,7 @@ def cost_rows(record: Any) -> list[list[str]]:
         ["test, cost", "attention_flop_fraction", f"{cost['attention_flop_fraction']:.3f}"],
         ["test, cost", "mixer_flop_fraction", f"{cost['mixer_flop_fraction']:.3f}"],
         ["training", "tokens_per_second", f"{t['tokens_per_second']:.0f}"],
-        ["training", "wall_seconds", f"{t['wall_seconds']:.1f}"],
+        ["training", "wall_seconds", f"{t.get('wall_seconds') or 0.0:.1f}"],
     ]
 
 

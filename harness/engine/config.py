@@ -19,7 +19,6 @@ from harness.engine.presets import HARNESS_PRESETS, PRESETS
 from registry import ConfigError, did_you_mean
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
