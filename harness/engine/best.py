@@ -10,10 +10,14 @@ an evaluation improves, so they survive a resume like every other file there.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 from harness.engine import checkpoint
 from harness.engine.evaluate import evaluate
+from registry import ConfigError
 
 if TYPE_CHECKING:
     from harness.engine.train import Trainer
@@ -42,13 +46,33 @@ def best_checkpoint_metrics(trainer: Trainer, final: dict[str, dict[str, float]]
     if step == trainer.progress.step:  # the best weights are the final ones
         return {**info, "same_as_final": True, "metrics": final}
     path = trainer.work_dir / BEST_FILE
-    state = checkpoint.load(path) if path.exists() else None
-    if state is None or int(state["step"]) != step:
-        return {**info, "metrics": {}, "missing": f"{path} does not hold step {step}"}
+    try:
+        state = _load(path)
+    except ConfigError as exc:  # the final metrics stand; say why these are missing
+        return {**info, "metrics": {}, "missing": str(exc)}
+    if state["step"] != step:
+        return {**info, "metrics": {}, "missing": f"{path} holds step {state['step']}, not "
+                                                  f"{step}"}
     final_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    trainer.model.load_state_dict(state["model"])
+    with checkpoint.restoring(path):
+        trainer.model.load_state_dict(state["model"])
     batch_size = trainer.cfg.optim.batch_size
     metrics = {split: evaluate(trainer.model, task, split, trainer.device, batch_size)
                for split in ("valid", "test")}
     trainer.model.load_state_dict(final_weights)
     return {**info, "same_as_final": False, "metrics": metrics}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """best.pt, checked like a checkpoint (weights only, named when unreadable); it holds the
+    model and its step, not the optimiser (nothing resumes from it)."""
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn or foreign file must say which file
+        raise checkpoint.unreadable(path, exc) from exc
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int)
+            and isinstance(state.get("model"), dict)):
+        raise checkpoint.unreadable(path, "not a best-validation checkpoint (step, model)")
+    return state
