@@ -214,3 +214,23 @@ def test_best_checkpoint_survives_an_interrupted_run(tmp_path, monkeypatch):
     resumed = json.loads(next((tmp_path / "cut").glob("*.json")).read_text())
     assert resumed["best_checkpoint"] == straight["best_checkpoint"]
     assert resumed["best_checkpoint"]["metrics"]["test"]
+
+
+def test_an_unreadable_best_checkpoint_keeps_the_run_and_says_why(tmp_path, monkeypatch,
+                                                                  capsys):
+    from harness.engine import best as best_mod
+    from harness.engine import train as train_mod
+
+    def torn(trainer, step):
+        (trainer.work_dir / best_mod.BEST_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (trainer.work_dir / best_mod.BEST_FILE).write_bytes(b"torn")
+
+    monkeypatch.setattr(train_mod, "save_best", torn)
+    assert main(["run", "--preset", "smoke", "--max-steps", "8", "--eval-every", "2",
+                 "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]) == 0
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["metrics"]["test"]["accuracy"] >= 0  # the final checkpoint's numbers stand
+    best = record["best_checkpoint"]
+    assert best["metrics"] == {} and "cannot be read" in best["missing"]
+    assert f"best-validation checkpoint (step {best['step']}) not evaluated" in (
+        capsys.readouterr().out)

@@ -285,7 +285,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     record, path = train(cfg)
     print(tabulate(summary.metric_rows(record) + summary.cost_rows(record),
                    headers=["split, size, checkpoint", "metric", "value"]))
-    for note in (summary.subset_note(record), summary.fraction_explanation(record)):
+    for note in (summary.subset_note(record), summary.best_note(record),
+                 summary.fraction_explanation(record)):
         if note:
             print(textwrap.fill(note, width=100))
     test = record.metrics["test"]

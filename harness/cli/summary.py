@@ -70,6 +70,15 @@ def subset_note(record: Any) -> str | None:
             f"--eval-batches); the table above is on the full splits")
 
 
+def best_note(record: Any) -> str | None:
+    """Why the best-validation checkpoint has no numbers, when it has none."""
+    best = getattr(record, "best_checkpoint", None) or {}
+    if best.get("missing"):
+        return f"best-validation checkpoint (step {best.get('step')}) not evaluated: " \
+               f"{best['missing']}"
+    return None
+
+
 def fraction_explanation(record: Any) -> str | None:
     """Requested vs realised attention share, and why the FLOP fraction is higher."""
     cost = (record.cost or {}).get("test") or {}
