@@ -15,6 +15,7 @@ import textwrap
 import warnings
 from typing import Any
 
+from harness.cli import texts
 from harness.engine.presets import HARNESS_PRESETS, PRESETS
 from harness.results import LOCAL_RUNS
 from registry import ChiaroscuroError, ConfigError
@@ -343,13 +344,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         print(f"\n{kind}:")
         print(tabulate([{k: v for k, v in e.items()} for e in entries], headers="keys"))
-    print(f"\n{DESCRIPTION_SOURCE}")
+    print("\n" + textwrap.fill(texts.DESCRIPTION_SOURCE, width=100))
     return 0
-
-
-DESCRIPTION_SOURCE = ("origin: 'built-in' or the plugin's distribution and version. description: "
-                      "the description= given at registration, else the first line of the "
-                      "class docstring.")
 
 
 # Subcommands that live in their own module, which exposes run(args) -> exit status. The
@@ -366,57 +362,6 @@ _MODULE_COMMANDS = [
     ("conformance", "harness.measure.conformance.cli", "harness.cli.args_conformance",
      "the conformance suite on operators and a router (built-in or plugin)"),
 ]
-
-DESCRIPTION = """\
-Train and measure router x operators x task combinations: quality and honest cost (attention
-FLOPs really skipped, tokens/s, memory), one result record per run, and a leaderboard."""
-
-EPILOG = f"""\
-examples:
-  python -m harness run --router entropy --ops dct,attn --task listops
-  python -m harness check --router entropy --ops dct,attn --task wikitext2
-  python -m harness list '*attn*'
-
-Runs write to {LOCAL_RUNS}/ (git-ignored). `python -m harness COMMAND --help` describes each."""
-
-RUN_DESCRIPTION = f"""\
-Train one router x operators x task combination, evaluate it on the full validation and test
-splits (final and best-validation checkpoints), and write its result record. The preset sets
-the model and budget (cpu without a GPU: about two minutes on 2 cores); every flag overrides
-it. Record, checkpoints and metrics.jsonl go to --out ({LOCAL_RUNS}/ by default, git-ignored);
-re-running the same command resumes or reuses the finished run."""
-
-RUN_EPILOG = """\
-examples:
-  python -m harness run --router entropy --ops dct,attn --task listops
-  python -m harness run --router single --ops attn --task listops --seed 1 --preset smoke
-  python -m harness run --task wikitext2 --router entropy --ops dct,attn \\
-      --data-dir ../shared/data/wikitext-2 --train-file wiki.valid.tokens"""
-
-CHECK_DESCRIPTION = """\
-Invariant checks of a combination on random inputs of the task's shape (vocabulary, seq_len,
-causal): causality (causal tasks), batch independence, routed == dense (outputs and
-gradients), finite outputs and gradients, FLOP counts against torch.utils.flop_counter, and
-the conformance suite of each component. Trains nothing and reads no data set. Exit status 0
-only if every check passes."""
-
-CHECK_EPILOG = """\
-examples:
-  python -m harness check --router entropy --ops dct,attn --task listops
-  python -m harness check --router entropy --ops dct,attn --task wikitext2 --preset smoke
-  python -m harness check --router learned --ops dct,rbf,attn --d-model 64"""
-
-LIST_DESCRIPTION = """\
-List the registered operators, routers and tasks with their origin (built-in or the plugin's
-distribution) and what they declare (causal form, query subsets, leaky, ...). Descriptions
-come from the description= given at registration, else the class docstring's first line."""
-
-LIST_EPILOG = """\
-examples:
-  python -m harness list
-  python -m harness list '*attn*' entropy
-  python -m harness list --json"""
-
 
 def _run_module(module: str):
     def run(args: argparse.Namespace) -> int:
@@ -435,16 +380,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser. Given argv, only the subcommand it names gets its module arguments (the
     others are listed with their help line): start-up imports one light module at most."""
     wanted = None if argv is None else _command_of(argv)
-    parser = argparse.ArgumentParser(prog="python -m harness", description=DESCRIPTION,
-                                     epilog=EPILOG, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(prog="python -m harness", description=texts.DESCRIPTION,
+                                     epilog=texts.EPILOG, formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("run", help="train one combination and write its result record",
-                       description=RUN_DESCRIPTION, epilog=RUN_EPILOG, formatter_class=_Formatter)
+                       description=texts.RUN_DESCRIPTION, epilog=texts.RUN_EPILOG,
+                       formatter_class=_Formatter)
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="invariant checks on random inputs: causality, batch "
                        "independence, routed == dense, finite, FLOP counts",
-                       description=CHECK_DESCRIPTION, epilog=CHECK_EPILOG,
+                       description=texts.CHECK_DESCRIPTION, epilog=texts.CHECK_EPILOG,
                        formatter_class=_Formatter)
     add_run_arguments(p, training=False)
     p.set_defaults(func=cmd_check)
@@ -458,7 +404,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             p = sub.add_parser(name, help=text)
         p.set_defaults(func=_run_module(module))
     p = sub.add_parser("list", help="list operators, routers and tasks with their origin",
-                       description=LIST_DESCRIPTION, epilog=LIST_EPILOG,
+                       description=texts.LIST_DESCRIPTION, epilog=texts.LIST_EPILOG,
                        formatter_class=_Formatter)
     p.add_argument("patterns", nargs="*", metavar="PATTERN",
                    help="only names (or aliases) matching these fnmatch patterns, e.g. '*attn*'")
