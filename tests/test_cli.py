@@ -294,4 +294,5 @@ def test_list_imports_no_torch_and_filters_by_pattern():
 
 def test_list_says_where_descriptions_come_from(capsys):
     assert main(["list", "dct"]) == 0
-    assert "description= given at registration, else the first line" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "description: the description= given at registration, else the first line" in out
