@@ -363,6 +363,7 @@ _MODULE_COMMANDS = [
      "the conformance suite on operators and a router (built-in or plugin)"),
 ]
 
+
 def _run_module(module: str):
     def run(args: argparse.Namespace) -> int:
         return importlib.import_module(module).run(args)

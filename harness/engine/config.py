@@ -1,4 +1,5 @@
-"""Run configuration: pydantic models, presets, and resolution of the two.
+"""Run configuration: pydantic models, and their resolution with the presets
+(harness/engine/presets.py).
 
 A run is fully described by a ``RunConfig``; the CLI only maps flags onto it. Precedence, lowest
 to highest: field defaults < preset (harness part, then the task's own ``presets`` entry) <

@@ -11,8 +11,9 @@ Ranking, per task: honest rows (no warning flag) first, by the mean over seeds o
 metric (accuracy: higher is better; perplexity: lower; language modelling ranks on word-level
 perplexity when every row has it, since it compares across tokenizers). Rows with a warning
 flag (leaky variants, anything but ``preset:``) come after every honest row, are marked and are
-not ranked. Rows are groups of records with the same (router, operators, config hash): repeats
-over seeds of one configuration. Statistical ties with the best honest row use Welch's t-test.
+not ranked. Rows are groups of records with the same (router, operators, config hash, preset):
+repeats over seeds of one configuration; a task with runs of several presets gets one ranking
+per preset. The records come from one folder or several (``--runs``, repeatable). Statistical ties with the best honest row use Welch's t-test.
 
 The package: ``stats`` (means, Welch's t-test), ``format`` (fixed float formats, tables),
 ``groups`` (reading and grouping the records, the reference file), ``rows`` (ranking, ties,
@@ -116,7 +117,8 @@ def _header(runs_rel: str, n_records: int, boards: list[TaskBoard],
         f"{len([b for b in boards if b.ranked])} tasks)"
         + (f"; {len(problems)} problem{'s' if len(problems) != 1 else ''} reported at the "
            f"end." if problems else "."),
-        "Each row is one configuration (router, operators, config hash) repeated over seeds. "
+        "Each row is one configuration (router, operators, config hash, preset) repeated over "
+        "seeds, ranked on the final checkpoint. "
         "Rows flagged ⚠ (leaky variants that see future tokens or other examples, or any other "
         "warning flag) are never ranked above honest rows. Rows labelled "
         f"*{REPORTED}* are the paper's numbers, shown for reference only.",
