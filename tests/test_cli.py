@@ -60,11 +60,15 @@ def test_smoke_run_end_to_end_writes_a_complete_record(tmp_path):
     assert 0 <= best["metrics"]["test"]["accuracy"] <= 1
     # every number printed is labelled with its split, its size and its checkpoint
     assert "test, full (128 examples), final (step 6)" in result.stdout
-    assert f"best valid (step {best['step']})" in result.stdout
+    if best["same_as_final"]:
+        assert "the best-validation checkpoint is the final one (step 6)" in result.stdout
+    else:
+        assert f"best valid (step {best['step']})" in result.stdout
     assert "subset of 16 examples" in result.stdout  # the valid numbers during training
     assert "requested --attn-fraction 0.375" in result.stdout
     # plain progress lines (not a terminal) carry step/total and an ETA
-    assert "step 3/6: train loss" in result.stdout and "ETA" in result.stdout
+    assert "step 2/6: train loss" in result.stdout and "ETA" in result.stdout
+    assert result.stdout.count("step 3/6:") == 1  # the evaluation's line, not a second one
     # where everything was written
     work = tmp_path / "runs" / records[0].stem
     for name in ("checkpoint.pt", "metrics.jsonl"):

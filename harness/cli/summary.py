@@ -50,7 +50,7 @@ def metric_rows(record: Any) -> list[list[str]]:
     best = getattr(record, "best_checkpoint", None) or {}
     steps = record.training.get("steps")
     sources = [(f"final (step {steps})", record.metrics)]
-    if best.get("metrics"):
+    if best.get("metrics") and not best.get("same_as_final"):
         sources.append((f"best valid (step {best.get('step')})", best["metrics"]))
     for label, metrics in sources:
         for split, values in metrics.items():
@@ -71,8 +71,11 @@ def subset_note(record: Any) -> str | None:
 
 
 def best_note(record: Any) -> str | None:
-    """Why the best-validation checkpoint has no numbers, when it has none."""
+    """When the best-validation checkpoint is the final one, or has no numbers, and why."""
     best = getattr(record, "best_checkpoint", None) or {}
+    if best.get("same_as_final"):
+        return (f"the best-validation checkpoint is the final one (step {best.get('step')}): "
+                f"same numbers")
     if best.get("missing"):
         return f"best-validation checkpoint (step {best.get('step')}) not evaluated: " \
                f"{best['missing']}"

@@ -26,8 +26,8 @@ def _duration(seconds: float) -> str:
 
 class ProgressDisplay:
     def __init__(self, total: int, initial: int, desc: str, log: Callable[[str], None],
-                 enabled: bool = True):
-        self.total, self.log = total, log
+                 enabled: bool = True, eval_every: int | None = None):
+        self.total, self.log, self.eval_every = total, log, eval_every
         self.tty = enabled and sys.stderr.isatty()
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr, desc=desc,
@@ -50,9 +50,13 @@ class ProgressDisplay:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.3f}", **self.valid,
                                  tok_s=f"{tokens_per_second:,.0f}", refresh=False)
-        elif self.enabled and (step % self.every == 0 or step == self.total):
+        elif self.enabled and step % self.every == 0 and not self._evaluates(step):
             self.log(f"step {step}/{self.total}: train loss {loss:.4f}, "
                      f"{tokens_per_second:,.0f} tokens/s, ETA {self.eta()}")
+
+    def _evaluates(self, step: int) -> bool:
+        """An evaluation line follows at this step: no plain line of its own."""
+        return step == self.total or bool(self.eval_every and step % self.eval_every == 0)
 
     def evaluated(self, step: int, metric: str, values: dict[str, float]) -> None:
         """A validation-subset evaluation: shown on the bar and as a line of its own."""

@@ -239,7 +239,8 @@ class Trainer:
         cfg, p = self.cfg, self.progress
         bar = ProgressDisplay(cfg.budget.max_steps, p.step, log=self.log,
                               desc=f"{cfg.data.task} {cfg.routing.router} "
-                                   f"{'+'.join(cfg.routing.ops)}", enabled=self.dist.is_main)
+                                   f"{'+'.join(cfg.routing.ops)}", enabled=self.dist.is_main,
+                              eval_every=cfg.budget.eval_every)
         self.model.train()
         with _StopSignals() as signals:
             while p.step < cfg.budget.max_steps:
