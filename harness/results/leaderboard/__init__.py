@@ -13,7 +13,8 @@ perplexity when every row has it, since it compares across tokenizers). Rows wit
 flag (leaky variants, anything but ``preset:``) come after every honest row, are marked and are
 not ranked. Rows are groups of records with the same (router, operators, config hash, preset):
 repeats over seeds of one configuration; a task with runs of several presets gets one ranking
-per preset. The records come from one folder or several (``--runs``, repeatable). Statistical ties with the best honest row use Welch's t-test.
+per preset. The records come from one folder or several (``--runs``, repeatable). Statistical
+ties with the best honest row use Welch's t-test.
 
 The package: ``stats`` (means, Welch's t-test), ``format`` (fixed float formats, tables),
 ``groups`` (reading and grouping the records, the reference file), ``rows`` (ranking, ties,
