@@ -1,6 +1,7 @@
 """The harness, in rooms by role:
 
-    cli/      the command line: ``python -m harness {run,check,list,bench,leaderboard,sweep}``
+    cli/      the command line: ``python -m harness {run,check,list,bench,leaderboard,sweep,
+              conformance}``
     engine/   running one combination: config, model assembly, training, checkpoints, data,
               distributed set-up
     measure/  what is measured about a combination: cost accounting, invariant checks, the

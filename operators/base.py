@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from registry import ConfigError
+from registry import ConfigError, unknown_options_message
 
 
 @dataclass(frozen=True)
@@ -60,14 +60,16 @@ class TokenMixer(nn.Module):
     supports_query_subset: ClassVar[bool] = False
     leaky: ClassVar[bool] = False
     registry_name: ClassVar[str] = "?"  # set by the registry
+    # the options a subclass pops before calling this constructor (--op-option NAME.KEY=V);
+    # named in the error for an unknown one
+    option_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool, **options: Any):
         super().__init__()
         if options:
-            raise ConfigError(
-                f"operator '{self.registry_name}' got unknown options {sorted(options)}; "
-                f"it takes none beyond d_model, n_heads, max_len, causal"
-            )
+            raise ConfigError(unknown_options_message(
+                "operator", self.registry_name, options, self.option_names,
+                f"--op-option {self.registry_name}.KEY=VALUE"))
         for label, value in (("d_model", d_model), ("n_heads", n_heads), ("max_len", max_len)):
             if value <= 0:
                 raise ConfigError(f"{label} must be positive, got {value}")

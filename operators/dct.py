@@ -200,6 +200,7 @@ def dct_filter(x: Tensor, h: Tensor) -> Tensor:
 class DCTMixer(TokenMixer):
     supports_causal = True
     supports_query_subset = False
+    option_names = ("n_freq", "decay")
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         n_freq = options.pop("n_freq", max_len)  # filter resolution over normalised frequency

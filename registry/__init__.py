@@ -70,6 +70,8 @@ from .errors import (
     DataError,
     DuplicateNameError,
     UnknownNameError,
+    did_you_mean,
+    unknown_options_message,
 )
 
 __all__ = [
@@ -81,6 +83,8 @@ __all__ = [
     "DataError",
     "DuplicateNameError",
     "UnknownNameError",
+    "did_you_mean",
+    "unknown_options_message",
 ]
 
 T = TypeVar("T")

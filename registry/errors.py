@@ -6,6 +6,29 @@ Messages name the problem and the fix.
 """
 
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest known name (case-insensitive), or ""."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.5)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
+def unknown_options_message(kind: str, name: str, unknown: Iterable[str],
+                            known: Iterable[str], flag: str) -> str:
+    """One line naming the unknown options, the closest known one and all known ones."""
+    unknown, known = sorted(unknown), sorted(known)
+    hint = did_you_mean(unknown[0], known) if known else ""
+    which = (f"its options: {', '.join(known)}; set them with {flag}" if known else
+             "it takes no options")
+    plural = "s" if len(unknown) > 1 else ""
+    return (f"{kind} '{name}' got unknown option{plural} {', '.join(map(repr, unknown))}{hint} "
+            f"({which})")
+
+
 class ChiaroscuroError(Exception):
     """Base class for errors caused by user input."""
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from registry import ChiaroscuroError, ConfigError
+from registry import ChiaroscuroError, ConfigError, unknown_options_message
 
 
 class NonFiniteRouting(ChiaroscuroError):
@@ -73,6 +73,9 @@ class Router(nn.Module):
     max_ops: ClassVar[int] = 16
     exact_fractions: ClassVar[bool] = False
     registry_name: ClassVar[str] = "?"  # set by the registry
+    # the options a subclass pops before calling this constructor (--router-option KEY=V);
+    # named in the error for an unknown one
+    option_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -85,18 +88,20 @@ class Router(nn.Module):
     ):
         super().__init__()
         if options:
-            raise ConfigError(
-                f"router '{self.registry_name}' got unknown options {sorted(options)}"
-            )
+            raise ConfigError(unknown_options_message(
+                "router", self.registry_name, options, self.option_names,
+                "--router-option KEY=VALUE"))
         if not self.min_ops <= n_ops <= self.max_ops:
             want = (
                 f"exactly {self.min_ops}"
                 if self.min_ops == self.max_ops
                 else f"{self.min_ops} to {self.max_ops}"
             )
+            noun = "operator" if self.max_ops == 1 else "operators"
+            names = "one name" if self.max_ops == 1 else f"{want} comma-separated names"
             raise ConfigError(
-                f"router '{self.registry_name}' routes between {want} operators, got {n_ops}; "
-                f"pass --ops with {want} comma-separated names"
+                f"router '{self.registry_name}' routes between {want} {noun}, got {n_ops}; "
+                f"pass --ops with {names}"
             )
         if not 0.0 <= attn_fraction <= 1.0:
             raise ConfigError(f"--attn-fraction must be in [0, 1], got {attn_fraction}")

@@ -87,6 +87,7 @@ class CalibratedBandRouter(Router):
     batch_independent = True
     min_ops = 2
     exact_fractions = True
+    option_names = ("momentum",)
 
     thresholds: Tensor
     calibrated: Tensor

@@ -70,6 +70,11 @@ class Task:
 
     vocab_size: int
     pad_id: int = 0
+    # True when built for its shape only (``python -m harness check``): vocab_size, seq_len,
+    # causal, head and loss are used, no split is read. A task whose vocabulary is learnt from
+    # data reports its nominal size then and sets ``vocab_is_nominal``.
+    shape_only: bool = False
+    vocab_is_nominal: bool = False
 
     def __init__(
         self,
@@ -93,6 +98,9 @@ class Task:
     def dataset(self, split: str) -> Sequence[Any]:
         if split not in SPLITS:
             raise ConfigError(f"unknown split '{split}'; splits are {', '.join(SPLITS)}")
+        if self.shape_only:
+            raise ConfigError(f"task '{self.registry_name}' was built for its shape only "
+                              f"(checks on random inputs); it reads no {split} data")
         if split not in self._datasets:
             self._datasets[split] = self.load_split(split)
         return self._datasets[split]

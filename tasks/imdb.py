@@ -320,6 +320,9 @@ class IMDB(ClassificationTask):
 
     @property
     def vocab_size(self) -> int:  # type: ignore[override]
+        if self.shape_only and self._tokenizer is None and self.tokenizer_kind != "bytes":
+            self.vocab_is_nominal = True  # the tokenizer would be learnt from the data
+            return self.requested_vocab or DEFAULT_BPE_VOCAB
         return self.tokenizer.vocab_size
 
     def encoded(self, split: str) -> dict[str, torch.Tensor]:

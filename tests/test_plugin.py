@@ -272,3 +272,18 @@ def test_entry_point_names_do_not_clash_with_builtins(example_plugin):
             entry = registry.entry(name)
             assert not entry.builtin and entry.origin.startswith(PLUGIN_DIST)
         assert registry.failures == []
+
+
+def test_a_misspelt_plugin_option_names_the_known_ones(example_plugin, tmp_path, capsys):
+    """Not the base class's "takes no options": the plugin's own options, and the closest."""
+    code = main(["run", "--preset", "smoke", "--task", "copy", "--router", "flatness",
+                 "--ops", "dwconv,attn", "--op-option", "dwconv.kernel=5",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "operator 'dwconv' got unknown option 'kernel'; did you mean 'kernel_size'?" in err
+    assert "its options: kernel_size" in err
+    assert main(["run", "--preset", "smoke", "--task", "copy", "--router", "flatness",
+                 "--ops", "dwconv,attn", "--router-option", "momentun=0.1",
+                 "--out", str(tmp_path)]) == 2
+    assert "did you mean 'momentum'?" in capsys.readouterr().err

@@ -82,7 +82,7 @@ def test_dense_execution_and_soft_routers_claim_no_saving():
 
 def test_check_command_fails_a_leaky_combination(causal_task_and_noncausal_op, capsys):
     code = main(["check", "--preset", "smoke", "--task", "tiny-lm-test", "--seq-len", "16",
-                 "--router", "entropy", "--ops", "dct-leaky,attn", "--allow-leaky"])
+                 "--router", "entropy", "--ops", "dct-leaky,attn"])  # check needs no permission
     out = capsys.readouterr().out
     assert code == 1
     assert "causality" in out and "FAIL" in out and "operator 'dct-leaky'" in out

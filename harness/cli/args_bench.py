@@ -1,9 +1,7 @@
-"""The arguments of ``python -m harness bench``, without importing the benchmark (or torch).
+"""The arguments of ``python -m harness bench`` and their defaults: the only definition.
 
-A COPY of ``add_arguments`` (and its helpers) in harness/measure/bench/__init__.py, so that
-``python -m harness bench --help`` answers without importing torch. tests/test_cli.py checks
-that the two build the same parser; change both together (or make the bench package's
-``add_arguments`` import nothing heavy and point harness/cli/main.py at it).
+Imports nothing heavy, so that ``python -m harness bench --help`` answers without torch;
+``harness.measure.bench`` (which imports torch) takes its arguments and defaults from here.
 """
 
 from __future__ import annotations
@@ -11,60 +9,113 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-# copied from harness/measure/bench/settings.py
-FULL = "attn"
-DEFAULTS: dict[str, Any] = {"seq_lens": "256,1024,4096", "fractions": "1,0.5,0.25,0.125"}
+DEFAULT_OUT = "runs/bench"  # local, git-ignored: a user's measurements never touch tracked files
+FULL = "attn"  # the reference every ratio is taken against: full softmax attention
+
+# Defaults; --quick swaps in tiny sizes for tests (explicit flags still win).
+DEFAULTS: dict[str, Any] = {
+    "seq_lens": "256,1024,4096",
+    "fractions": "1,0.5,0.25,0.125",
+    "d_model": 256,
+    "heads": 4,
+    "batch_size": 1,
+    "repeats": 7,
+    "warmup": 2,
+    "train_layers": 2,
+    "train_seq_len": 256,
+    "train_batch_size": 8,
+    "train_vocab": 512,
+}
+QUICK: dict[str, Any] = {
+    "seq_lens": "32,64",
+    "fractions": "1,0.25",
+    "d_model": 32,
+    "heads": 2,
+    "batch_size": 1,
+    "repeats": 2,
+    "warmup": 1,
+    "train_layers": 1,
+    "train_seq_len": 32,
+    "train_batch_size": 2,
+    "train_vocab": 64,
+}
+
+DESCRIPTION = """\
+Time operators and routed layers, forward and forward+backward, on the current device, and
+a training step of the harness against a bare reference transformer of the same shape.
+Ratios (operator / full attention, routed layer / full-attention layer, harness step / bare
+step) are measured in the same run, so machine noise hits both sides alike. Prints a table
+and writes <name>.json and <name>.png under --out."""
+
+EPILOG = """\
+examples:
+  python -m harness bench
+  python -m harness bench --seq-lens 1024,2048,4096,8192 --fractions 1,0.5,0.25,0.125
+  python -m harness bench --targets --threads 1        # the README's table, measured cleanly"""
+
+
+def _default(name: str) -> str:
+    return f"(default {DEFAULTS[name]}; --quick: {QUICK[name]})"
 
 
 def _what_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to time")
-    g.add_argument("--seq-lens", default=None,
-                   help=f"comma-separated sequence lengths (default {DEFAULTS['seq_lens']})")
-    g.add_argument("--fractions", default=None,
+    g.add_argument("--seq-lens", default=None, metavar="N[,N]",
+                   help=f"comma-separated sequence lengths {_default('seq_lens')}")
+    g.add_argument("--fractions", default=None, metavar="F[,F]",
                    help="shares of tokens routed to attention, comma-separated "
-                        f"(default {DEFAULTS['fractions']})")
-    g.add_argument("--ops", default=None,
+                        f"{_default('fractions')}")
+    g.add_argument("--ops", default=None, metavar="OP[,OP]",
                    help="operators to time (default attn,dct,rbf, plus xformers on CUDA); "
                         "full attention is always timed: it is the reference")
-    g.add_argument("--routed-op", default=FULL,
-                   help="operator timed under routed execution (default attn)")
+    g.add_argument("--routed-op", default=FULL, metavar="OP",
+                   help=f"operator timed under routed execution (default {FULL})")
     g.add_argument("--causal", action="store_true",
                    help="build the operators in their causal form (dct: the causal long "
                         "convolution; attention: causal masking)")
     g.add_argument("--targets", action="store_true",
-                   help="also time the cases the performance targets are stated for: attn, "
-                        "dct and routed attn at fraction 0.25 at N=2048; dct at N=1024 and "
-                        "8192 (its scaling)")
+                   help="also time the cases the performance targets are stated for (see "
+                        "the README's table): attn, dct and routed attn at fraction 0.25 at "
+                        "N=2048; dct at N=1024 and 8192 (its scaling)")
 
 
 def _shape_and_timing_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("shape")
-    g.add_argument("--d-model", type=int, default=None, help="default 256")
-    g.add_argument("--heads", type=int, default=None, help="default 4")
-    g.add_argument("--batch-size", type=int, default=None, help="default 1")
+    g.add_argument("--d-model", type=int, default=None, metavar="D", help=_default("d_model"))
+    g.add_argument("--heads", type=int, default=None, help=_default("heads"))
+    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help=_default("batch_size"))
     g = p.add_argument_group("timing")
-    g.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 7)")
-    g.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--repeats", type=int, default=None, metavar="N",
+                   help=f"timed repeats per case {_default('repeats')}")
+    g.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help=f"untimed calls first {_default('warmup')}")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: "
+                   "CUDA if present)")
     g.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="fp32, or bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
-    g.add_argument("--threads", type=int, default=None,
+                   help="fp32, or bf16 autocast (default auto: bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch intra-op threads (default: torch's choice). On a CPU shared "
                         "with other busy processes, fewer threads than cores avoids stalls")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="(default 0)")
 
 
 def _train_and_output_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training step: harness vs bare reference")
     g.add_argument("--no-train-step", action="store_true",
                    help="skip the training-step comparison")
-    g.add_argument("--train-layers", type=int, default=None, help="default 2")
-    g.add_argument("--train-seq-len", type=int, default=None, help="default 256")
-    g.add_argument("--train-batch-size", type=int, default=None, help="default 8")
-    g.add_argument("--train-vocab", type=int, default=None, help="default 512")
+    g.add_argument("--train-layers", type=int, default=None, metavar="N",
+                   help=_default("train_layers"))
+    g.add_argument("--train-seq-len", type=int, default=None, metavar="N",
+                   help=_default("train_seq_len"))
+    g.add_argument("--train-batch-size", type=int, default=None, metavar="B",
+                   help=_default("train_batch_size"))
+    g.add_argument("--train-vocab", type=int, default=None, metavar="V",
+                   help=_default("train_vocab"))
     g = p.add_argument_group("output")
-    g.add_argument("--out", default="results/bench",
-                   help="directory for the JSON and the PNG (default results/bench)")
+    g.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"directory for the JSON and the PNG (default {DEFAULT_OUT}, "
+                        "git-ignored; the committed measurements are in results/bench)")
     g.add_argument("--name", default=None,
                    help="file stem (default bench-<device type>[-quick])")
     g.add_argument("--quick", action="store_true", help="tiny sizes, for tests")

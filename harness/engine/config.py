@@ -1,4 +1,5 @@
-"""Run configuration: pydantic models, presets, and resolution of the two.
+"""Run configuration: pydantic models, and their resolution with the presets
+(harness/engine/presets.py).
 
 A run is fully described by a ``RunConfig``; the CLI only maps flags onto it. Precedence, lowest
 to highest: field defaults < preset (harness part, then the task's own ``presets`` entry) <
@@ -15,9 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from registry import ConfigError
-
-PRESETS = ("smoke", "cpu", "paper", "paper-400m")
+from harness.engine.presets import HARNESS_PRESETS, PRESETS
+from registry import ConfigError, did_you_mean
 
 
 class _Strict(BaseModel):
@@ -95,8 +95,8 @@ class RunConfig(_Strict):
     allow_leaky: bool = False
     compile: bool = False  # torch.compile the model (pays on GPU, not on CPU)
     threads: int | None = Field(None, gt=0)  # CPU intra-op threads; None: torch's default
-    out: str | None = None  # directory for the result record (default results/runs)
-    work_dir: str | None = None  # checkpoints and logs (default: --out, else runs/)
+    out: str | None = None  # folder for the result record (default runs/, git-ignored)
+    work_dir: str | None = None  # checkpoints and logs (default: the record's folder)
     model: ModelConfig = Field(default_factory=ModelConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -111,56 +111,6 @@ class RunConfig(_Strict):
                                            "budget": {"ckpt_every", "log_every"}})
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
-
-
-# Harness part of each preset. The task's own `presets[name]` adds task options and seq_len.
-HARNESS_PRESETS: dict[str, dict[str, Any]] = {
-    # seconds: for tests and `check`
-    "smoke": {
-        "threads": 1,
-        "model": {"layers": 1, "d_model": 32, "heads": 2},
-        "optim": {"batch_size": 8, "warmup_steps": 2},
-        "budget": {"max_steps": 6, "eval_every": 3, "eval_batches": 2},
-    },
-    # the default without a GPU: minutes on 2 cores. One thread: for a model this small two
-    # threads gain ~20% on an idle machine but lose up to 10x when another process holds a
-    # core (OpenMP workers wait on each other), so one thread is the robust choice.
-    "cpu": {
-        "threads": 1,
-        "model": {"layers": 2, "d_model": 64, "heads": 4},
-        "optim": {"batch_size": 32, "lr": 2e-3, "warmup_steps": 50},
-        "budget": {"max_steps": 1500, "eval_every": 250, "eval_batches": 8},
-    },
-    # the CHIAR-Former setting: 4 layers (the paper's stated depth); width and heads our choice
-    "paper": {
-        "model": {"layers": 4, "d_model": 512, "heads": 8},
-        "optim": {"batch_size": 32, "lr": 5e-4, "warmup_steps": 1000},
-        "budget": {"max_steps": 50000, "eval_every": 1000, "eval_batches": 50},
-    },
-    # the paper's 400M-parameter model; every number here is ours (PAPER_ASSUMPTIONS)
-    "paper-400m": {
-        "model": {"layers": 24, "d_model": 1152, "heads": 18},
-        "data": {"seq_len": 1024},
-        "optim": {"batch_size": 32, "lr": 3e-4, "warmup_steps": 2000},
-        "budget": {"max_steps": 50000, "eval_every": 2000, "eval_batches": 50},
-    },
-}
-
-# What the paper states and what the presets above had to assume (shown by `run --dry-run`
-# and on the claims page).
-PAPER_ASSUMPTIONS: dict[str, list[str]] = {
-    "paper": [
-        "stated: 4 layers, WikiText-103, DCT+attention at 62.5% fewer attention FLOPs "
-        "(--attn-fraction 0.375)",
-        "assumed: d_model 512, 8 heads, MLP ratio 4, context 512 tokens, byte-level BPE "
-        "(8192), batch 32, AdamW lr 5e-4 with 1000 warm-up steps, 50k steps",
-    ],
-    "paper-400m": [
-        "stated: about 400M parameters, WikiText-103 test perplexity, 35-40% fewer FLOPs",
-        "assumed: 24 layers, d_model 1152, 18 heads (64 per head), context 1024, byte-level "
-        "BPE (8192), batch 32, AdamW lr 3e-4 with 2000 warm-up steps, 50k steps (1.6B tokens)",
-    ],
-}
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +155,8 @@ def resolve(overrides: dict[str, Any], task_presets: dict[str, dict[str, Any]]) 
     layered: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"unknown preset '{preset}'; presets are {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown preset '{preset}'{did_you_mean(preset, PRESETS)} "
+                              f"(presets: {', '.join(PRESETS)})")
         layered = deep_merge(layered, HARNESS_PRESETS[preset])
         task_part = dict(task_presets.get(preset, {}))
         seq_len = task_part.pop("seq_len", None)

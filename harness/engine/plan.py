@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from harness.engine.config import PAPER_ASSUMPTIONS, RunConfig
+from harness.engine.config import RunConfig
+from harness.engine.presets import PAPER_ASSUMPTIONS
 
 H100_BF16_PEAK = 989e12  # FLOP/s, dense, SXM
 MFU = 0.40

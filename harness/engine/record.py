@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.engine.best import best_checkpoint_metrics
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
 from harness.engine.model import band_map
@@ -67,6 +68,7 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
     cfg, task = trainer.cfg, trainer.task
     test_cost = CostMeter(trainer.model, **trainer.cost_kwargs)
     metrics, histogram = final_metrics(trainer, test_cost) if status == "finished" else ({}, None)
+    best = best_checkpoint_metrics(trainer, metrics) if status == "finished" else None
     data = task.describe()
     data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
                                      for split in SPLITS})
@@ -98,6 +100,7 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         environment=records.environment(trainer.device, used={
             "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
             "task": [cfg.data.task]}),
+        best_checkpoint=best,
         **extra,
     )
 

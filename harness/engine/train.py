@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from harness.engine import checkpoint, distributed, metrics_log
+from harness.engine.best import save_best
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.config import RunConfig
+from harness.engine.console import ProgressDisplay
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
@@ -32,7 +32,7 @@ from harness.engine.model import Model, count_parameters
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
 from harness.engine.record import bands_text, load_finished, make_record
-from harness.results import records
+from harness.results import LOCAL_RUNS, records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task
 
@@ -46,15 +46,18 @@ class Interrupted(ChiaroscuroError):
     """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
 
 
-def build_task(cfg: RunConfig) -> Task:
+def build_task(cfg: RunConfig, *, shape_only: bool = False) -> Task:
+    """The run's task; ``shape_only``: for checks on random inputs, it reads no data."""
     task_cls = TASKS.get(cfg.data.task)
-    return task_cls(
+    task = task_cls(
         seq_len_of(cfg),
         data_dir=cfg.data.data_dir,
         seed=cfg.seed,
         cache_dir=cfg.data.cache_dir,
         **cfg.data.task_options,
     )
+    task.shape_only = shape_only
+    return task
 
 
 def seq_len_of(cfg: RunConfig) -> int:
@@ -67,13 +70,14 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def results_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.out) if cfg.out else Path("results/runs")
+    """The record's folder: the local, git-ignored one unless --out says otherwise."""
+    return Path(cfg.out) if cfg.out else Path(LOCAL_RUNS)
 
 
 def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
     """(record path, work directory for checkpoint and metrics log) of a run."""
     rid = run_id(cfg)
-    work = Path(cfg.work_dir) if cfg.work_dir else (Path(cfg.out) if cfg.out else Path("runs"))
+    work = Path(cfg.work_dir) if cfg.work_dir else results_dir(cfg)
     return results_dir(cfg) / records.record_filename(rid), work / rid
 
 
@@ -164,7 +168,8 @@ class Trainer:
     def _log_model(self) -> None:
         cfg = self.cfg
         processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
-        self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
+        layers = f"{cfg.model.layers} layer{'' if cfg.model.layers == 1 else 's'}"
+        self.log(f"model: {layers}, d_model {cfg.model.d_model}, "
                  f"{self.n_params:,} parameters; bands in --ops order (lowest first): "
                  f"{bands_text(self.model.op_names, cfg.routing.attn_fraction)}; router: "
                  f"{cfg.routing.router}; device: {self.device}{processes}")
@@ -234,9 +239,10 @@ class Trainer:
 
     def fit(self) -> None:
         cfg, p = self.cfg, self.progress
-        bar = tqdm(total=cfg.budget.max_steps, initial=p.step, unit="step", file=sys.stderr,
-                   desc=f"{cfg.data.task} {cfg.routing.router} {'+'.join(cfg.routing.ops)}",
-                   dynamic_ncols=True, disable=None if self.dist.is_main else True)
+        bar = ProgressDisplay(cfg.budget.max_steps, p.step, log=self.log,
+                              desc=f"{cfg.data.task} {cfg.routing.router} "
+                                   f"{'+'.join(cfg.routing.ops)}", enabled=self.dist.is_main,
+                              eval_every=cfg.budget.eval_every)
         if p.step == 0 and (line := calibrate_routers(self.model, self.task, self.device,
                                                       cfg.optim.batch_size)):
             self.log(line)
@@ -248,8 +254,7 @@ class Trainer:
                 p.step += 1
                 p.train_tokens += tokens
                 p.train_seconds += time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                bar.step(p.step, loss, p.tokens_per_second)
                 if self._after_step(loss, bar, signals):
                     break
         bar.close()
@@ -317,13 +322,10 @@ class Trainer:
         p.history.append(entry)
         if p.best is None or better(task, val, p.best["valid"]):
             p.best, p.evals_since_best = entry, 0
+            save_best(self, step)
         else:
             p.evals_since_best += 1
-        msg = f"step {step}: train loss {loss:.4f}, valid {task.metric} {val[task.metric]:.4f}"
-        if bar.disable:
-            self.log(msg)
-        else:
-            bar.write(msg)
+        bar.evaluated(step, task.metric, val)
 
     def _budget_exhausted(self) -> str | None:
         b, p = self.cfg.budget, self.progress

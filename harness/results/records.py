@@ -18,7 +18,11 @@ Schema (``schema_version`` 2; version 1 records still load, their new fields tak
 - ``training``: steps, stop reason, tokens/s, wall seconds, peak memory, validation history.
 - ``parameters``; ``data`` (``task.describe()`` plus ``split_hashes``: split -> sha256 of the
   exact examples, see ``split_hash``); ``environment`` (hardware, torch/CUDA, package version,
-  git commit, plugin distributions and versions).
+  git commit, plugin distributions and versions; newer records also ``command`` (as typed),
+  ``git_dirty``, ``versions`` of numpy, datasets, tokenizers, xformers, pydantic and scipy
+  (None: not installed), ``cpu_cores`` and ``cpu_cores_usable``).
+- ``best_checkpoint`` (optional): step and full valid/test metrics of the best-validation
+  weights; ``metrics`` are the final weights'.
 - ``flags``: "leaky: <reason>" for anything that may see the future or other examples,
   "preset:<name>" (informational); any other flag marks the run as flagged on the board.
 - ``telemetry`` (optional): routing telemetry for plots, see ``Telemetry`` and
@@ -141,6 +145,10 @@ class RunRecord(BaseModel):
     # unfinished records are kept for the trace but never enter the leaderboard
     status: str = "finished"
     error: str | None = None
+    # the best-validation checkpoint: {"step", "selected_by", "same_as_final", "metrics":
+    # split -> metric -> value}; ``metrics`` above are the final checkpoint's (optional: older
+    # records have only those)
+    best_checkpoint: dict[str, Any] | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -431,6 +439,44 @@ def environment(device: torch.device,
         "git_commit": git_commit(),
         "plugins": _plugin_distributions(used),
         "installed_plugins": _plugin_distributions(),
+        **provenance(),
+    }
+
+
+KEY_PACKAGES = ("numpy", "datasets", "tokenizers", "xformers", "pydantic", "scipy")
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed: ``python -m harness ...`` when run as the harness module."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "harness":
+        argv = ["python", "-m", "harness", *argv[1:]]
+    return shlex.join(argv)
+
+
+def provenance() -> dict[str, Any]:
+    """What else reproducing a run needs: the exact command, whether the tree had
+    uncommitted changes, the versions of the other key packages (None: not installed) and the
+    CPU cores the process could use."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    commit = git_commit()
+    affinity = getattr(os, "sched_getaffinity", None)
+    return {
+        "command": command_line(),
+        "git_dirty": None if commit is None else commit.endswith("-dirty"),
+        "versions": versions,
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": len(affinity(0)) if affinity else os.cpu_count(),
     }
 
 

@@ -59,6 +59,20 @@ class Cell:
         return f"{self.task} {self.router} {'+'.join(self.ops)} seed {self.seed}"
 
 
+DESCRIPTION = """\
+Run a grid of routers x operator sets x tasks x seeds, each cell an ordinary `run` (its own
+process, record and checkpoint): finished cells are skipped, interrupted ones resume, invalid
+ones are skipped with the reason, and a summary table is printed at the end."""
+
+EPILOG = """\
+examples:
+  python -m harness sweep --routers entropy,random,single --ops dct,attn --tasks listops \\
+      --seeds 0,1,2
+  python -m harness sweep --file sweeps/listops.toml --dry-run
+  python -m harness sweep --routers entropy --ops dct,attn --ops dct,rbf,attn --tasks listops \\
+      --preset smoke --set model.layers=4"""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", help="TOML sweep file ([sweep] grid and [base] run options)")
     p.add_argument("--routers", help="comma-separated routers")
@@ -68,8 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default 0)")
     p.add_argument("--preset", help="preset for every cell")
     p.add_argument("--max-steps", type=int, help="budget for every cell")
-    p.add_argument("--out", help="directory for records (default results/runs)")
-    p.add_argument("--allow-leaky", action="store_true")
+    p.add_argument("--out", help="folder for records (default runs/, git-ignored; "
+                   "results/runs holds the committed ones)")
+    p.add_argument("--allow-leaky", action="store_true",
+                   help="let leaky variants run (their records are marked leaky)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
                    help="any run option for every cell, e.g. --set model.layers=4")
     p.add_argument("--gpus", type=int, default=None,

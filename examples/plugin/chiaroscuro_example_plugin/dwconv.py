@@ -35,6 +35,7 @@ class DepthwiseConvMixer(TokenMixer):
     supports_causal = True  # causal=True gives a left-only window
     supports_query_subset = True  # a query row needs only its own window
     leaky = False
+    option_names = ("kernel_size",)  # what __init__ pops: named when an option is misspelt
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool, **options):
         # Pop your own options before calling the base class: it rejects unknown ones.

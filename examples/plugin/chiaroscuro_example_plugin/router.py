@@ -38,6 +38,7 @@ class FlatnessRouter(Router):
     hard = True  # one operator per token: routed execution really skips work
     causal = True  # a token's decision reads only that token
     batch_independent = True  # ... and never another example
+    option_names = ("momentum",)  # what __init__ pops: named when an option is misspelt
     leaky = False
     min_ops = 2
     max_ops = 2

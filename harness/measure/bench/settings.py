@@ -8,38 +8,10 @@ from typing import Any
 
 import torch
 
+from harness.cli.args_bench import DEFAULTS, FULL, QUICK
 from registry import ConfigError
 
-FULL = "attn"  # the reference every ratio is taken against: full softmax attention
 MODES = ("fwd", "fwd+bwd")
-
-# Defaults; --quick swaps in tiny sizes for tests (explicit flags still win).
-DEFAULTS: dict[str, Any] = {
-    "seq_lens": "256,1024,4096",
-    "fractions": "1,0.5,0.25,0.125",
-    "d_model": 256,
-    "heads": 4,
-    "batch_size": 1,
-    "repeats": 7,
-    "warmup": 2,
-    "train_layers": 2,
-    "train_seq_len": 256,
-    "train_batch_size": 8,
-    "train_vocab": 512,
-}
-QUICK: dict[str, Any] = {
-    "seq_lens": "32,64",
-    "fractions": "1,0.25",
-    "d_model": 32,
-    "heads": 2,
-    "batch_size": 1,
-    "repeats": 2,
-    "warmup": 1,
-    "train_layers": 1,
-    "train_seq_len": 32,
-    "train_batch_size": 2,
-    "train_vocab": 64,
-}
 
 # Performance targets (stated for the 2-core CPU). `--targets` adds the cases they need.
 TARGET_ROUTED = (2048, 0.25, 0.40)  # N, fraction, max ratio of routed attn to full attn

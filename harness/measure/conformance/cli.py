@@ -85,26 +85,12 @@ def conformance_check_results(cfg: Any, causal: bool, *, seq_len: int = 32,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m harness.conformance",
-        description="Run the conformance suite on registered operators and a router "
-                    "(built-in or plugin).")
-    p.add_argument("--ops", default="", help="comma-separated operator names")
-    p.add_argument("--router", default=None, help="router name")
-    p.add_argument("--n-ops", type=int, default=None,
-                   help="operators the router routes between (default: 2 if it accepts 2)")
-    p.add_argument("--mode", choices=["both", "causal", "non-causal"], default="both")
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--seq-len", type=int, default=24)
-    p.add_argument("--batch-size", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-flop-counter", action="store_true",
-                   help="skip the comparison with torch.utils.flop_counter")
-    p.add_argument("--op-option", action="append", metavar="OP.KEY=VALUE")
-    p.add_argument("--router-option", action="append", metavar="KEY=VALUE")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    from harness.cli.args_conformance import DESCRIPTION, EPILOG, add_arguments
+
+    p = argparse.ArgumentParser(prog="python -m harness.conformance", description=DESCRIPTION,
+                                epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     return p
 
 
@@ -122,7 +108,11 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command, on parsed arguments (``python -m harness conformance`` calls this)."""
     try:
         ops = [o.strip() for o in args.ops.split(",") if o.strip()]
         if not ops and args.router is None:

@@ -17,17 +17,20 @@ from harness.results.records import RunRecord
 
 @dataclass
 class Group:
-    """Runs of one configuration (router, operators, config hash) over seeds."""
+    """Runs of one configuration (router, operators, config hash, preset) over seeds. The
+    config hash covers the preset's name; the preset is in the key as well, so that no row
+    ever mixes presets whatever a hash covers."""
 
     task: str
     router: str
     operators: tuple[str, ...]
     config_hash: str
     records: list[RunRecord] = field(default_factory=list)  # sorted by seed
+    preset: str = ""  # "" when the runs had none
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...], str]:
-        return self.router, self.operators, self.config_hash
+    def key(self) -> tuple[str, tuple[str, ...], str, str]:
+        return self.router, self.operators, self.config_hash, self.preset
 
     @property
     def first(self) -> RunRecord:
@@ -200,18 +203,21 @@ class Loaded:
     n_records: int
 
 
-def _finished(runs: Path, problems: list[tuple[str, str]]) -> list[tuple[str, RunRecord]]:
-    """(file name, record) of the readable, finished records; the others go to problems."""
+def _finished(folders: list[Path], problems: list[tuple[str, str]]
+              ) -> list[tuple[str, RunRecord]]:
+    """(file name, record) of the readable, finished records; the others go to problems.
+    Files are named by their name alone when there is one folder, else by their path."""
     entries: list[tuple[str, RunRecord]] = []
-    for path, record, problem in rec.iter_records(runs):
+    for path, record, problem in (e for folder in folders for e in rec.iter_records(folder)):
+        name = path.name if len(folders) == 1 else path.as_posix()
         if record is None:
-            problems.append((path.name, problem or "unreadable"))
+            problems.append((name, problem or "unreadable"))
         elif record.status != "finished":
             why = f"; {record.error.splitlines()[0]}" if record.error else ""
-            problems.append((path.name, f"run not finished (status {record.status}{why}); "
-                                        f"not on the board"))
+            problems.append((name, f"run not finished (status {record.status}{why}); "
+                                   f"not on the board"))
         else:
-            entries.append((path.name, record))
+            entries.append((name, record))
     return entries
 
 
@@ -247,7 +253,7 @@ def _latest_per_seed(kept: list[tuple[str, RunRecord]], problems: list[tuple[str
     """One record per (configuration, seed): the latest wins, the others are reported."""
     latest: dict[tuple[Any, ...], tuple[str, RunRecord]] = {}
     for name, r in sorted(kept, key=lambda e: (e[1].created, e[0])):
-        k = (r.task, r.router, tuple(r.operators), r.config_hash, r.seed)
+        k = (r.task, r.router, tuple(r.operators), r.config_hash, r.preset or "", r.seed)
         if k in latest:
             problems.append((latest[k][0], f"duplicate of seed {r.seed} in {name} (newer); "
                                            f"skipped"))
@@ -255,15 +261,18 @@ def _latest_per_seed(kept: list[tuple[str, RunRecord]], problems: list[tuple[str
     return latest
 
 
-def collect(runs: Path) -> Loaded:
-    """Valid records grouped by task and configuration; problems reported by file name."""
+def collect(runs: Path | list[Path]) -> Loaded:
+    """Valid records of one folder or several, grouped by task and configuration; problems
+    reported by file. A seed recorded in two folders counts once: the newer record wins."""
+    folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     problems: list[tuple[str, str]] = []
-    headline, kept = _with_headline(_finished(runs, problems), problems)
+    headline, kept = _with_headline(_finished(folders, problems), problems)
     latest = _latest_per_seed(kept, problems)
     groups: dict[str, dict[tuple[Any, ...], Group]] = {}
-    for (task, router, ops, chash, _seed), (_, r) in sorted(latest.items(), key=lambda e: e[0]):
+    for (task, router, ops, chash, preset, _seed), (_, r) in sorted(latest.items(),
+                                                                   key=lambda e: e[0]):
         g = groups.setdefault(task, {}).setdefault(
-            (router, ops, chash), Group(task, router, ops, chash))
+            (router, ops, chash, preset), Group(task, router, ops, chash, preset=preset))
         g.records.append(r)
     return Loaded(
         groups={t: list(gs.values()) for t, gs in groups.items()},

@@ -101,8 +101,10 @@ def _intro(board: TaskBoard) -> list[str]:
     n_runs = sum(len(g.records) for g in board.ranked)
     if board.ranked:
         text = (f"{len(board.ranked)} configurations, {n_runs} runs. Ranked by test "
-                f"{metric_label(board.rank_metric)} ({direction}), mean ± sample standard "
-                f"deviation over seeds.")
+                f"{metric_label(board.rank_metric)} ({direction}) of the final checkpoint, "
+                f"mean ± sample standard deviation over seeds (records made since the "
+                f"best-validation checkpoint is kept also hold its metrics, "
+                f"`best_checkpoint`).")
     else:
         text = f"No runs recorded for this task; only the paper's numbers ({REPORTED})."
     return [f"## {board.task}", "", text, ""]

@@ -1,0 +1,237 @@
+"""A newcomer's first hour: the README's commands leave the repository clean, the committed board
+is built from committed records only, a reproduction lands in its committed row, progress is
+live on a terminal, `check` needs no data, the best-validation checkpoint survives a resume."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from harness.cli.main import build_parser, main, resolve_config
+from harness.results import LOCAL_RUNS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+COMMITTED = ROOT / "results" / "runs"
+
+
+def readme_main_command() -> list[str]:
+    """The first README command's `python -m harness ...` part, as argv."""
+    first = next(line.strip() for line in README.splitlines() if line.startswith("    pip "))
+    return first.split("&& python -m harness ", 1)[1].split()
+
+
+def git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+# -- runs stay out of git; the committed board stays the committed records' --------------------
+
+
+def test_readme_starts_with_the_two_commands():
+    lines = [line.strip() for line in README.splitlines() if line.startswith("    ")][:2]
+    assert lines == ['pip install -c constraints/cpu.txt -e ".[dev]" && python -m harness run '
+                     '--router entropy --ops dct,attn --task listops', "python -m pytest -q"]
+
+
+def test_readme_main_command_reproduces_a_committed_row():
+    """Its resolved config is the one the committed rows were made with (same config hash), so
+    a newcomer's run lands in that row instead of starting a row of its own."""
+    argv = readme_main_command()
+    cfg = resolve_config(build_parser(argv).parse_args(argv + ["--preset", "cpu"]))
+    hashes = {json.loads(p.read_text())["config_hash"] for p in COMMITTED.glob("*.json")}
+    assert cfg.digest() in hashes
+
+
+@pytest.mark.slow
+def test_a_run_with_default_paths_leaves_git_status_clean(tmp_path):
+    before = git_status()
+    argv = ["run", "--preset", "smoke", "--seed", "90417", "--max-steps", "2"]
+    cfg = resolve_config(build_parser(argv).parse_args(argv))
+    from harness.engine.train import run_paths
+
+    record, work = run_paths(cfg)
+    assert record.parent == Path(LOCAL_RUNS) and work.parent == Path(LOCAL_RUNS)
+    existed = (ROOT / record).exists() or (ROOT / work).exists()
+    result = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert result.returncode == 0, result.stderr
+        assert (ROOT / record).exists() and (ROOT / work / "checkpoint.pt").exists()
+        assert git_status() == before  # nothing tracked changed, nothing untracked appeared
+    finally:
+        if not existed:
+            (ROOT / record).unlink(missing_ok=True)
+            shutil.rmtree(ROOT / work, ignore_errors=True)
+
+
+def _copy_record(src: Path, dst_dir: Path, **changes) -> Path:
+    data = json.loads(src.read_text())
+    data.update(changes)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    path = dst_dir / src.name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, capsys):
+    """The default board is the committed one; --include-local reads runs/ too and writes to
+    runs/LEADERBOARD.md; a reproduction of a committed seed lands in that row."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(COMMITTED, tmp_path / "results" / "runs")
+    shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
+    src = next(COMMITTED.glob("listops__entropy__dct+attn__*__seed0.json"))
+    _copy_record(src, tmp_path / LOCAL_RUNS, created="2099-01-01T00:00:00+00:00",
+                 metrics={"valid": {"accuracy": 0.5}, "test": {"accuracy": 0.999}})
+    assert main(["leaderboard", "--no-plots"]) == 0
+    committed = (tmp_path / "results" / "LEADERBOARD.md").read_text()
+    assert "0.999" not in committed and not (tmp_path / "runs" / "LEADERBOARD.md").exists()
+
+    assert main(["leaderboard", "--no-plots", "--include-local"]) == 0
+    n = len(list(COMMITTED.glob("*.json")))
+    assert f"{n} records on the board (files: {n} in results/runs, 1 in runs)" in (
+        capsys.readouterr().out)
+    local = (tmp_path / "runs" / "LEADERBOARD.md").read_text()
+    assert (tmp_path / "results" / "LEADERBOARD.md").read_text() == committed  # untouched
+    chash = json.loads(src.read_text())["config_hash"]
+    row = next(line for line in local.splitlines() if line.startswith("|") and chash in line)
+    assert "| 3 " in row  # still three seeds: the newer seed 0 replaced the committed one
+    assert f"duplicate of seed 0 in runs/{src.name} (newer)" in local
+
+
+def test_a_board_of_local_runs_alone_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _copy_record(next(COMMITTED.glob("listops__single__attn__*seed0.json")), tmp_path / "mine")
+    assert main(["leaderboard", "--runs", "mine", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "1 record on the board (files: 1 in mine)" in out
+    assert "the board has your rows only; add --runs PATH/results/runs" in out
+    assert (tmp_path / "runs" / "LEADERBOARD.md").exists()  # never over a committed board
+
+
+def test_rows_never_mix_presets(tmp_path):
+    """Two presets are two rankings, even if the records claimed the same config hash."""
+    from harness.results import leaderboard as lb
+
+    runs = tmp_path / "runs"
+    for src in sorted(COMMITTED.glob("listops__single__attn__*.json")):
+        _copy_record(src, runs)
+        smoke = json.loads(src.read_text())
+        smoke.update(preset="smoke", run_id=smoke["run_id"] + "-smoke")
+        (runs / f"smoke-{src.name}").write_text(json.dumps(smoke))
+    md = lb.generate(runs, tmp_path / "LB.md", tmp_path / "plots", None).markdown
+    assert "## listops · preset cpu" in md and "## listops · preset smoke" in md
+    for section in md.split("## listops · preset ")[1:]:
+        assert "3 configurations" not in section and "1 configurations, 3 runs" in section
+
+
+# -- check: the task's shape only -------------------------------------------------------------
+
+
+def test_check_needs_no_data_set(capsys, tmp_path):
+    """WikiText-2 without --data-dir: its data is unreachable here, its shape is not."""
+    code = main(["check", "--task", "wikitext2", "--preset", "smoke", "--router", "single",
+                 "--ops", "attn"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "vocabulary 8192 (nominal)" in out and "no data is read" in out
+
+
+def test_a_shape_only_task_refuses_to_read_data():
+    from harness.engine.train import build_task
+
+    argv = ["check", "--task", "wikitext2", "--preset", "smoke"]
+    task = build_task(resolve_config(build_parser(argv).parse_args(argv)), shape_only=True)
+    assert task.causal and task.vocab_size == 8192 and task.vocab_is_nominal
+    with pytest.raises(Exception, match="shape only"):
+        task.dataset("train")
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_live_bar_with_eta(tmp_path):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--preset", "smoke", "--max-steps", "12",
+         "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert re.search(r"\d+/12 \[\d\d:\d\d<\d\d:\d\d", text), text[-2000:]  # step/total, ETA
+    assert "loss=" in text and "tok_s=" in text and "val_acc=" in text
+
+
+# -- the best-validation checkpoint -------------------------------------------------------------
+
+
+def test_best_checkpoint_survives_an_interrupted_run(tmp_path, monkeypatch):
+    from harness.engine import train as train_mod
+
+    common = ["run", "--preset", "smoke", "--max-steps", "8", "--eval-every", "2",
+              "--ckpt-every", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    straight = json.loads(next((tmp_path / "straight").glob("*.json")).read_text())
+    assert not straight["best_checkpoint"]["same_as_final"]  # best.pt is what gets evaluated
+
+    real_step = train_mod.Trainer.train_step
+
+    def dies_at_step_5(self, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_step(self, step)
+
+    monkeypatch.setattr(train_mod.Trainer, "train_step", dies_at_step_5)
+    assert main([*common, "--out", str(tmp_path / "cut")]) == 130
+    assert list((tmp_path / "cut").glob("*/best.pt"))
+    monkeypatch.setattr(train_mod.Trainer, "train_step", real_step)
+    assert main([*common, "--out", str(tmp_path / "cut")]) == 0
+    resumed = json.loads(next((tmp_path / "cut").glob("*.json")).read_text())
+    assert resumed["best_checkpoint"] == straight["best_checkpoint"]
+    assert resumed["best_checkpoint"]["metrics"]["test"]
+
+
+def test_an_unreadable_best_checkpoint_keeps_the_run_and_says_why(tmp_path, monkeypatch,
+                                                                  capsys):
+    from harness.engine import best as best_mod
+    from harness.engine import train as train_mod
+
+    def torn(trainer, step):
+        (trainer.work_dir / best_mod.BEST_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (trainer.work_dir / best_mod.BEST_FILE).write_bytes(b"torn")
+
+    monkeypatch.setattr(train_mod, "save_best", torn)
+    assert main(["run", "--preset", "smoke", "--max-steps", "8", "--eval-every", "2",
+                 "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]) == 0
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["metrics"]["test"]["accuracy"] >= 0  # the final checkpoint's numbers stand
+    best = record["best_checkpoint"]
+    assert best["metrics"] == {} and "cannot be read" in best["missing"]
+    assert f"best-validation checkpoint (step {best['step']}) not evaluated" in (
+        capsys.readouterr().out)
