@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from harness.engine import checkpoint, distributed
+from harness.engine import checkpoint, distributed, tracking
 from harness.engine.config import RunConfig
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
@@ -116,6 +116,7 @@ class Trainer:
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
         self.progress = Progress()
+        self.tracker = tracking.open_tracker(cfg, self.work_dir, self.dist.is_main)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -288,6 +289,7 @@ class Trainer:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             with self.metrics_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
+        self.tracker.log(step, entry, self.model.op_names)
         gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
         if gates:
             self.progress.gate_history.append({"step": step, "gate": gates})
@@ -302,6 +304,7 @@ class Trainer:
         entry = {"step": step, "train_loss": loss, "lr": self.step_fn.lr, "valid": val,
                  "tokens_per_second": p.tokens_per_second}
         p.history.append(entry)
+        self.tracker.log(step, {"valid": val}, self.model.op_names)
         if p.best is None or better(task, val, p.best["valid"]):
             p.best, p.evals_since_best = entry, 0
         else:
@@ -355,4 +358,5 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
     finally:
+        trainer.tracker.close()
         distributed.teardown()
