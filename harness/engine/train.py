@@ -260,7 +260,7 @@ class Trainer:
         if stop:
             p.stop_reason = stop
             return True
-        if signals.received is not None:
+        if distributed.any_rank(self.dist, signals.received is not None, self.device):
             self.save_checkpoint()
             bar.close()
             raise Interrupted(f"stopped by signal {signals.received} at step {step}; "
