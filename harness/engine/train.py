@@ -268,7 +268,8 @@ class Trainer:
         if distributed.any_rank(self.dist, signals.received is not None, self.device):
             self.save_checkpoint()
             bar.close()
-            raise Interrupted(f"stopped by signal {signals.received} at step {step}; "
+            by = signals.received or "(to another rank)"
+            raise Interrupted(f"stopped by signal {by} at step {step}; "
                               f"checkpoint saved, re-run the same command to resume")
         if step % b.ckpt_every == 0:
             self.save_checkpoint()
