@@ -37,7 +37,7 @@ class ModelConfig(_Strict):
 class RoutingConfig(_Strict):
     router: str = "entropy"
     ops: list[str] = Field(default_factory=lambda: ["dct", "attn"], min_length=1)
-    attn_fraction: float = Field(0.375, gt=0, le=1)
+    attn_fraction: float = Field(0.375, ge=0, le=1)
     # routed: operators that can, compute only the tokens routed to them (work really skipped);
     # dense: every operator computes every token and the router selects (the reference).
     execution: Literal["routed", "dense"] = "routed"
