@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,13 @@ def test_wandb_offline_run_logs_the_same_metrics(tmp_path, monkeypatch):
     work = only(tmp_path, "*/metrics.jsonl").parent
     lines = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     run_dir = only(work / "wandb", "offline-run-*")
-    # the run file `wandb sync` uploads; its history items hold each value as JSON text
-    data = only(run_dir, "run-*.wandb").read_bytes()
+    # the run file `wandb sync` uploads; its history items hold each value as JSON text.
+    # W&B's service process may still be flushing it when finish() returns: give it a moment.
+    last = json.dumps(lines[-1]["loss"]).encode()
+    run_file, deadline = only(run_dir, "run-*.wandb"), time.time() + 30
+    while time.time() < deadline and last not in run_file.read_bytes():
+        time.sleep(0.2)
+    data = run_file.read_bytes()
     for key in (b"train/loss", b"train/lr", b"routing/layer0/dct", b"routing/layer0/attn",
                 b"valid/accuracy"):
         assert key in data, key
