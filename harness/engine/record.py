@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
 from harness.engine.model import band_map
+from harness.measure.collapse import collapse_flags, find_collapses
 from harness.measure.cost import CostMeter
 from harness.results import records
 from registry import DataError
@@ -80,7 +81,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         preset=cfg.preset,
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
-        flags=trainer.flags,
+        flags=trainer.flags + collapse_flags(find_collapses(
+            trainer.progress.routing_history, trainer.model.op_names)),
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
               "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
@@ -91,7 +93,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         task_metric=task.metric,
         higher_is_better=task.higher_is_better,
         telemetry=records.Telemetry(entropy_histogram=histogram,
-                                    gate_history=trainer.progress.gate_history),
+                                    gate_history=trainer.progress.gate_history,
+                                    routing_history=trainer.progress.routing_history),
         environment=records.environment(trainer.device, used={
             "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
             "task": [cfg.data.task]}),

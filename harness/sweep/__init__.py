@@ -81,6 +81,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="slurm: submit and exit; re-run the sweep later to collect results")
 
 
+# The grid's names at package level (``from harness.sweep import Cell, record_path_of``),
+# imported on first use so that building the parser stays light.
+_GRID_NAMES = ("Cell", "expand", "grid_from_args", "record_path_of", "validate")
+
+
+def __getattr__(name: str):
+    if name in _GRID_NAMES:
+        from harness.sweep import grid
+
+        return getattr(grid, name)
+    raise AttributeError(f"module 'harness.sweep' has no attribute '{name}'")
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.sweep.driver import run_sweep
 
