@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.claims.runs import SPECS, RunSpec, overrides, runnable
-from harness.sweep import Cell, run_cell, validate
+from harness.sweep.cell import run_cell
+from harness.sweep.driver import cell_spec
+from harness.sweep.grid import Cell, validate
 
 
 def cells_for(specs: list[RunSpec], setting: str, seeds: list[int], *, out: str,
@@ -33,7 +35,8 @@ def run_missing(cells: list[Cell], log_dir: Path, log=print) -> bool:
         if cell.skip_reason:
             log(f"[{i}/{len(cells)}] skip {cell.label}: {cell.skip_reason}")
             continue
-        run_cell(cell, None, log_dir)
+        result = run_cell(cell_spec(cell, log_dir))
+        cell.status, cell.record, cell.seconds = result.status, result.record, result.seconds
         log(f"[{i}/{len(cells)}] {cell.label}: {cell.status}"
             + (f" ({cell.seconds:.0f} s)" if cell.seconds else ""))
         ok = ok and not cell.status.startswith("failed")

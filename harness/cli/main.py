@@ -73,6 +73,7 @@ _RUN_FIELDS = {
     "threads": (None, "threads"),
     "out": (None, "out"),
     "work_dir": (None, "work_dir"),
+    "tracker": (None, "tracker"),
     "allow_leaky": (None, "allow_leaky"),
     "layers": ("model", "layers"),
     "d_model": ("model", "d_model"),
@@ -218,6 +219,9 @@ def add_run_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> N
                         f"results/runs); re-running on the same --out resumes")
     g.add_argument("--work-dir", default=S, metavar="DIR",
                    help="checkpoints and metrics.jsonl elsewhere (default: the --out folder)")
+    g.add_argument("--tracker", choices=["tensorboard", "wandb"], default=S,
+                   help="also log metrics to TensorBoard or W&B (optional extras: "
+                        "pip install -e \".[tensorboard]\" or \".[wandb]\")")
     g.add_argument("--resume", action="store_true", default=S,
                    help="require a checkpoint to resume from (re-running resumes anyway)")
 

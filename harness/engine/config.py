@@ -97,6 +97,8 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, gt=0)  # CPU intra-op threads; None: torch's default
     out: str | None = None  # folder for the result record (default runs/, git-ignored)
     work_dir: str | None = None  # checkpoints and logs (default: the record's folder)
+    # experiment tracker (harness/engine/tracking.py); a view of metrics.jsonl, not a result
+    tracker: Literal["tensorboard", "wandb"] | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -108,6 +110,7 @@ class RunConfig(_Strict):
         with the same digest and different seeds are repeats of one configuration."""
         payload = self.model_dump(exclude={"out": True, "work_dir": True, "seed": True,
                                            "device": True, "compile": True, "threads": True,
+                                           "tracker": True,
                                            "budget": {"ckpt_every", "log_every"}})
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]

@@ -57,6 +57,12 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def any_rank(d: Dist, flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is True on one: ranks that act on a signal must agree on the
+    step, or one waits in a barrier while another is in the next step's all-reduce."""
+    return all_reduce_sum(int(flag), device) > 0 if d.enabled else flag
+
+
 def all_reduce_sum(value: int, device: torch.device) -> int:
     t = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(t)

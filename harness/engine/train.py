@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from harness.engine import checkpoint, distributed, metrics_log
+from harness.engine import checkpoint, distributed, metrics_log, tracking
 from harness.engine.best import save_best
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.config import RunConfig
@@ -123,6 +123,7 @@ class Trainer:
                 f"({self.dist.world} x {o.grad_accum})")
         self.progress = Progress()
         self.saved_step: int | None = None  # step of the checkpoint on disk, once known
+        self.tracker = tracking.open_tracker(cfg, self.work_dir, self.dist.is_main)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -274,10 +275,11 @@ class Trainer:
         if stop:
             p.stop_reason = stop
             return True
-        if signals.received is not None:
+        if distributed.any_rank(self.dist, signals.received is not None, self.device):
             self.save_checkpoint()
             bar.close()
-            raise Interrupted(f"stopped by signal {signals.received} at step {step}; "
+            by = signals.received or "(to another rank)"
+            raise Interrupted(f"stopped by signal {by} at step {step}; "
                               f"checkpoint saved, re-run the same command to resume")
         if step % b.ckpt_every == 0:
             self.save_checkpoint()
@@ -303,6 +305,7 @@ class Trainer:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             with self.metrics_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
+        self.tracker.log(step, entry, self.model.op_names)
         gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
         if gates:
             self.progress.gate_history.append({"step": step, "gate": gates})
@@ -320,6 +323,7 @@ class Trainer:
         entry = {"step": step, "train_loss": loss, "lr": self.step_fn.lr, "valid": val,
                  "tokens_per_second": p.tokens_per_second}
         p.history.append(entry)
+        self.tracker.log(step, {"valid": val}, self.model.op_names)
         if p.best is None or better(task, val, p.best["valid"]):
             p.best, p.evals_since_best = entry, 0
             save_best(self, step)
@@ -377,5 +381,6 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             raise
         raise full from exc
     finally:
+        trainer.tracker.close()
         lock.release()
         distributed.teardown()
