@@ -99,11 +99,7 @@ class MixingLayer(nn.Module):
         counts = torch.stack([c.sum(1) for c in chosen])  # (S, B)
         widest = counts.max(1).values.tolist() if B else [0] * len(subset)  # the one sync
         for k, c, n_c, q in zip(subset, chosen, counts, widest, strict=True):
-            if q == N:  # some example routed every token here: the full path is cheaper
-                continue
-            work[k].rows = B * q
-            if q:
-                work[k].subset = _query_slots(c, n_c, q, ctx)
+            work[k] = _work_on(work[k].weight, c, n_c, q, ctx)
         return work
 
     @staticmethod
@@ -126,7 +122,7 @@ class MixingLayer(nn.Module):
         reference; real tokens routed per operator stay on the device until read."""
         B, N, _ = x.shape
         full = [float(B * op.flops(N, N)) for op in self.ops]
-        flops = [_executed(op, w, ctx, N, B, dense) for op, w, dense in
+        flops = [work_flops(op, w, ctx, N, B, dense) for op, w, dense in
                  zip(self.ops, work, full, strict=True)]
         return LayerCost(self.op_names, [w.rows for w in work],
                          _routed_counts(routing, len(self.ops), ctx, x), flops, full,
@@ -138,16 +134,27 @@ class MixingLayer(nn.Module):
     ) -> tuple[Tensor, int]:
         """Run `op` only on the positions in `chosen` (B, N) and scatter back to (B, N, D),
         as routed execution does (the bench times this). Returns (output, query rows)."""
-        counts = chosen.sum(1)
-        q = int(counts.max()) if chosen.numel() else 0
-        work = OpWork(weight, rows=x.shape[0] * (x.shape[1] if q == x.shape[1] else q))
-        if 0 < q < x.shape[1]:
-            work.subset = _query_slots(chosen, counts, q, ctx)
+        work = subset_work(x, ctx, chosen, weight)
         return MixingLayer.run(op, work, x, ctx), work.rows
 
 
-def _executed(op: TokenMixer, work: OpWork, ctx: MixContext, n: int, batch: int,
-              dense: float) -> float:
+def subset_work(x: Tensor, ctx: MixContext, chosen: Tensor, weight: Tensor) -> OpWork:
+    """The work of an operator that computes only the positions in `chosen` (B, N)."""
+    counts = chosen.sum(1)
+    return _work_on(weight, chosen, counts, int(counts.max()) if chosen.numel() else 0, ctx)
+
+
+def _work_on(weight: Tensor, chosen: Tensor, counts: Tensor, q: int, ctx: MixContext) -> OpWork:
+    """`chosen` (B, N) with `counts` per example, at most q: query slots of width q."""
+    B, N = chosen.shape
+    if q == N:  # some example routed every token here: the full path is cheaper
+        return OpWork(weight, rows=B * N)
+    return OpWork(weight, _query_slots(chosen, counts, q, ctx) if q else None, rows=B * q)
+
+
+def work_flops(op: TokenMixer, work: OpWork, ctx: MixContext, n: int, batch: int,
+               dense: float) -> float:
+    """Analytic FLOPs of one operator's work; `dense` is its cost on every token."""
     if work.rows == 0:
         return 0.0
     if work.subset is None:

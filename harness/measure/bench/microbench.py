@@ -114,13 +114,21 @@ def _routed_case(n: int, frac: float, op: Any, x: Tensor, ctx, full_flops: float
     else:
         chosen = _routed_subset(s, n, frac, gen)
         weight = torch.ones(s.batch_size, n, device=s.device)
-        q = int(chosen.sum(1).max())
-        if full_flops:
-            case.flop_ratio = op.flops(q, n) / full_flops
+        if full_flops:  # what routed execution charges: query positions matter when causal
+            case.flop_ratio = _routed_flops(op, x, ctx, chosen) / (s.batch_size * full_flops)
         case.run = (lambda op=op, x=x, c=chosen, w=weight:
                     MixingLayer._run_on_subset(op, x, ctx, c, w)[0])
         case.params = list(op.parameters())
     return case
+
+
+def _routed_flops(op: Any, x: Tensor, ctx, chosen: Tensor) -> float:
+    """FLOPs routed execution charges for this subset (batch total)."""
+    from harness.engine.model import subset_work, work_flops
+
+    b, n, _ = x.shape
+    work = subset_work(x, ctx, chosen, torch.ones(chosen.shape, device=x.device))
+    return work_flops(op, work, ctx, n, b, dense=float(b * op.flops(n, n)))
 
 
 def _cases_at(n: int, keys: set[str], x: Tensor, ctx, s: Settings,
