@@ -140,3 +140,17 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, block, monkeypa
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k, n_fft),
                                     (x.detach().requires_grad_(), k.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_causal_kernel_idct_equals_spectral_idct_with_dct_as_backward(n):
+    from operators.dct import _IDCTLast
+    from operators.spectral import dct, idct
+
+    g = torch.Generator().manual_seed(n)
+    c = torch.randn(3, n, dtype=torch.float64, generator=g, requires_grad=True)
+    torch.testing.assert_close(_IDCTLast.apply(c), idct(c, dim=-1))
+    dy = torch.randn(3, n, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad(_IDCTLast.apply(c), c, dy)
+    torch.testing.assert_close(grad, dct(dy, dim=-1))
+    assert torch.autograd.gradcheck(_IDCTLast.apply, (c,))
