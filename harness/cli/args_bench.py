@@ -1,6 +1,7 @@
 """The arguments of ``python -m harness bench``, without importing the benchmark (or torch).
 
-A COPY of ``add_arguments`` (and its helpers) in harness/measure/bench/__init__.py, so that
+A COPY of ``add_arguments`` (and its helpers) in harness/measure/bench/__init__.py and of
+``add_arguments`` in harness/measure/bench/end_to_end.py, so that
 ``python -m harness bench --help`` answers without importing torch. tests/test_cli.py checks
 that the two build the same parser; change both together (or make the bench package's
 ``add_arguments`` import nothing heavy and point harness/cli/main.py at it).
@@ -14,6 +15,12 @@ from typing import Any
 # copied from harness/measure/bench/settings.py
 FULL = "attn"
 DEFAULTS: dict[str, Any] = {"seq_lens": "256,1024,4096", "fractions": "1,0.5,0.25,0.125"}
+# copied from harness/measure/bench/end_to_end.py
+E2E_REFERENCE = "single:attn"
+E2E_DEFAULTS: dict[str, Any] = {
+    "seq_lens": "256,512,1024,2048,4096",
+    "combos": "single:attn,single:dct,entropy:dct+attn,random:dct+attn",
+}
 
 
 def _what_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +77,27 @@ def _train_and_output_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
 
 
+def _end_to_end_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("end to end: training step vs N, single attention vs routed")
+    g.add_argument("--end-to-end", action="store_true",
+                   help="also time the training step of each --e2e-combos over --e2e-seq-lens")
+    g.add_argument("--e2e-seq-lens", default=None,
+                   help=f"comma-separated (default {E2E_DEFAULTS['seq_lens']})")
+    g.add_argument("--e2e-combos", default=None,
+                   help=f"router:op+op,... (default {E2E_DEFAULTS['combos']}; "
+                        f"{E2E_REFERENCE} is always timed: it is the reference)")
+    g.add_argument("--e2e-tasks", default=None,
+                   help="lm (causal), classification, or both (default lm,classification)")
+    g.add_argument("--e2e-layers", type=int, default=None, help="default 4")
+    g.add_argument("--e2e-batch-size", type=int, default=None, help="default 4")
+    g.add_argument("--e2e-fraction", type=float, default=None,
+                   help="attention fraction of the routed combinations (default 0.375)")
+    g.add_argument("--e2e-repeats", type=int, default=None,
+                   help="timed rounds (default 3; warm-up: 1 step)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _what_arguments(p)
     _shape_and_timing_arguments(p)
     _train_and_output_arguments(p)
+    _end_to_end_arguments(p)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .settings import FULL, MODES, TARGET_DCT, TARGET_DCT_SCALING, TARGET_ROUTED, Settings
+from .settings import FULL, MODES, TARGET_DCT_SCALING, Settings, dct_target, routed_targets
 from .timing import _autocast, _error_note, _median, _ms, _timed, paired_ratio
 
 
@@ -68,9 +68,9 @@ def _wanted_keys(s: Settings) -> dict[int, set[str]]:
     for n in s.seq_lens:
         wanted[n] = set(s.ops) | {f"{s.routed_op}@{f:g}" for f in s.fractions}
     if s.targets:
-        n, frac, _ = TARGET_ROUTED
-        wanted.setdefault(n, set()).update({FULL, f"{FULL}@{frac:g}"})
-        wanted.setdefault(TARGET_DCT[0], set()).update({FULL, "dct"})
+        for n, frac, _ in routed_targets(s.causal):
+            wanted.setdefault(n, set()).update({FULL, f"{FULL}@{frac:g}"})
+        wanted.setdefault(dct_target(s.causal)[0], set()).update({FULL, "dct"})
         for n in TARGET_DCT_SCALING[:2]:
             wanted.setdefault(n, set()).add("dct")
     return wanted
@@ -141,7 +141,7 @@ def _cases_at(n: int, keys: set[str], x: Tensor, ctx, s: Settings,
     names += sorted(k for k in keys if "@" not in k and k not in names)
     built = _build_ops(names + ([s.routed_op] if any("@" in k for k in keys) else []), s, n)
     cases = [_operator_case(n, name, built[name], x, ctx, full_flops) for name in names]
-    for frac in s.fractions + [TARGET_ROUTED[1]]:
+    for frac in s.fractions + [frac for _, frac, _ in routed_targets(s.causal)]:
         key = f"{s.routed_op}@{frac:g}"
         if key not in keys or any(c.key == key for c in cases):
             continue
