@@ -31,7 +31,7 @@ from operators import register_operator
 from registry import ConfigError
 
 from .base import MixContext, TokenMixer
-from .spectral import dct, idct, upcast
+from .spectral import dct, upcast
 
 
 def _fft_flops(length: int, channels: int) -> int:
