@@ -16,6 +16,7 @@ operators were asked to do, so savings are counted from what ran, not from what 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -33,23 +34,32 @@ class LayerCost:
     """Work done by one mixing layer in one forward, summed over the batch.
 
     query_rows[k]:  output rows operator k computed (padded query slots included: they ran).
-    routed[k]:      real tokens the router sent to operator k (read from ``routed_counts``, a
-                    device tensor: reading it is the only host sync, and it happens here, in
-                    the accounting, not on the routing path).
+    routed[k]:      real tokens the router sent to operator k.
     flops[k]:       analytic forward FLOPs operator k executed.
     full_flops[k]:  FLOPs operator k would cost on every token (the dense reference).
+
+    ``routed`` and ``flops`` are read lazily: the routed counts stay on the device and the
+    FLOPs of routed causal queries depend on their positions, so reading either is a host
+    transfer, made by the accounting after the step, not by the forward.
     """
 
     names: list[str]
     query_rows: list[int]
     routed_counts: Tensor  # (K,)
-    flops: list[float]
+    executed: Callable[[], list[float]]
     full_flops: list[float]
     stats: dict[str, Tensor] = field(default_factory=dict)
+    _flops: list[float] | None = field(default=None, repr=False)
 
     @property
     def routed(self) -> list[float]:
         return [float(v) for v in self.routed_counts.tolist()]
+
+    @property
+    def flops(self) -> list[float]:
+        if self._flops is None:
+            self._flops = self.executed()
+        return self._flops
 
 
 @dataclass
@@ -122,10 +132,13 @@ class MixingLayer(nn.Module):
         reference; real tokens routed per operator stay on the device until read."""
         B, N, _ = x.shape
         full = [float(B * op.flops(N, N)) for op in self.ops]
-        flops = [work_flops(op, w, ctx, N, B, dense) for op, w, dense in
-                 zip(self.ops, work, full, strict=True)]
+
+        def executed() -> list[float]:
+            return [work_flops(op, w, ctx, N, B, dense) for op, w, dense in
+                    zip(self.ops, work, full, strict=True)]
+
         return LayerCost(self.op_names, [w.rows for w in work],
-                         _routed_counts(routing, len(self.ops), ctx, x), flops, full,
+                         _routed_counts(routing, len(self.ops), ctx, x), executed, full,
                          routing.stats)
 
     @staticmethod
