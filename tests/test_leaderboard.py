@@ -56,7 +56,7 @@ def make_record(task: str, router: str, ops: tuple[str, ...], seed: int, value: 
                    "test": {"loss": math.log(value), "perplexity": value,
                             "word_perplexity": value * 1.6}}
     else:
-        metrics = {"valid": {"accuracy": value - 0.01},
+        metrics = {"valid": {"accuracy": max(value - 0.01, 0.0)},
                    "test": {"accuracy": value, "majority_accuracy": 0.2}}
     tel = None
     if telemetry and len(ops) > 1:

@@ -21,7 +21,9 @@ PRESETS = ("smoke", "cpu", "paper")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--lr inf` (or inf in a file) is refused up front for every float
+    # field, instead of training into a NaN loss
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -154,9 +156,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     validated."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 by definition
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {byte:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8") from exc
     try:
         if path.suffix == ".json":
             data = json.loads(text)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
 from harness.measure.cost import CostMeter
 from harness.results import records
+from registry import DataError
 from tasks.base import SPLITS
 
 if TYPE_CHECKING:
@@ -80,3 +82,13 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         environment=records.environment(trainer.device),
         **extra,
     )
+
+
+def load_finished(path: Path) -> records.RunRecord:
+    """The record of a finished run. A bad one is named: the checkpoint can write it again."""
+    try:
+        return records.load_record(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"record {path} of this finished run cannot be read "
+                        f"({records.describe_error(exc)}); delete it and re-run the same command "
+                        f"to write it again from the checkpoint") from exc

@@ -20,16 +20,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from harness.engine import checkpoint, distributed
+from harness.engine import checkpoint, distributed, metrics_log
 from harness.engine.config import RunConfig
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
 from harness.engine.guard import guard_causal_task, refuse_leaks
+from harness.engine.lock import RunLock
 from harness.engine.model import Model, count_parameters
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
-from harness.engine.record import make_record
+from harness.engine.record import load_finished, make_record
 from harness.results import records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task
@@ -116,6 +117,7 @@ class Trainer:
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
         self.progress = Progress()
+        self.saved_step: int | None = None  # step of the checkpoint on disk, once known
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -180,37 +182,40 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             checkpoint.save(self.ckpt_path, self.state())
+        self.saved_step = self.progress.step
         distributed.barrier(self.dist)
 
     def maybe_resume(self) -> bool:
         if not self.ckpt_path.exists():
+            self._truncate_metrics_log(0)  # starting over: every line is written again
             return False
         state = checkpoint.load(self.ckpt_path)
-        if state["config_hash"] != self.cfg.digest() or \
-                json.loads(state["config"])["seed"] != self.cfg.seed:
-            raise ConfigError(
-                f"{self.ckpt_path} belongs to a run with a different configuration; use another "
-                f"--out, or delete {self.work_dir} to start over")
-        self.model.load_state_dict(state["model"])
-        self.step_fn.load_state_dict(state)
-        checkpoint.set_rng_state(state["rng"])
-        self.progress = Progress.from_json(state["progress"])
+        with checkpoint.restoring(self.ckpt_path):
+            if state["config_hash"] != self.cfg.digest() or \
+                    json.loads(state["config"])["seed"] != self.cfg.seed:
+                raise ConfigError(
+                    f"{self.ckpt_path} belongs to a run with a different configuration; use "
+                    f"another --out, or delete {self.work_dir} to start over")
+            self.model.load_state_dict(state["model"])
+            self.step_fn.load_state_dict(state)
+            checkpoint.set_rng_state(state["rng"])
+            self.progress = Progress.from_json(state["progress"])
+        self.saved_step = self.progress.step
         self._truncate_metrics_log(self.progress.step)
         self.log(f"resumed from {self.ckpt_path} at step {self.progress.step}")
         return True
 
     def _truncate_metrics_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint: they will be written again."""
-        if not (self.dist.is_main and self.metrics_path.exists()):
-            return
-        keep = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        records.atomic_write_text(self.metrics_path, "".join(f"{k}\n" for k in keep))
+        """Drop log lines written after the checkpoint (they will be written again) and a torn
+        tail (see metrics_log)."""
+        if self.dist.is_main:
+            metrics_log.cut_back(self.metrics_path, step, self.log)
 
     def what_is_kept(self) -> str:
         """For messages on the way out: what a re-run will resume from."""
         if self.ckpt_path.exists():
-            return f"the last good checkpoint is kept in {self.ckpt_path}"
+            at = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"the last good checkpoint{at} is kept in {self.ckpt_path}"
         return "no checkpoint had been written yet: a re-run starts from the beginning"
 
     # -- training ---------------------------------------------------------------------------
@@ -339,13 +344,15 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
     """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
     t_start = time.perf_counter()
     trainer = Trainer(cfg, log)
+    lock = RunLock(trainer.work_dir, log)
     try:
+        if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
+            lock.acquire()
         trainer.build()
         resumed = trainer.maybe_resume()
         if resumed and trainer.progress.finished and trainer.record_path.exists():
             log(f"already finished: {trainer.record_path}")
-            record = records.RunRecord.model_validate_json(trainer.record_path.read_text())
-            return record, trainer.record_path
+            return load_finished(trainer.record_path), trainer.record_path
         try:
             trainer.fit()
         except TrainingDiverged as exc:
@@ -354,5 +361,11 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             raise diverged from exc
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
+    except (OSError, records.DiskFull) as exc:
+        full = records.disk_full(exc, trainer.what_is_kept())
+        if full is None:
+            raise
+        raise full from exc
     finally:
+        lock.release()
         distributed.teardown()
