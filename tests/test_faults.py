@@ -272,10 +272,10 @@ class _NaNAfterThreeCalls(TokenMixer):
     supports_causal = True
     calls = 0
 
-    def forward(self, x, ctx):
+    def forward(self, x, ctx):  # counted per instance: the leak guard probes its own copies
         if self.training:
-            type(self).calls += 1
-        return x * float("nan") if type(self).calls > 3 else x
+            self.calls += 1
+        return x * float("nan") if self.calls > 3 else x
 
     def flops(self, n_query, n_key):
         return 0

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
+from harness.engine.model import band_map
+from harness.measure.collapse import collapse_flags, find_collapses
 from harness.measure.cost import CostMeter
 from harness.results import records
 from registry import DataError
@@ -30,6 +32,17 @@ def final_metrics(trainer: Trainer, test_cost: CostMeter
     telemetry.close()
     summary = telemetry.summary()
     return metrics, (summary.entropy_histogram if summary else None)
+
+
+def bands(names: list[str], attn_fraction: float) -> list[dict]:
+    """Which operator got which band, lowest scores first (the record's answer to "who got
+    the top band")."""
+    return [{"operator": op, "target_share": share} for op, share in band_map(names,
+                                                                             attn_fraction)]
+
+
+def bands_text(names: list[str], attn_fraction: float) -> str:
+    return ", ".join(f"{op} {share:.1%}" for op, share in band_map(names, attn_fraction))
 
 
 def training_summary(trainer: Trainer, t_start: float | None) -> dict:
@@ -68,18 +81,23 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         preset=cfg.preset,
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
-        flags=trainer.flags,
+        flags=trainer.flags + collapse_flags(find_collapses(
+            trainer.progress.routing_history, trainer.model.op_names)),
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
-              "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution},
+              "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
+              "bands": bands(trainer.model.op_names, cfg.routing.attn_fraction)},
         training=training_summary(trainer, t_start),
         parameters=trainer.n_params,
         data=data,
         task_metric=task.metric,
         higher_is_better=task.higher_is_better,
         telemetry=records.Telemetry(entropy_histogram=histogram,
-                                    gate_history=trainer.progress.gate_history),
-        environment=records.environment(trainer.device),
+                                    gate_history=trainer.progress.gate_history,
+                                    routing_history=trainer.progress.routing_history),
+        environment=records.environment(trainer.device, used={
+            "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
+            "task": [cfg.data.task]}),
         **extra,
     )
 

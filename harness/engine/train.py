@@ -21,16 +21,17 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.engine import checkpoint, distributed, metrics_log
+from harness.engine.calibrate import calibrate_routers
 from harness.engine.config import RunConfig
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
-from harness.engine.guard import guard_causal_task, refuse_leaks
+from harness.engine.guard import guard_leaks, refuse_leaks
 from harness.engine.lock import RunLock
 from harness.engine.model import Model, count_parameters
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
-from harness.engine.record import load_finished, make_record
+from harness.engine.record import bands_text, load_finished, make_record
 from harness.results import records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task
@@ -129,8 +130,9 @@ class Trainer:
         if cfg.preset:
             self.flags.append(f"preset:{cfg.preset}")
         self.seq_len = seq_len_of(cfg)
-        if self.task.causal:
-            self.flags += guard_causal_task(cfg, self.task, self.seq_len, self.log)
+        micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
+        self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,
+                                  self.log, self.device)
         seed_everything(cfg.seed)
         self.model = Model(cfg, self.task, self.seq_len).to(self.device)
         self.n_params = count_parameters(self.model)
@@ -163,9 +165,9 @@ class Trainer:
         cfg = self.cfg
         processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
         self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
-                 f"{self.n_params:,} parameters; operators by cost: "
-                 f"{', '.join(self.model.op_names)}; router: {cfg.routing.router}; "
-                 f"device: {self.device}{processes}")
+                 f"{self.n_params:,} parameters; bands in --ops order (lowest first): "
+                 f"{bands_text(self.model.op_names, cfg.routing.attn_fraction)}; router: "
+                 f"{cfg.routing.router}; device: {self.device}{processes}")
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -235,6 +237,9 @@ class Trainer:
         bar = tqdm(total=cfg.budget.max_steps, initial=p.step, unit="step", file=sys.stderr,
                    desc=f"{cfg.data.task} {cfg.routing.router} {'+'.join(cfg.routing.ops)}",
                    dynamic_ncols=True, disable=None if self.dist.is_main else True)
+        if p.step == 0 and (line := calibrate_routers(self.model, self.task, self.device,
+                                                      cfg.optim.batch_size)):
+            self.log(line)
         self.model.train()
         with _StopSignals() as signals:
             while p.step < cfg.budget.max_steps:
@@ -296,6 +301,9 @@ class Trainer:
         gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
         if gates:
             self.progress.gate_history.append({"step": step, "gate": gates})
+        fractions = [layer.get("fractions") for layer in telemetry["layers"]]
+        if len(self.model.op_names) > 1 and all(fractions):
+            self.progress.routing_history.append({"step": step, "fractions": fractions})
 
     def evaluate_valid(self, limit: int | None) -> dict[str, float]:
         return evaluate(self.model, self.task, "valid", self.device,

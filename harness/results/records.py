@@ -403,7 +403,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device,
+                used: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Provenance. ``used`` maps a registry kind ("operator", "router", "task") to the names a
+    run used: ``plugins`` then lists only those of them that are plugins, and
+    ``installed_plugins`` every plugin installed at the time."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -425,19 +429,23 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "package_version": package_version,
         "git_commit": git_commit(),
-        "plugins": _plugin_distributions(),
+        "plugins": _plugin_distributions(used),
+        "installed_plugins": _plugin_distributions(),
     }
 
 
-def _plugin_distributions() -> dict[str, str]:
+def _plugin_distributions(used: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """'kind:name' -> distribution of each plugin entry (of those in ``used`` when given)."""
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS
 
     out = {}
     for registry in (OPERATORS, ROUTERS, TASKS):
+        wanted = None if used is None else set(used.get(registry.kind, []))
         for entry in registry:
-            if not entry.builtin:
+            names = {entry.name, *entry.aliases}
+            if not entry.builtin and (wanted is None or bool(wanted & names)):
                 out[f"{registry.kind}:{entry.name}"] = entry.origin
     return out
 
