@@ -14,7 +14,11 @@ Declarations (class attributes) the harness relies on:
 - ``leaky``: a deliberately non-causal variant of a causal operator (the paper's form). It runs
   on a causal task only with ``--allow-leaky`` and every record it produces is marked leaky.
 - ``flops(n_query, n_key)``: analytic forward FLOPs for one example (multiply-add = 2 FLOPs),
-  counting the projections it owns. Used for cost accounting and ordering by cost.
+  counting the projections it owns. Used for cost accounting and ordering by cost. Where the
+  work of a query subset depends on *where* the queries are (causal attention computes only
+  keys <= each query), ``batch_flops(ctx, n_key, batch)`` says what one call really computed;
+  its default is ``batch * flops(Q, n_key)``. The harness reads both through
+  ``executed_flops``, so a plugin that declares only ``flops`` keeps working.
   ``untracked_flops`` is flops() minus what torch's FLOP counter reports for the same call:
   positive for work it cannot see (FFTs, elementwise), negative for work it charges that the
   kernel skips (the causal triangle of fused attention).
@@ -92,6 +96,29 @@ class TokenMixer(nn.Module):
         elementwise work it cannot see; minus work it charges that the kernel skips). The FLOP
         check compares flops() - untracked_flops() with the counter."""
         return 0
+
+    def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        """Forward FLOPs of one call on `batch` examples of n_key tokens with this context,
+        as it really runs (query positions may matter). Default: batch * flops(Q, n_key)."""
+        return batch * self.flops(_n_query(ctx, n_key), n_key)
+
+    def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        """batch_flops() minus what torch.utils.flop_counter reports for the same call."""
+        return batch * self.untracked_flops(_n_query(ctx, n_key), n_key)
+
+
+def _n_query(ctx: MixContext, n_key: int) -> int:
+    return n_key if ctx.query_positions is None else ctx.query_positions.shape[1]
+
+
+def executed_flops(op: Any, ctx: MixContext, n_key: int, batch: int) -> tuple[int, int]:
+    """(FLOPs, of which untracked by torch's counter) of one call of `op` on `batch` examples:
+    what cost accounting charges. Works for plugins that declare only flops(n_query, n_key)."""
+    if hasattr(op, "batch_flops"):
+        return op.batch_flops(ctx, n_key, batch), op.batch_untracked_flops(ctx, n_key, batch)
+    q = _n_query(ctx, n_key)
+    untracked = op.untracked_flops(q, n_key) if hasattr(op, "untracked_flops") else 0
+    return batch * op.flops(q, n_key), batch * untracked
 
 
 def validate_operator(obj: Any) -> None:

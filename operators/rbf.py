@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from operators import register_operator
 
 from .attention import Attention
-from .base import MixContext, attention_mask
+from .base import MixContext
 
 
 @register_operator("rbf", description="RBF (Gaussian) kernel mixing with a learnable bandwidth "
@@ -33,27 +32,39 @@ class RBFMixer(Attention):
         log_s = 0.25 * math.log(d_model // n_heads)
         self.log_s = nn.Parameter(torch.full((n_heads,), log_s))
 
-    def mix(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext) -> Tensor:
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+    def score_terms(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor, float]:
+        """q / s^2 and the per-key bias -|k|^2 / 2s^2 (B, H, 1, N), scale 1: Attention.mix
+        runs them on every path (dense, padded, routed causal blocks)."""
         inv_s2 = torch.exp(-2 * self.log_s)[:, None, None]  # 1 / s_h^2, (H, 1, 1)
         # -|k|^2 / 2s^2 per key, computed in float32 at least (bf16 loses the norms).
         k32 = k.to(torch.promote_types(k.dtype, torch.float32))
         bias = -0.5 * k32.square().sum(-1)[:, :, None, :] * inv_s2.to(k32.dtype)  # (B, H, 1, N)
-        allowed = attention_mask(ctx, n_key=k.shape[2], n_query=q.shape[2], device=q.device)
-        if allowed is not None:
-            bias = torch.where(allowed, bias, float("-inf"))  # (B, H, Q, N)
-        y = F.scaled_dot_product_attention(
-            q * inv_s2.to(q.dtype), k, v, attn_mask=bias.to(q.dtype), scale=1.0
-        )
-        return y.transpose(1, 2)
+        return q * inv_s2.to(q.dtype), bias, 1.0
 
-    skips_causal_triangle = False  # the bias is an explicit mask: the whole rectangle runs
+    # the bias is an explicit mask: the whole rectangle runs (routed causal queries: blocks)
+    skips_causal_triangle = False
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
-        d, h = self.d_model, self.n_heads
         # |k|^2 (square + sum) and its scaling, the query scaling, and the bias added to every
         # score inside the kernel: elementwise work that FlopCounterMode does not see.
-        return 2 * n_key * d + n_key * h + n_query * d + n_query * n_key * h
+        return self._elementwise_flops(n_query, n_key) + n_query * n_key * self.n_heads
+
+    def _elementwise_flops(self, n_query: int, n_key: int) -> int:
+        d, h = self.d_model, self.n_heads
+        return 2 * n_key * d + n_key * h + n_query * d
 
     def flops(self, n_query: int, n_key: int) -> int:
         return super().flops(n_query, n_key) + self.untracked_flops(n_query, n_key)
+
+    def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        pairs = self.subset_score_pairs(ctx)
+        if pairs is None:
+            return super().batch_untracked_flops(ctx, n_key, batch)
+        n_query = ctx.query_positions.shape[1]
+        return batch * self._elementwise_flops(n_query, n_key) + pairs * self.n_heads
+
+    def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        tracked = super().batch_flops(ctx, n_key, batch)
+        if self.subset_score_pairs(ctx) is None:
+            return tracked  # flops() already includes the untracked terms
+        return tracked + self.batch_untracked_flops(ctx, n_key, batch)

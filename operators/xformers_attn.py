@@ -21,6 +21,8 @@ from .base import MixContext, attention_mask
                    "memory_efficient_attention (CUDA + xformers only)",
                    supports_causal=True, supports_query_subset=True, leaky=False)
 class XFormersAttention(Attention):
+    blocks_causal_subsets = False  # its own mix(): routed causal queries run the rectangle
+
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         if not torch.cuda.is_available():

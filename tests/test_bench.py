@@ -21,7 +21,8 @@ from harness.measure.bench import paired_ratio
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     status = main(["bench", "--quick", "--threads", "1", "--device", "cpu", "--ops",
-                   "attn,dct,rbf,xformers", "--out", str(out), "--name", "quick"])
+                   "attn,dct,rbf,xformers", "--out", str(out), "--name", "quick",
+                   "--end-to-end"])
     assert status == 0
     return out, json.loads((out / "quick.json").read_text())
 
@@ -77,11 +78,50 @@ def test_train_step_comparison_and_targets_are_reported(quick_report):
         # the same shape: the harness model has exactly the reference's parameter count
         assert entry["parameters"]["harness"] == entry["parameters"]["bare"]
     targets = {t["target"]: t for t in report["targets"]}
-    assert len(targets) == 4
+    assert len(targets) == 4 + 5  # microbench 3, train step 1, end to end 5
     assert all(t["passed"] is None or isinstance(t["passed"], bool) for t in targets.values())
 
 
+def test_end_to_end_section_times_every_combination_against_single_attention(quick_report):
+    from harness.measure.bench.end_to_end import crossover
+
+    out, report = quick_report
+    e2e = report["end_to_end"]
+    assert (out / report["end_to_end_plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert set(e2e["tasks"]) == {"lm", "classification"}
+    assert e2e["tasks"]["lm"]["causal"] and not e2e["tasks"]["classification"]["causal"]
+    for entry in e2e["tasks"].values():
+        assert set(entry["combos"]) == {"single:attn", "single:dct", "entropy:dct+attn",
+                                        "random:dct+attn"}
+        for combo, points in entry["combos"].items():
+            assert [p["seq_len"] for p in points] == [32, 64]
+            for p in points:
+                assert p["median_ms"] > 0 and len(p["times_ms"]) == 1
+                if combo == "single:attn":
+                    assert p["ratio"] == 1.0
+                if combo.endswith("dct+attn"):  # routed at the requested share, really
+                    assert p["attention_token_share"] == pytest.approx(0.375, abs=0.1)
+                    assert p["attention_flop_fraction"] < 1
+        # every crossover is re-derivable from the ratios in the record
+        for combo, n in entry["crossover"].items():
+            assert n == crossover([(p["seq_len"], p["ratio"]) for p in entry["combos"][combo]])
+
+
+def test_crossover_is_the_smallest_n_from_which_on_routing_is_faster():
+    from harness.measure.bench.end_to_end import crossover
+
+    assert crossover([(256, 1.2), (1024, 0.9), (4096, 0.7)]) == 1024
+    assert crossover([(256, 0.9), (1024, 1.1), (4096, 0.7)]) == 4096  # must stay below
+    assert crossover([(256, 1.1), (4096, 1.01)]) is None
+    assert crossover([(256, 0.5), (512, 0.6)]) == 256
+
+
 def test_bad_input_exits_2(tmp_path, capsys):
+    assert main(["bench", "--quick", "--end-to-end", "--e2e-combos", "entropy", "--out",
+                 str(tmp_path)]) == 2
+    assert "router:op+op" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--end-to-end", "--e2e-tasks", "lm,vision", "--out",
+                 str(tmp_path)]) == 2
     assert main(["bench", "--quick", "--seq-lens", "0", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--quick", "--fractions", "1.5", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--quick", "--ops", "atn", "--out", str(tmp_path)]) == 2
@@ -140,3 +180,17 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, block, monkeypa
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k, n_fft),
                                     (x.detach().requires_grad_(), k.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
+def test_causal_kernel_idct_equals_spectral_idct_with_dct_as_backward(n):
+    from operators.dct import _IDCTLast
+    from operators.spectral import dct, idct
+
+    g = torch.Generator().manual_seed(n)
+    c = torch.randn(3, n, dtype=torch.float64, generator=g, requires_grad=True)
+    torch.testing.assert_close(_IDCTLast.apply(c), idct(c, dim=-1))
+    dy = torch.randn(3, n, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad(_IDCTLast.apply(c), c, dy)
+    torch.testing.assert_close(grad, dct(dy, dim=-1))
+    assert torch.autograd.gradcheck(_IDCTLast.apply, (c,))

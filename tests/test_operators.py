@@ -5,6 +5,7 @@ xformers needs CUDA and has its own tests (tests/test_xformers.py).
 """
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ from hypothesis import strategies as st
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from operators import OPERATORS, MixContext, TokenMixer
-from operators.base import attention_mask
+from operators import OPERATORS, MixContext, TokenMixer, causal_blocks
+from operators.base import attention_mask, executed_flops
 from registry import ConfigError
 
 D, H, MAX_LEN = 16, 4, 32
@@ -229,6 +230,112 @@ def test_query_subset_equals_full_outputs_gathered(name, causal, data):
     torch.testing.assert_close(sub[query_mask], expected[query_mask])
 
 
+def ragged_queries(data, lengths, n):
+    """Per example a random subset of its real positions, increasing, packed at the front and
+    padded to the widest with junk positions; returns (positions, query_mask)."""
+    chosen = [sorted(data.draw(st.lists(st.integers(0, length - 1), min_size=0,
+                                        max_size=length, unique=True))) for length in lengths]
+    q = max(1, max(len(c) for c in chosen))
+    positions = torch.tensor([c + [n - 1] * (q - len(c)) for c in chosen], dtype=torch.long)
+    query_mask = torch.arange(q)[None, :] < torch.tensor([len(c) for c in chosen])[:, None]
+    return positions, query_mask
+
+
+@pytest.mark.parametrize("name", [n for n in SUBSET if n in CAUSAL and n != "identity"])
+@FAST
+@given(data=st.data())
+def test_routed_causal_blocks_equal_full_causal_outputs_and_gradients(name, data):
+    """Routed causal queries run in blocks whose keys end at the block's last position; with
+    any block size, ragged subsets and padding they equal full causal attention gathered at
+    the query positions, outputs and gradients (into x and every parameter)."""
+    op = build(name, causal=True)
+    batch, n = 3, 14
+    lengths = data.draw(st.lists(st.integers(1, n), min_size=batch, max_size=batch))
+    mask = right_padding(lengths, n) if data.draw(st.booleans()) else None
+    lengths = lengths if mask is not None else [n] * batch
+    positions, query_mask = ragged_queries(data, lengths, n)
+    x = torch.randn(batch, n, D, dtype=torch.float64, requires_grad=True)
+    ctx = MixContext(padding_mask=mask, causal=True)
+    w = torch.randn(batch, positions.shape[1], D, dtype=torch.float64) * query_mask[..., None]
+
+    def grads(y):
+        params = [x, *op.parameters()]
+        got = torch.autograd.grad((y * w).sum(), params, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got, strict=True)]
+
+    full = torch.gather(op(x, ctx), 1, positions[..., None].expand(-1, -1, D))
+    with patch.object(causal_blocks, "QUERY_BLOCK", data.draw(st.integers(1, 5))):
+        sub = op(x, ctx.with_queries(positions, query_mask))
+    assert torch.isfinite(sub).all() and (sub[~query_mask] == 0).all()
+    torch.testing.assert_close(sub[query_mask], full[query_mask])
+    for a, b in zip(grads(sub), grads(full), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["attn", "rbf"])
+@FAST
+@given(data=st.data())
+def test_routed_causal_gradients_never_reach_the_future(name, data):
+    """d output(query at t) / d x[s] == 0 for every s > t, through the blocked path."""
+    op = build(name, causal=True)
+    n = 16
+    positions, query_mask = ragged_queries(data, [n], n)
+    x = torch.randn(1, n, D, dtype=torch.float64, requires_grad=True)
+    with patch.object(causal_blocks, "QUERY_BLOCK", data.draw(st.integers(1, 4))):
+        y = op(x, MixContext(causal=True).with_queries(positions, query_mask))
+    for slot in range(int(query_mask.sum())):
+        (g,) = torch.autograd.grad(y[0, slot].sum(), x, retain_graph=True)
+        t = int(positions[0, slot])
+        assert (g[0, t + 1 :] == 0).all(), f"query at {t} has gradient from later tokens"
+
+
+@pytest.mark.parametrize("name", ["attn", "rbf"])
+def test_routed_causal_queries_are_charged_about_their_own_prefix(name):
+    """At a quarter of the tokens, routed causal attention computes about sum_t (t + 1) score
+    pairs (the triangle's share), not Q x N (the rectangle), and is charged exactly that."""
+    n, d = 256, 32
+    op = OPERATORS.get(name)(d, 4, n, True)
+    positions = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: n // 4]
+    positions = positions.sort().values[None, :]
+    ctx = MixContext(causal=True).with_queries(positions, torch.ones_like(positions).bool())
+    with patch.object(causal_blocks, "QUERY_BLOCK", 8):
+        pairs = op.subset_score_pairs(ctx)
+        total, _ = executed_flops(op, ctx, n, 1)
+    needed = int((positions + 1).sum())
+    assert needed <= pairs <= needed + (n // 4 // 8) * 8 * (n // (n // 4 // 8))
+    assert pairs < 0.6 * positions.shape[1] * n  # well under the rectangle
+    assert total < op.flops(positions.shape[1], n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["attn", "rbf"])
+def test_flex_attention_path_equals_cpu_blocks(name):
+    """On CUDA routed causal queries run FlexAttention block masks: same outputs and gradients
+    as the CPU blocks (float32, loose tolerance for the kernels' reduction order)."""
+    from operators import flex
+
+    torch.manual_seed(0)
+    n = 300
+    op = OPERATORS.get(name)(64, 4, n, True)
+    x = torch.randn(2, n, 64)
+    chosen = torch.rand(2, n) < 0.3
+    q = int(chosen.sum(1).max())
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :q]
+    slots = torch.arange(q)[None, :] < chosen.sum(1)[:, None]
+    outs = []
+    for device in ("cpu", "cuda"):
+        o = op.to(device)
+        xd = x.to(device).requires_grad_(True)
+        ctx = MixContext(causal=True).with_queries(order.to(device), slots.to(device))
+        assert flex.available(xd) == (device == "cuda")
+        y = o(xd, ctx)
+        (y * slots.to(device)[..., None]).square().sum().backward()
+        outs.append((y.detach().cpu(), xd.grad.cpu()))
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+
+
 # -- exact math against naive formulas -----------------------------------------------------------
 
 
@@ -303,18 +410,22 @@ def test_flops_match_torch_flop_counter(name, causal):
     0), so the count is taken under the math backend, which decomposes into counted matmuls.
     """
     op = build(name, causal).float()
-    n, q = 24, 5
-    shapes = [(None, n)]
+    n = 24
+    shapes = [None]
     if op.supports_query_subset:
-        shapes.append((torch.tensor([[0, 3, 4, 11, 23]]), q))
-    for positions, n_query in shapes:
+        shapes.append(torch.tensor([[0, 3, 4, 11, 23]]))
+    for positions in shapes:
         ctx = MixContext(causal=causal)
         if positions is not None:
             ctx = ctx.with_queries(positions, torch.ones_like(positions, dtype=torch.bool))
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-            op(torch.randn(1, n, D), ctx)
-        tracked = op.flops(n_query, n) - op.untracked_flops(n_query, n)
-        assert abs(counter.get_total_flops() - tracked) <= 0.01 * max(tracked, 1)
+        # blocks of 2 queries: routed causal queries then skip keys past each block
+        with patch.object(causal_blocks, "QUERY_BLOCK", 2):
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+                op(torch.randn(1, n, D), ctx)
+            total, untracked = executed_flops(op, ctx, n, 1)
+        assert abs(counter.get_total_flops() - (total - untracked)) <= 0.01 * max(total, 1)
+        if positions is None:
+            assert total == op.flops(n, n)
 
 
 # -- training --------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from harness.cli.main import main
 from harness.engine.config import resolve
 from harness.engine.model import Model
-from harness.measure.checks import check_routed_equals_dense, random_batch
+from harness.measure.checks import check_causality, check_routed_equals_dense, random_batch
 from routers import ROUTERS
 from tasks import TASKS
 
@@ -49,6 +51,57 @@ def test_routed_equals_dense_outputs_and_gradients(router, ops, seq_len, seed):
     model, task, g = build(router, ops, seq_len, seed)
     result = check_routed_equals_dense(model, task, seq_len, g)
     assert result.passed, result.detail
+
+
+CAUSAL_SETS = [["dct", "attn"], ["rbf", "attn"], ["dct", "rbf", "attn"]]
+
+
+def build_causal(router: str, ops: list[str], seq_len: int, seed: int):
+    from tests.conftest import _TinyLM
+
+    return build(router, ops, seq_len, seed, task=_TinyLM(seq_len))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(router=st.sampled_from(["entropy", "random", "learned"]),
+       ops=st.sampled_from(CAUSAL_SETS), seq_len=st.integers(8, 40),
+       block=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_routed_causal_blocks_equal_dense_outputs_and_gradients(router, ops, seq_len, block,
+                                                               seed):
+    """Language modelling: routed causal queries run in position-sorted blocks that stop at
+    each block's last position; the model still equals dense execution, and stays causal."""
+    from operators import causal_blocks
+
+    router_cls = ROUTERS.get(router)
+    if not router_cls.min_ops <= len(ops) <= router_cls.max_ops:
+        return
+    model, task, g = build_causal(router, ops, seq_len, seed)
+    with patch.object(causal_blocks, "QUERY_BLOCK", block):
+        result = check_routed_equals_dense(model, task, seq_len, g)
+        assert result.passed, result.detail
+        causal = check_causality(model, task, seq_len, g)
+        assert causal.passed, causal.detail
+
+
+def test_causal_attention_flop_fraction_follows_the_routed_share():
+    """At attention fraction 0.375 on a causal task the attention-FLOP fraction is near 0.375
+    plus the share of the K/V projection (computed for every token), not the ~0.75 that a
+    masked rectangle per routed query would be charged."""
+    from harness.measure.cost import CostMeter
+
+    n = 256
+    model, task, g = build_causal("random", ["dct", "attn"], n, 0)
+    attn = model.mixing_layers[0].ops[-1]
+    d = attn.d_model
+    meter = CostMeter(model, d, attn.n_heads, n, causal=True)
+    with torch.no_grad():
+        for _ in range(3):
+            model(random_batch(task, 4, n, g))
+            meter.update(4 * n, n, 4)
+    fraction = meter.summary()["attention_flop_fraction"]
+    share = 0.375 * attn.flops(n, n) + 4 * n * d * d * (1 - 0.375)  # routed + K/V of the rest
+    assert fraction < 1.15 * share / attn.flops(n, n)
+    assert fraction > 0.3
 
 
 def test_routed_execution_skips_attention_work_and_says_so():

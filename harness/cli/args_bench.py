@@ -40,6 +40,18 @@ QUICK: dict[str, Any] = {
     "train_vocab": 64,
 }
 
+# the end-to-end section (harness/measure/bench/end_to_end.py): the training step of single
+# attention against routed combinations over N
+E2E_REFERENCE = "single:attn"
+E2E_DEFAULTS: dict[str, Any] = {
+    "seq_lens": "256,512,1024,2048,4096",
+    "combos": "single:attn,single:dct,entropy:dct+attn,random:dct+attn",
+    "tasks": "lm,classification", "layers": 4, "batch_size": 4, "fraction": 0.375,
+    "repeats": 3, "warmup": 1,
+}
+E2E_QUICK: dict[str, Any] = {**E2E_DEFAULTS, "seq_lens": "32,64", "layers": 1,
+                             "batch_size": 2, "repeats": 1, "warmup": 1}
+
 DESCRIPTION = """\
 Time operators and routed layers, forward and forward+backward, on the current device, and
 a training step of the harness against a bare reference transformer of the same shape.
@@ -121,7 +133,30 @@ def _train_and_output_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
 
 
+def _end_to_end_arguments(p: argparse.ArgumentParser) -> None:
+    d = E2E_DEFAULTS
+    g = p.add_argument_group("end to end: training step vs N, single attention vs routed")
+    g.add_argument("--end-to-end", action="store_true",
+                   help="also time the training step of each --e2e-combos over --e2e-seq-lens")
+    g.add_argument("--e2e-seq-lens", default=None, metavar="N[,N]",
+                   help=f"comma-separated (default {d['seq_lens']})")
+    g.add_argument("--e2e-combos", default=None, metavar="ROUTER:OP+OP[,...]",
+                   help=f"(default {d['combos']}; {E2E_REFERENCE} is always timed: it is the "
+                        f"reference)")
+    g.add_argument("--e2e-tasks", default=None,
+                   help=f"lm (causal), classification, or both (default {d['tasks']})")
+    g.add_argument("--e2e-layers", type=int, default=None, metavar="N",
+                   help=f"(default {d['layers']})")
+    g.add_argument("--e2e-batch-size", type=int, default=None, metavar="B",
+                   help=f"(default {d['batch_size']})")
+    g.add_argument("--e2e-fraction", type=float, default=None, metavar="F",
+                   help=f"attention fraction of the routed combinations (default {d['fraction']})")
+    g.add_argument("--e2e-repeats", type=int, default=None, metavar="N",
+                   help=f"timed rounds (default {d['repeats']}; warm-up: {d['warmup']} step)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _what_arguments(p)
     _shape_and_timing_arguments(p)
     _train_and_output_arguments(p)
+    _end_to_end_arguments(p)

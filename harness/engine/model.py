@@ -16,6 +16,7 @@ operators were asked to do, so savings are counted from what ran, not from what 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from harness.engine.config import RunConfig
 from operators import OPERATORS, MixContext, TokenMixer
+from operators.base import executed_flops
 from routers import ROUTERS, Router, Routing
 from tasks import Batch, Task
 
@@ -35,14 +37,38 @@ class LayerCost:
     routed[k]:      real tokens the router sent to operator k.
     flops[k]:       analytic forward FLOPs operator k executed.
     full_flops[k]:  FLOPs operator k would cost on every token (the dense reference).
+
+    ``routed`` and ``flops`` are read lazily: the routed counts stay on the device and the
+    FLOPs of routed causal queries depend on their positions, so reading either is a host
+    transfer, made by the accounting after the step, not by the forward.
     """
 
     names: list[str]
     query_rows: list[int]
-    routed: list[float]
-    flops: list[float]
+    routed_counts: Tensor  # (K,)
+    executed: Callable[[], list[float]]
     full_flops: list[float]
     stats: dict[str, Tensor] = field(default_factory=dict)
+    _flops: list[float] | None = field(default=None, repr=False)
+
+    @property
+    def routed(self) -> list[float]:
+        return [float(v) for v in self.routed_counts.tolist()]
+
+    @property
+    def flops(self) -> list[float]:
+        if self._flops is None:
+            self._flops = self.executed()
+        return self._flops
+
+
+@dataclass
+class OpWork:
+    """What one operator of a mixing layer computes in one forward."""
+
+    weight: Tensor  # (B, N): the router's weight of this operator per token
+    subset: MixContext | None = None  # routed execution: the context with its query slots
+    rows: int = 0  # output rows it computes, over the batch
 
 
 class MixingLayer(nn.Module):
@@ -62,57 +88,117 @@ class MixingLayer(nn.Module):
 
     def forward(self, x: Tensor, ctx: MixContext) -> tuple[Tensor, Tensor]:
         routing = self.router(x, ctx)
+        work = self.plan(routing, x, ctx)
+        out = sum(self.run(op, w, x, ctx) for op, w in zip(self.ops, work, strict=True))
         self.last_routing = routing
+        self.last_cost = self.account(routing, work, x, ctx)
+        return out, routing.aux_loss
+
+    def plan(self, routing: Routing, x: Tensor, ctx: MixContext) -> list[OpWork]:
+        """Per operator: its weights, and under routed execution of a hard routing the query
+        slots it computes (its real tokens, packed per example; padded to the batch maximum).
+        The slot counts of every operator come to the host in one transfer per layer."""
         B, N, _ = x.shape
         weights = routing.weights.to(x.dtype)
-        skip = routing.assignment is not None and self.execution == "routed"
-        rows, routed, flops, full = [], [], [], []
-        out = torch.zeros_like(x)
-        for k, op in enumerate(self.ops):
-            full.append(float(B * op.flops(N, N)))
-            if routing.assignment is not None:
-                chosen = routing.assignment == k
-                if ctx.padding_mask is not None:
-                    chosen = chosen & ctx.padding_mask
-                routed.append(float(chosen.sum()))
-            else:
-                chosen = None
-                routed.append(float(B * N if ctx.padding_mask is None else ctx.padding_mask.sum()))
-            if skip and op.supports_query_subset and len(self.ops) > 1:
-                y, n_rows = self._run_on_subset(op, x, ctx, chosen, weights[..., k])
-                out = out + y
-                rows.append(n_rows)
-                flops.append(float(B * op.flops(n_rows // max(B, 1), N)) if n_rows else 0.0)
-            else:
-                out = out + weights[..., k : k + 1] * op(x, ctx)
-                rows.append(B * N)
-                flops.append(full[-1])
-        self.last_cost = LayerCost(self.op_names, rows, routed, flops, full, routing.stats)
-        return out, routing.aux_loss
+        work = [OpWork(weights[..., k], rows=B * N) for k in range(len(self.ops))]
+        subset = [k for k, op in enumerate(self.ops) if op.supports_query_subset]
+        if routing.assignment is None or self.execution != "routed" or len(self.ops) == 1 \
+                or not subset:
+            return work
+        chosen = [_chosen(routing.assignment, k, ctx.padding_mask) for k in subset]
+        counts = torch.stack([c.sum(1) for c in chosen])  # (S, B)
+        widest = counts.max(1).values.tolist() if B else [0] * len(subset)  # the one sync
+        for k, c, n_c, q in zip(subset, chosen, counts, widest, strict=True):
+            work[k] = _work_on(work[k].weight, c, n_c, q, ctx)
+        return work
+
+    @staticmethod
+    def run(op: TokenMixer, work: OpWork, x: Tensor, ctx: MixContext) -> Tensor:
+        """The operator's weighted output (B, N, D): on every token, or only on its query
+        slots, scattered back (padded slots carry weight 0)."""
+        if work.rows == 0:
+            return torch.zeros_like(x)
+        if work.subset is None:
+            return work.weight.unsqueeze(-1) * op(x, ctx)
+        positions, slots = work.subset.query_positions, work.subset.query_mask
+        y = op(x, work.subset)  # (B, Q, D)
+        w = torch.gather(work.weight, 1, positions) * slots.to(work.weight.dtype)
+        index = positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        return torch.zeros_like(x).scatter_add(1, index, y * w.unsqueeze(-1))
+
+    def account(self, routing: Routing, work: list[OpWork], x: Tensor,
+                ctx: MixContext) -> LayerCost:
+        """Analytic FLOPs of what each operator ran (``executed_flops``) and the dense
+        reference; real tokens routed per operator stay on the device until read."""
+        B, N, _ = x.shape
+        full = [float(B * op.flops(N, N)) for op in self.ops]
+
+        def executed() -> list[float]:
+            return [work_flops(op, w, ctx, N, B, dense) for op, w, dense in
+                    zip(self.ops, work, full, strict=True)]
+
+        return LayerCost(self.op_names, [w.rows for w in work],
+                         _routed_counts(routing, len(self.ops), ctx, x), executed, full,
+                         routing.stats)
 
     @staticmethod
     def _run_on_subset(
         op: TokenMixer, x: Tensor, ctx: MixContext, chosen: Tensor, weight: Tensor
     ) -> tuple[Tensor, int]:
-        """Run `op` only on the positions in `chosen` (B, N) and scatter back to (B, N, D).
+        """Run `op` only on the positions in `chosen` (B, N) and scatter back to (B, N, D),
+        as routed execution does (the bench times this). Returns (output, query rows)."""
+        work = subset_work(x, ctx, chosen, weight)
+        return MixingLayer.run(op, work, x, ctx), work.rows
 
-        Each example's chosen positions are packed to the front (original order kept) and
-        padded to the batch maximum Q; the padded slots are computed and discarded."""
-        counts = chosen.sum(dim=1)
-        q = int(counts.max()) if chosen.numel() else 0
-        if q == 0:
-            return torch.zeros_like(x), 0
-        if q == x.shape[1]:  # some example routed every token here: the full path is cheaper
-            return weight.unsqueeze(-1) * op(x, ctx), x.shape[0] * q
-        # stable sort puts chosen positions first, in their original order
-        order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)
-        positions = order[:, :q]
-        slot_is_real = torch.arange(q, device=x.device)[None, :] < counts[:, None]
-        y = op(x, ctx.with_queries(positions, slot_is_real))  # (B, Q, D)
-        w = torch.gather(weight, 1, positions) * slot_is_real.to(weight.dtype)
-        y = y * w.unsqueeze(-1)
-        index = positions.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-        return torch.zeros_like(x).scatter_add(1, index, y), x.shape[0] * q
+
+def subset_work(x: Tensor, ctx: MixContext, chosen: Tensor, weight: Tensor) -> OpWork:
+    """The work of an operator that computes only the positions in `chosen` (B, N)."""
+    counts = chosen.sum(1)
+    return _work_on(weight, chosen, counts, int(counts.max()) if chosen.numel() else 0, ctx)
+
+
+def _work_on(weight: Tensor, chosen: Tensor, counts: Tensor, q: int, ctx: MixContext) -> OpWork:
+    """`chosen` (B, N) with `counts` per example, at most q: query slots of width q."""
+    B, N = chosen.shape
+    if q == N:  # some example routed every token here: the full path is cheaper
+        return OpWork(weight, rows=B * N)
+    return OpWork(weight, _query_slots(chosen, counts, q, ctx) if q else None, rows=B * q)
+
+
+def work_flops(op: TokenMixer, work: OpWork, ctx: MixContext, n: int, batch: int,
+               dense: float) -> float:
+    """Analytic FLOPs of one operator's work; `dense` is its cost on every token."""
+    if work.rows == 0:
+        return 0.0
+    if work.subset is None:
+        return dense
+    return float(executed_flops(op, work.subset, n, batch)[0])
+
+
+def _chosen(assignment: Tensor, k: int, real: Tensor | None) -> Tensor:
+    chosen = assignment == k
+    return chosen if real is None else chosen & real
+
+
+def _query_slots(chosen: Tensor, counts: Tensor, q: int, ctx: MixContext) -> MixContext:
+    """The context whose query slots are each example's chosen positions, in order, packed at
+    the front and padded to q slots (query_mask marks the real ones)."""
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)  # chosen first, in order
+    slots = torch.arange(q, device=chosen.device)[None, :] < counts[:, None]
+    return ctx.with_queries(order[:, :q], slots)
+
+
+def _routed_counts(routing: Routing, n_ops: int, ctx: MixContext, x: Tensor) -> Tensor:
+    """(K,) real tokens per operator: the assignment's counts, or every real token for each
+    operator of a soft router (they all ran everywhere)."""
+    real = ctx.padding_mask
+    if routing.assignment is None:
+        total = real.sum() if real is not None else torch.tensor(x.shape[0] * x.shape[1])
+        return total.float().expand(n_ops)
+    a = routing.assignment if real is None else routing.assignment.masked_fill(~real, n_ops)
+    ones = torch.ones(a.numel(), device=a.device)
+    # scatter_add, not bincount: bincount reads the maximum on the host (a sync on CUDA)
+    return torch.zeros(n_ops + 1, device=a.device).scatter_add_(0, a.flatten(), ones)[:n_ops]
 
 
 class MLP(nn.Module):

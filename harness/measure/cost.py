@@ -70,10 +70,11 @@ class CostMeter:
             cost = layer.last_cost
             if cost is None:
                 continue
+            routed = cost.routed  # the layer's routed counts, read from the device once
             for k in range(len(self.names)):
                 self.flops[i][k] += cost.flops[k]
                 self.full[i][k] += cost.full_flops[k]
-                self.routed[i][k] += cost.routed[k]
+                self.routed[i][k] += routed[k]
             fr = cost.stats.get("fractions")
             if fr is not None:
                 fr = fr.detach().float().cpu()

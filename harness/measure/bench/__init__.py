@@ -31,13 +31,16 @@ written atomically.
 
 Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (timers, paired
 ratios, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
-``train_step`` (harness step vs bare reference), ``report`` (targets, tables, PNG, JSON). Each
+``train_step`` (harness step vs bare reference), ``end_to_end`` (training step of single
+attention vs routed combinations over N, its crossover; ``end_to_end_report``: its table,
+targets and plot), ``report`` (targets, tables, PNG, JSON). Each
 measurement is a ``Section`` of ``SECTIONS``: to add one, append it there.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +52,8 @@ import torch
 from harness.cli.args_bench import add_arguments
 from registry import ConfigError
 
+from .end_to_end import run_end_to_end
+from .end_to_end_report import end_to_end_targets, plot_end_to_end, print_end_to_end
 from .microbench import Case, Microbench, build_cases, measure, run_microbench, summarise
 from .report import (
     RATIO_DEFINITION,
@@ -98,6 +103,7 @@ class Section:
 SECTIONS: list[Section] = [
     Section("results", run_microbench, lambda m: m.rows, print_microbench, microbench_targets),
     Section("train_step", run_train_step, lambda t: t, print_train_step, train_step_targets),
+    Section("end_to_end", run_end_to_end, lambda e: e, print_end_to_end, end_to_end_targets),
 ]
 
 
@@ -109,7 +115,9 @@ def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
              stem: str) -> dict[str, Any]:
     from harness.results import records
 
-    settings = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(s).items()}
+    settings = {k: (str(v) if isinstance(v, torch.device) else
+                    dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                for k, v in vars(s).items()}
     payload: dict[str, Any] = {
         "kind": "bench",
         "created": records.now(),
@@ -149,5 +157,9 @@ def run(args: argparse.Namespace) -> int:
     stem = args.name or f"bench-{s.device.type}{'-quick' if args.quick else ''}"
     payload = _payload(args, s, env, measured, targets, t0, stem)
     png = plot(measured["results"].rows, s, plot_title(s, env))
+    if measured["end_to_end"] is not None:  # its own plot: step time vs N
+        payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
+        records.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
+                                   plot_end_to_end(measured["end_to_end"], plot_title(s, env)))
     write_outputs(Path(args.out), stem, payload, png)
     return 0

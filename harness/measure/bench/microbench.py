@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .settings import FULL, MODES, TARGET_DCT, TARGET_DCT_SCALING, TARGET_ROUTED, Settings
+from .settings import FULL, MODES, TARGET_DCT_SCALING, Settings, dct_target, routed_targets
 from .timing import _autocast, _error_note, _median, _ms, _timed, paired_ratio
 
 
@@ -68,9 +68,9 @@ def _wanted_keys(s: Settings) -> dict[int, set[str]]:
     for n in s.seq_lens:
         wanted[n] = set(s.ops) | {f"{s.routed_op}@{f:g}" for f in s.fractions}
     if s.targets:
-        n, frac, _ = TARGET_ROUTED
-        wanted.setdefault(n, set()).update({FULL, f"{FULL}@{frac:g}"})
-        wanted.setdefault(TARGET_DCT[0], set()).update({FULL, "dct"})
+        for n, frac, _ in routed_targets(s.causal):
+            wanted.setdefault(n, set()).update({FULL, f"{FULL}@{frac:g}"})
+        wanted.setdefault(dct_target(s.causal)[0], set()).update({FULL, "dct"})
         for n in TARGET_DCT_SCALING[:2]:
             wanted.setdefault(n, set()).add("dct")
     return wanted
@@ -114,13 +114,21 @@ def _routed_case(n: int, frac: float, op: Any, x: Tensor, ctx, full_flops: float
     else:
         chosen = _routed_subset(s, n, frac, gen)
         weight = torch.ones(s.batch_size, n, device=s.device)
-        q = int(chosen.sum(1).max())
-        if full_flops:
-            case.flop_ratio = op.flops(q, n) / full_flops
+        if full_flops:  # what routed execution charges: query positions matter when causal
+            case.flop_ratio = _routed_flops(op, x, ctx, chosen) / (s.batch_size * full_flops)
         case.run = (lambda op=op, x=x, c=chosen, w=weight:
                     MixingLayer._run_on_subset(op, x, ctx, c, w)[0])
         case.params = list(op.parameters())
     return case
+
+
+def _routed_flops(op: Any, x: Tensor, ctx, chosen: Tensor) -> float:
+    """FLOPs routed execution charges for this subset (batch total)."""
+    from harness.engine.model import subset_work, work_flops
+
+    b, n, _ = x.shape
+    work = subset_work(x, ctx, chosen, torch.ones(chosen.shape, device=x.device))
+    return work_flops(op, work, ctx, n, b, dense=float(b * op.flops(n, n)))
 
 
 def _cases_at(n: int, keys: set[str], x: Tensor, ctx, s: Settings,
@@ -133,7 +141,7 @@ def _cases_at(n: int, keys: set[str], x: Tensor, ctx, s: Settings,
     names += sorted(k for k in keys if "@" not in k and k not in names)
     built = _build_ops(names + ([s.routed_op] if any("@" in k for k in keys) else []), s, n)
     cases = [_operator_case(n, name, built[name], x, ctx, full_flops) for name in names]
-    for frac in s.fractions + [TARGET_ROUTED[1]]:
+    for frac in s.fractions + [frac for _, frac, _ in routed_targets(s.causal)]:
         key = f"{s.routed_op}@{frac:g}"
         if key not in keys or any(c.key == key for c in cases):
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .microbench import Microbench
-from .settings import FULL, TARGET_DCT, TARGET_DCT_SCALING, TARGET_ROUTED, TARGET_TRAIN, Settings
+from .settings import FULL, TARGET_DCT_SCALING, TARGET_TRAIN, Settings, dct_target, routed_targets
 from .timing import paired_ratio
 
 RATIO_DEFINITION = ("median over repeats of (case time / full attention time at the same N in "
@@ -42,14 +42,18 @@ def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
         return r["fwd+bwd"]["ratio"] if r else None
 
     hint = "not measured: run with --targets"
-    n, frac, bound = TARGET_ROUTED
-    routed = _target(f"routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
-                     ratio(n, f"{FULL}@{frac:g}"), bound, hint)
-    if routed["value"] is not None and s.d_model != 256:
-        routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
-    n, bound = TARGET_DCT
-    dct = _target(f"dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound, hint)
-    return [routed, dct, _dct_scaling_target(micro, hint)]
+    mode = "causal " if s.causal else ""
+    targets = []
+    for n, frac, bound in routed_targets(s.causal):
+        routed = _target(f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
+                         ratio(n, f"{FULL}@{frac:g}"), bound, hint)
+        if routed["value"] is not None and s.d_model != 256:
+            routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
+        targets.append(routed)
+    n, bound = dct_target(s.causal)
+    targets.append(_target(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound,
+                           hint))
+    return [*targets, _dct_scaling_target(micro, hint)]
 
 
 def train_step_targets(train: dict[str, Any] | None, s: Settings) -> list[dict[str, Any]]:

@@ -18,6 +18,14 @@ TARGET_ROUTED = (2048, 0.25, 0.40)  # N, fraction, max ratio of routed attn to f
 TARGET_DCT = (2048, 0.20)  # N, max ratio of dct to full attn
 TARGET_DCT_SCALING = (1024, 8192, 12.0)  # time(N2) / time(N1) <= bound (N log N: 10.4)
 TARGET_TRAIN = 1.10  # harness step / bare reference step
+# With --causal (language modelling): routed causal queries compute only their prefix.
+TARGET_ROUTED_CAUSAL = (2048, ((0.25, 0.35), (0.125, 0.22)))  # N, (fraction, max ratio)
+TARGET_DCT_CAUSAL = (2048, 0.15)
+# --end-to-end, causal task: (combination, N, max step ratio to single attention)
+TARGET_E2E = (("entropy:dct+attn", 1024, 0.95), ("entropy:dct+attn", 2048, 0.85),
+              ("entropy:dct+attn", 4096, 0.75))
+TARGET_E2E_CROSSOVER = ("entropy:dct+attn", 1024)  # crossover N at most
+TARGET_E2E_CONTROL = ("entropy:dct+attn", "random:dct+attn", 2048, 1.03)  # step / step
 
 _POSITIVE = ("d_model", "heads", "batch_size", "repeats", "train_layers", "train_seq_len",
              "train_batch_size", "train_vocab")
@@ -40,6 +48,7 @@ class Settings:
     seed: int
     train: dict[str, int] | None
     targets: bool
+    end_to_end: Any = None  # end_to_end.EndToEndSettings, or None: not measured
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -85,8 +94,22 @@ def _check_sizes(pick) -> None:
         raise ConfigError(f"--warmup must be >= 0, got {pick('warmup')}")
 
 
+def routed_targets(causal: bool) -> list[tuple[int, float, float]]:
+    """(N, fraction, max ratio of routed to full attention) for this mode."""
+    if causal:
+        n, bounds = TARGET_ROUTED_CAUSAL
+        return [(n, frac, bound) for frac, bound in bounds]
+    return [TARGET_ROUTED]
+
+
+def dct_target(causal: bool) -> tuple[int, float]:
+    return TARGET_DCT_CAUSAL if causal else TARGET_DCT
+
+
 def resolve_settings(args: argparse.Namespace) -> Settings:
     from harness.engine.device import resolve_device
+
+    from .end_to_end import resolve as resolve_end_to_end
 
     base = QUICK if args.quick else DEFAULTS
 
@@ -111,4 +134,5 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         d_model=pick("d_model"), heads=pick("heads"), batch_size=pick("batch_size"),
         repeats=pick("repeats"), warmup=pick("warmup"), device=device, dtype=dtype,
         seed=args.seed, train=train, targets=args.targets,
+        end_to_end=resolve_end_to_end(args, args.quick, pick("train_vocab")),
     )

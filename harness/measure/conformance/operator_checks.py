@@ -22,6 +22,7 @@ from harness.measure.conformance.common import (
     with_garbage,
 )
 from operators import MixContext
+from operators.base import executed_flops
 from registry import ConfigError
 
 
@@ -265,8 +266,8 @@ def _op_flop_counter(p: Probe) -> None:
     problems = []
     for q, ctx in cases:
         counted = _counted_flops(op, x, ctx)
-        untracked = op.untracked_flops(q, n) if hasattr(op, "untracked_flops") else 0
-        declared = op.flops(q, n) - untracked
+        total, untracked = executed_flops(op, ctx, n, 1)  # query positions may matter
+        declared = total - untracked
         if abs(counted - declared) / max(counted, declared, 1) > s.flop_tolerance:
             problems.append(f"{q} queries over {n} tokens: flops() - untracked_flops() = "
                             f"{declared:.4g} but torch counted {counted:.4g}")

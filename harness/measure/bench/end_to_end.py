@@ -1,0 +1,209 @@
+"""End to end: the harness's training step for single attention vs each routed combination,
+over sequence lengths, on a language-modelling (causal) and a classification task.
+
+Each combination is ``router:op+op`` (``single:attn`` is the reference). At each N and task
+every combination's model (``harness.engine.model.Model``, same shape and seed) takes the
+harness's own optimiser step (``TrainStep``: forward, loss, backward, clipping, AdamW, cost
+accounting) on a fixed random batch; after warm-up steps (the first calibrates the routers'
+thresholds), every round times one step of each combination in a shuffled order, and a
+combination's ratio is the median over rounds of (its step / single attention's step in the
+same round). The crossover of a combination is the smallest measured N from which on its ratio
+stays below 1; None if it never gets there. Each row also records the attention-FLOP fraction
+and the share of tokens routed to attention that the step's own cost accounting measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.cli.args_bench import E2E_DEFAULTS, E2E_QUICK, E2E_REFERENCE
+from registry import ConfigError
+
+from .timing import _timed, _times_summary, paired_ratio
+
+REFERENCE, DEFAULTS, QUICK = E2E_REFERENCE, E2E_DEFAULTS, E2E_QUICK
+
+
+@dataclass(frozen=True)
+class EndToEndSettings:
+    seq_lens: list[int]
+    combos: list[tuple[str, list[str]]]  # (router, ops)
+    tasks: list[str]
+    layers: int
+    batch_size: int
+    fraction: float
+    repeats: int
+    warmup: int
+    vocab: int
+
+
+def _combo(text: str) -> tuple[str, list[str]]:
+    router, sep, ops = text.strip().partition(":")
+    if not sep or not router or not ops:
+        raise ConfigError(f"--e2e-combos entry '{text}' is not router:op+op "
+                          f"(for example entropy:dct+attn)")
+    from operators import OPERATORS
+    from routers import ROUTERS
+
+    names = [OPERATORS.entry(o).name for o in ops.split("+")]  # unknown: "did you mean"
+    return ROUTERS.entry(router).name, names
+
+
+def resolve(args: argparse.Namespace, quick: bool, vocab: int) -> EndToEndSettings | None:
+    if not getattr(args, "end_to_end", False):
+        return None
+    from .settings import _int_list
+
+    base = QUICK if quick else DEFAULTS
+
+    def pick(name: str) -> Any:
+        value = getattr(args, f"e2e_{name}", None)
+        return base[name] if value is None else value
+
+    combos = [_combo(c) for c in pick("combos").split(",") if c.strip()]
+    reference = _combo(REFERENCE)
+    combos = [reference] + [c for c in combos if c != reference]
+    tasks = [t.strip() for t in pick("tasks").split(",") if t.strip()]
+    if not tasks or set(tasks) - {"lm", "classification"}:
+        raise ConfigError(f"--e2e-tasks takes lm and/or classification, got '{pick('tasks')}'")
+    for label in ("layers", "batch_size", "repeats"):
+        if pick(label) <= 0:
+            raise ConfigError(f"--e2e-{label.replace('_', '-')} must be positive, "
+                              f"got {pick(label)}")
+    if not 0 < pick("fraction") <= 1:
+        raise ConfigError(f"--e2e-fraction must be in (0, 1], got {pick('fraction')}")
+    return EndToEndSettings(
+        seq_lens=_int_list(pick("seq_lens"), "--e2e-seq-lens"), combos=combos,
+        tasks=list(dict.fromkeys(tasks)), layers=pick("layers"),
+        batch_size=pick("batch_size"), fraction=pick("fraction"), repeats=pick("repeats"),
+        warmup=base["warmup"], vocab=vocab)
+
+
+def combo_key(router: str, ops: list[str]) -> str:
+    return f"{router}:{'+'.join(ops)}"
+
+
+# -- one sequence length and task ---------------------------------------------------------------
+
+
+def _config(s, e: EndToEndSettings, router: str, ops: list[str]):
+    from harness.engine.config import ModelConfig, RoutingConfig, RunConfig
+
+    return RunConfig(
+        device=str(s.device), seed=s.seed,
+        model=ModelConfig(layers=e.layers, d_model=s.d_model, heads=s.heads, mlp_ratio=4.0,
+                          dropout=0.0),
+        routing=RoutingConfig(router=router, ops=ops, attn_fraction=e.fraction),
+    )
+
+
+def _batch(task, n: int, e: EndToEndSettings, device, gen: torch.Generator):
+    from tasks import Batch
+
+    tokens = torch.randint(0, e.vocab, (e.batch_size, n), generator=gen)
+    high = e.vocab if task.causal else task.num_classes
+    targets = torch.randint(0, high, (e.batch_size, n) if task.causal else (e.batch_size,),
+                            generator=gen)
+    return Batch(tokens, torch.ones(e.batch_size, n, dtype=torch.bool), targets).to(device)
+
+
+def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
+    """Each combination's model and its harness training step, at N = n."""
+    from harness.engine.model import Model
+
+    from .train_step import _bench_tasks, _harness_step
+
+    task = _bench_tasks(e.vocab)[kind](n)
+    batch = _batch(task, n, e, s.device, gen)
+    steps = {}
+    for router, ops in e.combos:
+        cfg = _config(s, e, router, ops)
+        torch.manual_seed(s.seed)
+        model = Model(cfg, task, n).to(s.device).train()
+        steps[combo_key(router, ops)] = (model, _harness_step(model, task, batch, cfg))
+    return steps
+
+
+def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
+                order_rng: random.Random, bar) -> dict[str, dict[str, Any]]:
+    steps = _steps_at(n, kind, s, e, gen)
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for _ in range(e.warmup):
+        for key, (_, step) in steps.items():
+            bar.set_postfix_str(f"warm-up {kind} N={n} {key}", refresh=False)
+            step()
+            bar.update(1)
+    for r in range(e.repeats):
+        order = list(steps)
+        order_rng.shuffle(order)
+        for key in order:
+            bar.set_postfix_str(f"{kind} N={n} round {r + 1} {key}", refresh=False)
+            times[key].append(_timed(steps[key][1], s.device))
+            bar.update(1)
+    rows = {}
+    for key, (model, _) in steps.items():
+        rows[key] = {**_times_summary(times[key]),
+                     "ratio": paired_ratio(times[key], times[REFERENCE]),
+                     **_routing_measured(model)}
+    return rows
+
+
+def _routing_measured(model) -> dict[str, Any]:
+    """From the last step's own cost records (``MixingLayer.last_cost``): the share of real
+    tokens routed to the most expensive operator and its FLOPs executed / its FLOPs on every
+    token, over all layers."""
+    costs = [layer.last_cost for layer in model.mixing_layers if layer.last_cost is not None]
+    routed = [c.routed for c in costs]
+    tokens = sum(sum(r) for r in routed)
+    full = sum(c.full_flops[-1] for c in costs)
+    return {"attention_token_share": sum(r[-1] for r in routed) / tokens if tokens else None,
+            "attention_flop_fraction": sum(c.flops[-1] for c in costs) / full if full else None}
+
+
+# -- the section --------------------------------------------------------------------------------
+
+
+def crossover(points: list[tuple[int, float | None]]) -> int | None:
+    """Smallest N from which on every measured ratio is below 1 (None: never)."""
+    best = None
+    for n, ratio in sorted(points, reverse=True):
+        if ratio is None or ratio >= 1:
+            break
+        best = n
+    return best
+
+
+def run_end_to_end(s) -> dict[str, Any] | None:
+    e: EndToEndSettings | None = s.end_to_end
+    if e is None:
+        return None
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(s.seed)
+    order_rng = random.Random(s.seed)
+    total = len(e.seq_lens) * len(e.tasks) * len(e.combos) * (e.warmup + e.repeats)
+    bar = tqdm(total=total, desc="end to end", unit="step", file=sys.stderr,
+               dynamic_ncols=True, disable=None)
+    result: dict[str, Any] = {
+        "shape": {"layers": e.layers, "d_model": s.d_model, "heads": s.heads,
+                  "batch_size": e.batch_size, "vocab": e.vocab, "attn_fraction": e.fraction},
+        "reference": REFERENCE, "tasks": {}}
+    for kind in e.tasks:
+        rows: dict[str, list[dict[str, Any]]] = {combo_key(*c): [] for c in e.combos}
+        for n in e.seq_lens:  # the largest N last: a failure there keeps the smaller ones
+            for key, row in _measure_at(n, kind, s, e, gen, order_rng, bar).items():
+                rows[key].append({"seq_len": n, **row})
+        result["tasks"][kind] = {
+            "causal": kind == "lm",
+            "combos": rows,
+            "crossover": {key: crossover([(r["seq_len"], r["ratio"]) for r in points])
+                          for key, points in rows.items() if key != REFERENCE},
+        }
+    bar.close()
+    return result

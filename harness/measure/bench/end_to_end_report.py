@@ -1,0 +1,94 @@
+"""The end-to-end section's output: its table, its targets and its plot (time vs N)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from .end_to_end import REFERENCE
+from .report import _fmt, _target
+from .settings import TARGET_E2E, TARGET_E2E_CONTROL, TARGET_E2E_CROSSOVER, Settings
+from .timing import paired_ratio
+
+
+def _row(e2e: dict[str, Any], kind: str, combo: str, n: int) -> dict[str, Any] | None:
+    points = e2e["tasks"].get(kind, {}).get("combos", {}).get(combo, [])
+    return next((r for r in points if r["seq_len"] == n), None)
+
+
+def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str, Any]]:
+    if e2e is None:
+        return []
+    hint = "not measured: needs the lm task, that combination and that N"
+    out = []
+    for combo, n, bound in TARGET_E2E:
+        row = _row(e2e, "lm", combo, n)
+        out.append(_target(f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g},"
+                           f" N={n}: step / single attn", row and row["ratio"], bound, hint))
+    combo, bound = TARGET_E2E_CROSSOVER
+    cross = e2e["tasks"].get("lm", {}).get("crossover", {})
+    value = cross.get(combo) if combo in cross else None
+    target = _target(f"end to end, causal, {combo}: crossover N", value, bound,
+                     "never below single attention" if combo in cross else hint)
+    if combo in cross and value is None:
+        target["passed"] = False
+    out.append(target)
+    routed, control, n, bound = TARGET_E2E_CONTROL
+    a, b = _row(e2e, "lm", routed, n), _row(e2e, "lm", control, n)
+    value = paired_ratio(a["times_ms"], b["times_ms"]) if a and b else None
+    out.append(_target(f"end to end, causal, N={n}: {routed} step / {control} step", value,
+                       bound, hint))
+    return out
+
+
+def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any]) -> None:
+    from tabulate import tabulate
+
+    if e2e is None:
+        return
+    sh = e2e["shape"]
+    print(f"\nend to end: harness training step, {sh['layers']} layers, d_model "
+          f"{sh['d_model']}, heads {sh['heads']}, batch {sh['batch_size']}, attention fraction "
+          f"{sh['attn_fraction']:g}; ratio = median over rounds of (step / {REFERENCE} step)")
+    for kind, entry in e2e["tasks"].items():
+        table = []
+        for combo, points in entry["combos"].items():
+            for r in points:
+                table.append([kind, combo, r["seq_len"], _fmt(r["median_ms"], 1),
+                              _fmt(r["ratio"]), _fmt(r["attention_token_share"]),
+                              _fmt(r["attention_flop_fraction"])])
+        print(tabulate(table, headers=["task", "combination", "N", "step ms", "/ single attn",
+                                       "attn tokens", "attn FLOPs"]))
+        cross = ", ".join(f"{k}: {'-' if v is None else v}" for k, v in entry["crossover"].items())
+        print(f"crossover N ({kind}): {cross}")
+
+
+def plot_end_to_end(e2e: dict[str, Any], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(e2e["tasks"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        entry = e2e["tasks"][kind]
+        for i, (combo, points) in enumerate(entry["combos"].items()):
+            pts = sorted((r["seq_len"], r["median_ms"]) for r in points if r["median_ms"])
+            style = "k-" if combo == REFERENCE else f"C{i % 10}o-"
+            cross = entry["crossover"].get(combo)
+            label = combo if combo == REFERENCE else f"{combo} (crossover {cross or '-'})"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel("median training step (ms)")
+        ax.set_title(f"{kind} ({'causal' if entry['causal'] else 'non-causal'})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.86, wspace=0.22)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
