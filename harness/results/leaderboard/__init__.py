@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results import records as rec
+from harness.results.leaderboard import groundtruth
 from harness.results.leaderboard.format import (
     REPORTED,
     cell,
@@ -162,6 +163,9 @@ def generate(runs: Path, out: Path, plots: Path, reference: Path | None) -> Boar
         specs = plot_specs(board, plots, paper_gate)
         all_specs += specs
         lines += render_task(board, specs, out, refs)
+        truth_lines, truth_specs = groundtruth.section(board, plots, out)
+        lines += truth_lines
+        all_specs += truth_specs
     lines += _claim_lines(refs.claims, boards, refs)
     lines += _problem_lines(problems)
     lines += _column_lines(runs_rel)
