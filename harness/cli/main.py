@@ -277,6 +277,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 # that building the parser (and --help) never imports torch, scipy or pydantic. The work
 # module is imported only when the command runs.
 _MODULE_COMMANDS = [
+    ("analyze", "harness.measure.analyze", "harness.cli.args_analyze",
+     "spectral entropy vs attention distance per token and layer of a trained attn run"),
     ("bench", "harness.measure.bench", "harness.cli.args_bench",
      "microbenchmarks of operators and routed layers (times and ratios)"),
     ("leaderboard", "harness.results.leaderboard", "harness.cli.args_leaderboard",
