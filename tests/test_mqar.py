@@ -84,3 +84,33 @@ def test_bad_options_name_the_fix(tmp_path, options, fragment):
     with pytest.raises(ConfigError, match=None) as err:
         make(tmp_path, seq_len=30 if "n_queries" not in options else 64, **options)
     assert fragment in str(err.value)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n_copy=st.integers(1, 6), extra=st.integers(1, 20), seed=st.integers(0, 2**31))
+def test_selective_copy_targets_are_the_scattered_symbols_in_order(n_copy, extra, seed):
+    from tasks.mad import SEP_ID, selective_copy_examples
+
+    seq_len = 2 * n_copy + extra
+    g = torch.Generator().manual_seed(seed)
+    windows, queries = selective_copy_examples(4, seq_len, n_copy, 5, g)
+    region = seq_len - n_copy
+    for window, query in zip(windows, queries):
+        scattered = [int(t) for t in window[:region] if t != BLANK_ID]
+        assert len(scattered) == n_copy and int(window[region]) == SEP_ID
+        positions = query.nonzero().flatten().tolist()
+        assert positions == list(range(region, region + n_copy))
+        assert [int(window[t + 1]) for t in positions] == scattered
+
+
+def test_mad_tasks_are_registered_causal_and_carry_ground_truth(tmp_path):
+    for name, seq_len in (("selective-copy", 24), ("noisy-recall", 32)):
+        task = TASKS.get(name)(seq_len, cache_dir=tmp_path, n_train=32, n_valid=8, n_test=8,
+                               **({"n_pairs": 4} if name == "noisy-recall" else {}))
+        assert task.causal
+        batch = task.collate(list(task.dataset("valid")))
+        assert torch.equal(batch.needs_attention, batch.targets != IGNORE_INDEX)
+    noisy = TASKS.get("noisy-recall")(32, cache_dir=tmp_path, n_pairs=4, n_train=32,
+                                      n_valid=8, n_test=8)
+    window = noisy.dataset("train")[0][0]
+    assert (window[8:] != BLANK_ID).sum() > 2 * 4  # distractors beyond the query pairs
