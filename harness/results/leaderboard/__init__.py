@@ -164,7 +164,7 @@ def generate(runs: Path, out: Path, plots: Path, reference: Path | None) -> Boar
         all_specs += specs
         lines += render_task(board, specs, out, refs)
         truth_lines, truth_specs = groundtruth.section(board, plots, out)
-        lines += truth_lines
+        lines += truth_lines + groundtruth.analysis_lines(board.task, runs, out)
         all_specs += truth_specs
     lines += _claim_lines(refs.claims, boards, refs)
     lines += _problem_lines(problems)
