@@ -222,6 +222,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
         print(f"test accuracy {test['accuracy']:.4f} {verdict} the majority-class baseline "
               f"{test['majority_accuracy']:.4f}")
+    from harness.measure.groundtruth import report_lines
+
+    for line in report_lines(record):  # tasks with ground truth: did the router find it?
+        print(line)
     for flag in record.flags:
         if flag.startswith("leaky"):
             print(f"WARNING: {flag}")

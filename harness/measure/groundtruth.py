@@ -106,3 +106,21 @@ def mean_scores(per_layer: list[dict[str, float]]) -> dict[str, float]:
     """Scores of all layers pooled (mean of the per-layer values)."""
     keys = ("precision", "recall", "f1")
     return {k: sum(layer[k] for layer in per_layer) / len(per_layer) for k in keys}
+
+
+def report_lines(record: Any) -> list[str]:
+    """What `harness run` prints next to accuracy: per layer, how many of the tokens that
+    needed attention got it."""
+    tel = record.telemetry
+    lines = []
+    for i, layer in enumerate((tel.ground_truth or []) if tel else []):
+        lines.append(
+            f"ground truth, layer {i}: {layer['recall']:.1%} of the tokens that needed attention "
+            f"got it (recall); {layer['precision']:.1%} of the tokens routed there needed it "
+            f"(precision); F1 {layer['f1']:.3f}; routed share {layer['routed_fraction']:.3f}, "
+            f"needed share {layer['needed_fraction']:.3f}")
+    for i, acc in enumerate((tel.predictor_accuracy or []) if tel else []):
+        lines.append(f"predictor, layer {i}: agrees with the training-time top-k on {acc:.1%} "
+                     f"of test tokens")
+    lines += [f"flag: {flag}" for flag in record.flags if flag.startswith(("oracle", "note:"))]
+    return lines
