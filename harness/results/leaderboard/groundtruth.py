@@ -115,6 +115,14 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
                  f"bound of routing this share of tokens")
     text += (". Precision cannot exceed (needed share / routed share) = "
              f"{fmt(share / routed if routed else 0.0, 3)} at this share.")
+    singles = {g.operators[0]: g for g in board.ranked if g.router == "single" and not g.flagged}
+    if "attn" in singles:
+        text += (f" For scale: attention on every token reaches "
+                 f"{mean_std(singles['attn'].values('test', metric), 3)}")
+        cheap = singles.get(ent.operators[0])
+        if cheap is not None:
+            text += f", {cheap.operators[0]} alone {mean_std(cheap.values('test', metric), 3)}"
+        text += "."
     return [text, ""]
 
 
