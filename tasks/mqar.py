@@ -105,6 +105,7 @@ class RecallTask(LanguageModelingTask):
     higher_is_better = True
     pad_id = PAD_ID
     params: dict[str, Any]
+    _blob: dict[str, Tensor] | None = None  # every split, drawn (or read from cache) once
 
     def generate(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -137,7 +138,7 @@ class RecallTask(LanguageModelingTask):
         return blob
 
     def load_split(self, split: str) -> RecallExamples:
-        if not hasattr(self, "_blob"):
+        if self._blob is None:
             self._blob = self._draw()
         sizes = [self.params[f"n_{s}"] for s in SPLITS]
         start = sum(sizes[: SPLITS.index(split)])
