@@ -15,23 +15,18 @@ from ``operators.base`` on first access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry import Registry
+from registry.lazy import deferred_validator, lazy_attributes
 
 if TYPE_CHECKING:
     from .base import MixContext, TokenMixer
 
-
-def _validate(obj: Any) -> None:
-    from .base import validate_operator
-
-    validate_operator(obj)
-
-
 OPERATORS: Registry[type[TokenMixer]] = Registry(
-    "operator", group="chiaroscuro.operators", validate=_validate,
-    builtins=__name__, decorators=("register_operator", "OPERATORS.register"),
+    "operator", group="chiaroscuro.operators", builtins=__name__,
+    validate=deferred_validator(f"{__name__}.base", "validate_operator"),
+    decorators=("register_operator", "OPERATORS.register"),
     declared=("supports_causal", "supports_query_subset", "leaky"),
 )
 register_operator = OPERATORS.register
@@ -39,11 +34,4 @@ register_operator = OPERATORS.register
 __all__ = ["OPERATORS", "MixContext", "TokenMixer", "register_operator"]
 
 _LAZY = {"MixContext": "base", "TokenMixer": "base", "validate_operator": "base"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

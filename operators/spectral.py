@@ -84,6 +84,11 @@ def spectral_entropy(x: Tensor, eps: float = 1e-12) -> Tensor:
     c = dct(x); p_k = c_k^2 / sum c^2; H = -sum p_k log p_k / log d. Scale-invariant; 0 for a
     single DCT basis vector, 1 for a flat spectrum.
 
+    Stable at any finite scale: x is divided by its largest |x_i| before the DCT and c by its
+    largest |c_k| before squaring (H is unchanged by either), so nothing overflows above ~1e19
+    or underflows below ~1e-19 in float32; finite input never gives NaN. A vector with a
+    non-finite entry gives NaN (the caller decides what that means).
+
     Conventions: the zero vector has H = 0 ("no signal: the cheapest band"), with finite value
     and zero gradient; d == 1 gives 0 (one coefficient carries everything). `eps` only floors p
     inside the log so that d/dp (p log p) stays finite where p == 0. Computed (and returned) in
@@ -93,10 +98,17 @@ def spectral_entropy(x: Tensor, eps: float = 1e-12) -> Tensor:
     d = x.shape[-1]
     if d == 1:
         return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-    energy = dct(x).square()
+    c = dct(_unit_max(x))
+    energy = _unit_max(c).square()  # the largest term is 1: the sum is in [1, d]
     total = energy.sum(-1, keepdim=True)
-    # torch.where rather than a clamp so that scale invariance is exact for any nonzero x; a
-    # zero vector gets p = 0 everywhere, hence H = 0, and no 0/0 in forward or backward.
+    # torch.where rather than a clamp: a zero vector gets p = 0 everywhere, hence H = 0, and
+    # no 0/0 in forward or backward
     p = energy / torch.where(total > 0, total, torch.ones_like(total))
     h = -(p * p.clamp_min(eps).log()).sum(-1) / math.log(d)
     return h.clamp(0.0, 1.0)
+
+
+def _unit_max(v: Tensor) -> Tensor:
+    """v / max |v| along the last axis (a zero vector stays zero)."""
+    scale = v.abs().amax(-1, keepdim=True)
+    return v / torch.where(scale > 0, scale, torch.ones_like(scale))

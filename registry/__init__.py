@@ -427,7 +427,9 @@ class Registry(Generic[T]):
                 if existing is not None and not (existing.loaded and existing.obj is obj):
                     raise self._duplicate(ep.name, existing)
                 self.add(ep.name, obj, origin=origin)
-            except Exception as exc:  # a broken plugin must never break the built-ins
+            except BaseException as exc:  # a broken plugin must never break the built-ins,
+                if isinstance(exc, KeyboardInterrupt):  # not even by sys.exit() on import
+                    raise
                 failure = PluginFailure(ep.name, origin, f"{type(exc).__name__}: {exc}")
                 self.failures.append(failure)
                 warnings.warn(str(failure), RuntimeWarning, stacklevel=2)

@@ -11,23 +11,18 @@ torch: the names from ``routers.base`` are loaded on first access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry import Registry
+from registry.lazy import deferred_validator, lazy_attributes
 
 if TYPE_CHECKING:
     from .base import Router, Routing, band_fractions
 
-
-def _validate(obj: Any) -> None:
-    from .base import validate_router
-
-    validate_router(obj)
-
-
 ROUTERS: Registry[type[Router]] = Registry(
-    "router", group="chiaroscuro.routers", validate=_validate,
-    builtins=__name__, decorators=("register_router", "ROUTERS.register"),
+    "router", group="chiaroscuro.routers", builtins=__name__,
+    validate=deferred_validator(f"{__name__}.base", "validate_router"),
+    decorators=("register_router", "ROUTERS.register"),
     declared=("hard", "causal", "batch_independent", "leaky", "min_ops", "max_ops"),
 )
 register_router = ROUTERS.register
@@ -36,11 +31,4 @@ __all__ = ["ROUTERS", "Router", "Routing", "band_fractions", "register_router"]
 
 _LAZY = {"Router": "base", "Routing": "base", "band_fractions": "base",
          "validate_router": "base"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

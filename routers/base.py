@@ -1,8 +1,10 @@
 """The router contract.
 
 A router decides, per token, which of the K operators of a mixing layer handle it. The
-operators arrive ordered by declared cost, cheapest first: index K-1 is the most expensive
-(attention). ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
+operators arrive in the order the user gave (``--ops``), which is the band order: index 0 gets
+the lowest band (the cheapest operator, by convention), index K-1 the top band, the
+``attn_fraction`` share (attention). The run prints and records which operator got which
+band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
 ``Routing``.
 
 Declarations (class attributes):
@@ -15,9 +17,17 @@ Declarations (class attributes):
 - ``leaky``: a variant that breaks one of the two above on purpose (the paper's forms); runs
   only with ``--allow-leaky`` and marks every record it touches.
 - ``min_ops`` / ``max_ops``: how many operators it can route between.
+- ``exact_fractions``: ``attn_fraction`` is honoured exactly at the ends (0.0 sends no token to
+  the top operator, 1.0 sends every token). A router that only aims at it (a learned gate)
+  leaves this False and is refused at 0.0 and 1.0 rather than silently missing them.
 
 The harness checks ``causal`` and ``batch_independent`` empirically; the flags are what the
 router *claims*.
+
+Calibration: before step 1 the harness sets ``router.calibrating = True`` and runs a few
+held-out batches (data not trained at that step) through the model; a router with running
+state (thresholds) sets it from them, so that no training step is decided by its own batch.
+Routers without such state ignore the flag.
 """
 
 from __future__ import annotations
@@ -28,7 +38,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from registry import ConfigError
+from registry import ChiaroscuroError, ConfigError
+
+
+class NonFiniteRouting(ChiaroscuroError):
+    """A router met a non-finite score in training: its state would be poisoned for good."""
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Router(nn.Module):
     leaky: ClassVar[bool] = False
     min_ops: ClassVar[int] = 1
     max_ops: ClassVar[int] = 16
+    exact_fractions: ClassVar[bool] = False
     registry_name: ClassVar[str] = "?"  # set by the registry
 
     def __init__(
@@ -83,10 +98,20 @@ class Router(nn.Module):
                 f"router '{self.registry_name}' routes between {want} operators, got {n_ops}; "
                 f"pass --ops with {want} comma-separated names"
             )
-        if not 0.0 < attn_fraction <= 1.0:
-            raise ConfigError(f"--attn-fraction must be in (0, 1], got {attn_fraction}")
+        if not 0.0 <= attn_fraction <= 1.0:
+            raise ConfigError(f"--attn-fraction must be in [0, 1], got {attn_fraction}")
+        if attn_fraction in (0.0, 1.0) and n_ops > 1 and not self.exact_fractions:
+            raise ConfigError(
+                f"router '{self.registry_name}' only aims at --attn-fraction and cannot honour "
+                f"{attn_fraction} exactly; use --router entropy or random (or --router single "
+                f"--ops attn for attention everywhere)")
         self.d_model, self.n_ops, self.is_causal_task = d_model, n_ops, causal
         self.attn_fraction = attn_fraction
+        self.calibrating = False  # set by the harness around calibration (see above)
+
+    def calibrate(self, on: bool) -> None:
+        """Enter (True) or leave (False) calibration mode; see the module docstring."""
+        self.calibrating = on
 
     def forward(self, x: Tensor, ctx: Any) -> Routing:  # pragma: no cover - abstract
         raise NotImplementedError

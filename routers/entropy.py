@@ -1,22 +1,31 @@
-"""Score-and-band routers: spectral entropy (the method), a random control, and the paper's
-per-sequence top-k form.
+"""Score-and-band routers: spectral entropy (the method) and the paper's per-sequence top-k
+form. Its random control is in ``random.py``.
 
 ``entropy`` and ``random`` share ``CalibratedBandRouter``: a per-token score, and K-1
 thresholds that split the score axis into K bands whose target shares are
 ``band_fractions(K, attn_fraction)`` (cheapest operator first). The highest band goes to the
 most expensive operator (index K-1, attention), the lowest to the cheapest (index 0).
 
-Thresholds are running quantiles of the score over real tokens:
+Thresholds are running quantiles of the score over real tokens, and a token is decided with
+the thresholds as they were *before* its batch, so no decision depends on the batch's other
+tokens (future ones included) or other examples:
 
-- training mode: the first batch initialises them from its own quantiles (the only time a
-  decision depends on the batch); every batch is decided with the *current* thresholds and
-  then moves them toward its quantiles by an exponential moving average (``momentum``);
+- calibration (``calibrating = True``, set by the harness before step 1 on held-out data that
+  is not trained at that step, see ``harness/engine/calibrate.py``): the thresholds become the
+  running mean of the calibration batches' quantiles, and those batches are decided with them;
+- training mode: every batch is decided with the current thresholds and then moves them toward
+  its quantiles by an exponential moving average (``momentum``); an uncalibrated router decides
+  its first batch with the prior below, then starts from that batch's quantiles;
 - eval mode: they are frozen.
+
+Only finite scores enter the quantiles; a non-finite score in training mode raises
+``NonFiniteRouting`` (the run stops and says so). A band whose target share is 0 gets no token
+and one whose share is 1 gets every token (``--attn-fraction 1.0`` is attention everywhere).
 
 They are buffers (``thresholds``, ``calibrated``), so they live in ``state_dict`` and in
 checkpoints. The decision for a token therefore depends only on that token and the buffers:
-causal and batch independent. An uncalibrated router in eval mode uses the quantiles of a
-uniform score (``thresholds == cumulative band shares``) as its prior.
+causal and batch independent. An uncalibrated router uses the quantiles of a uniform score
+(``thresholds == cumulative band shares``) as its prior.
 
 ``entropy-topk`` is the paper's capacity routing: within each sequence the
 ``ceil(attn_fraction * length)`` highest-entropy real tokens go to attention. Which tokens
@@ -36,7 +45,7 @@ from operators.spectral import spectral_entropy
 from registry import ConfigError
 
 from . import register_router
-from .base import Router, Routing, band_fractions, token_fractions
+from .base import NonFiniteRouting, Router, Routing, band_fractions, token_fractions
 
 # torch.quantile refuses inputs above 2**24 elements; larger batches are subsampled (strided).
 _QUANTILE_MAX = 1 << 24
@@ -77,6 +86,7 @@ class CalibratedBandRouter(Router):
     causal = True
     batch_independent = True
     min_ops = 2
+    exact_fractions = True
 
     thresholds: Tensor
     calibrated: Tensor
@@ -108,35 +118,63 @@ class CalibratedBandRouter(Router):
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("thresholds", levels.clone())
         self.register_buffer("calibrated", torch.tensor(False))
+        self.n_calibration = 0  # calibration batches seen (not state: calibration ends first)
 
     def score(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         """(B, N, D) -> (B, N) float32, a function of each token's own vector only."""
         raise NotImplementedError
 
+    def calibrate(self, on: bool) -> None:
+        super().calibrate(on)
+        self.n_calibration = 0
+
     def _batch_quantiles(self, scores: Tensor, mask: Tensor | None) -> Tensor | None:
         real = scores[mask] if mask is not None else scores.reshape(-1)
+        real = real[torch.isfinite(real)]  # a non-finite value never enters router state
         if real.numel() == 0:
             return None
         if real.numel() > _QUANTILE_MAX:
             real = real[:: math.ceil(real.numel() / _QUANTILE_MAX)]
         return torch.quantile(real.float(), self.levels.float())
 
+    def _decide(self, scores: Tensor) -> Tensor:
+        """Band index per token from the current thresholds; ties go to the cheaper band. A
+        band with share 0 is empty and one with share 1 takes everything, whatever the scores."""
+        thresholds = self.thresholds.float()
+        inf = torch.full_like(thresholds, math.inf)
+        thresholds = torch.where(self.levels <= 0, -inf,
+                                 torch.where(self.levels >= 1, inf, thresholds))
+        return torch.bucketize(scores, thresholds)
+
+    def _update(self, quantiles: Tensor) -> None:
+        q = quantiles.to(self.thresholds)
+        if self.calibrating:  # mean over the calibration batches
+            self.n_calibration += 1
+            self.thresholds.lerp_(q, 1.0 / self.n_calibration)
+        elif self.calibrated:
+            self.thresholds.lerp_(q, self.momentum)
+        else:
+            self.thresholds.copy_(q)
+        self.calibrated.fill_(True)
+
     def forward(self, x: Tensor, ctx: Any) -> Routing:
         mask = _padding_mask(ctx)
         with torch.no_grad():
             scores = self.score(x).float()
-            quantiles = self._batch_quantiles(scores, mask) if self.training else None
-            if quantiles is not None:
-                # First training batch: start from its own quantiles (no-op once calibrated).
-                self.thresholds.copy_(
-                    torch.where(self.calibrated, self.thresholds, quantiles.to(self.thresholds))
-                )
-                self.calibrated.fill_(True)
-            thresholds = self.thresholds.float().clone()  # not a view: updated below
-            # Decide with the current thresholds: ties go to the cheaper band.
-            assignment = torch.bucketize(scores, thresholds)
-            if quantiles is not None:
-                self.thresholds.lerp_(quantiles.to(self.thresholds), self.momentum)
+            real = scores[mask] if mask is not None else scores
+            if (self.training or self.calibrating) and not bool(torch.isfinite(real).all()):
+                raise NonFiniteRouting(
+                    f"router '{self.registry_name}': {int((~torch.isfinite(real)).sum())} "
+                    f"tokens have a non-finite score (the layer input holds NaN or inf)")
+            update = self.training or self.calibrating
+            quantiles = self._batch_quantiles(scores, mask) if update else None
+            if self.calibrating and quantiles is not None:
+                self._update(quantiles)  # held-out data: decided with its own calibration
+                quantiles = None
+            thresholds = self.thresholds.float().clone()  # what this batch is decided with
+            assignment = self._decide(scores)
+            if quantiles is not None:  # training: only after deciding, for later batches
+                self._update(quantiles)
         return _hard_routing(
             assignment, self.n_ops, mask, x,
             scores=scores.detach(), thresholds=thresholds,
@@ -157,66 +195,6 @@ class EntropyRouter(CalibratedBandRouter):
 
     def score(self, x: Tensor) -> Tensor:
         return entropy_scores(x)
-
-
-@register_router(
-    "random",
-    description=(
-        "control for 'entropy': same calibrated bands and token shares, but the score is a "
-        "fixed pseudo-random hash of the token (unrelated to spectral entropy)"
-    ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
-)
-class RandomRouter(CalibratedBandRouter):
-    """The control for ``entropy``: routes the same shares of tokens, at random.
-
-    The score is a fixed hash of the token's own vector, ``frac(SCALE * <x/|x|, r>)`` with r a
-    Gaussian direction drawn once from a generator seeded by option ``seed`` (default 0), and is
-    banded by the same calibrated quantile thresholds as ``entropy``. The fractional part of a
-    scaled random projection oscillates ``SCALE`` times across the projection's range, so it
-    looks uniform and carries no information about the token's spectrum.
-
-    Why a hash and not ``torch.rand``: fresh random numbers would make a token's decision
-    depend on how many tokens came before it in the batch (the generator's state), so an
-    example would route differently alone and in a batch, evaluation would not be repeatable,
-    and the causality/batch-independence checks could not tell a leak from noise. The hash is
-    deterministic and per token, exactly like the entropy score it replaces.
-
-    SCALE is moderate on purpose: a larger one makes the score more chaotic but also more
-    sensitive to float rounding in the token (round-off of 1e-7 moves the score by about
-    SCALE * 1e-7), and a decision that flips under rounding noise would trip the harness's
-    exact causality and batch-independence checks on real models.
-    """
-
-    SCALE = 16.0
-
-    def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
-        seed = options.pop("seed", 0)
-        super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise ConfigError(f"router option seed must be an integer, got {seed!r}") from None
-        generator = torch.Generator().manual_seed(seed)
-        # A plain tensor, not a buffer: Module.to(dtype) must not round it (the hash would
-        # change), and it is rebuilt from the seed, so checkpoints need not carry it.
-        self._direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
-        self._direction_on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-    def _direction_for(self, device: torch.device, dtype: torch.dtype) -> Tensor:
-        key = (device, dtype)
-        if key not in self._direction_on:
-            self._direction_on[key] = self._direction.to(device=device, dtype=dtype)
-        return self._direction_on[key]
-
-    def score(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            dtype = torch.float32 if x.device.type == "mps" else torch.float64
-            v = x.detach().to(dtype)
-            u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            projection = (u * self._direction_for(v.device, dtype)).sum(dim=-1)
-            return torch.remainder(self.SCALE * projection, 1.0).float()
 
 
 @register_router(

@@ -10,23 +10,18 @@ torch: the names from ``tasks.base`` are loaded on first access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry import Registry
+from registry.lazy import deferred_validator, lazy_attributes
 
 if TYPE_CHECKING:
     from .base import Batch, ClassificationTask, LanguageModelingTask, Task
 
-
-def _validate(obj: Any) -> None:
-    from .base import validate_task
-
-    validate_task(obj)
-
-
 TASKS: Registry[type[Task]] = Registry(
-    "task", group="chiaroscuro.tasks", validate=_validate,
-    builtins=__name__, decorators=("register_task", "TASKS.register"),
+    "task", group="chiaroscuro.tasks", builtins=__name__,
+    validate=deferred_validator(f"{__name__}.base", "validate_task"),
+    decorators=("register_task", "TASKS.register"),
     declared=("causal", "metric"),
 )
 register_task = TASKS.register
@@ -42,11 +37,4 @@ __all__ = [
 
 _LAZY = {name: "base" for name in ("Batch", "ClassificationTask", "LanguageModelingTask",
                                    "Task", "validate_task")}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -168,6 +168,12 @@ class _WikiText(LanguageModelingTask):
             return path
         if self.data_dir is not None and (self.data_dir / path).is_file():
             return self.data_dir / path
+        folder = next((p for p in (path, self.data_dir and self.data_dir / path) if p and
+                       p.is_dir()), None)
+        if folder is not None:
+            raise DataError(f"{self.title}: {split}_file {given} is a folder, not a file; pass "
+                            f"a file (e.g. {folder / f'wiki.{split}.tokens'}), or the folder "
+                            f"as --data-dir")
         where = f" (nor in {self.data_dir})" if self.data_dir is not None else ""
         raise DataError(f"{self.title}: {split}_file {given} does not exist{where}")
 

@@ -122,15 +122,34 @@ def test_causal_attention_is_charged_what_its_kernel_computes():
     assert rbf.flops(n, n) > causal.flops(n, n)
 
 
-def test_operators_are_ordered_by_cost_and_near_ties_keep_the_users_order():
-    from harness.engine.model import build_operators
+def test_bands_go_to_operators_in_the_order_given_on_every_task():
+    """Causality flips declared costs (causal attention is charged its triangle, rbf its
+    rectangle): the top band must still go to the operator the user listed last."""
+    from harness.engine.model import band_map, build_operators
 
     def order(ops, causal=False):
         return [name for name, _ in build_operators(ops, {}, 64, 4, 128, causal)]
 
-    assert order(["attn", "dct"]) == ["dct", "attn"]
-    # rbf costs attention plus a few elementwise terms: a tie, so the user's order decides
-    assert order(["dct", "rbf", "attn"]) == ["dct", "rbf", "attn"]
-    assert order(["dct", "attn", "rbf"]) == ["dct", "attn", "rbf"]
-    # causal attention is charged its triangle, rbf its rectangle: no longer a tie
-    assert order(["dct", "rbf", "attn"], causal=True) == ["dct", "attn", "rbf"]
+    for causal in (False, True):
+        assert order(["dct", "rbf", "attn"], causal) == ["dct", "rbf", "attn"]
+        assert order(["dct", "attn", "rbf"], causal) == ["dct", "attn", "rbf"]
+        assert order(["attn", "dct"], causal) == ["attn", "dct"]
+    assert band_map(["dct", "rbf", "attn"], 0.25) == [("dct", 0.375), ("rbf", 0.375),
+                                                      ("attn", 0.25)]
+
+
+def test_the_record_says_which_operator_got_which_band(causal_task_and_noncausal_op, tmp_path,
+                                                       capsys):
+    import json
+
+    from harness.cli.main import main
+
+    code = main(["run", "--preset", "smoke", "--task", "tiny-lm-test", "--router", "entropy",
+                 "--ops", "dct,rbf,attn", "--attn-fraction", "0.25", "--seq-len", "16",
+                 "--max-steps", "1", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "bands in --ops order (lowest first): dct 37.5%, rbf 37.5%, attn 25.0%" in out
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["operators"] == ["dct", "rbf", "attn"]
+    assert record["cost"]["bands"][-1] == {"operator": "attn", "target_share": 0.25}

@@ -104,3 +104,24 @@ def test_entropy_low_precision_is_computed_in_float32():
     assert h.dtype == torch.float32
     torch.testing.assert_close(h, spectral_entropy(x.to(torch.bfloat16).float()))
     assert math.isfinite(h.sum().item())
+
+
+@settings(max_examples=60, deadline=None)
+@given(d=st.integers(2, 96), exponent=st.integers(-30, 30), seed=st.integers(0, 10_000),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_entropy_is_finite_and_scale_invariant_from_1e_minus30_to_1e30(d, exponent, seed, dtype):
+    """Stable at any finite scale (float32 squares overflow above ~1e19 and underflow below
+    ~1e-19 unless normalised first): in [0, 1], never NaN, equal to the unit-scale value."""
+    x = torch.randn(4, d, generator=torch.Generator().manual_seed(seed))
+    h = spectral_entropy(x.to(dtype) * 10.0**exponent)
+    ref = spectral_entropy(x)
+    assert torch.isfinite(h).all() and (h >= 0).all() and (h <= 1).all()
+    torch.testing.assert_close(h.float(), ref, atol=1e-5, rtol=0)
+
+
+def test_entropy_of_one_huge_or_tiny_token_stays_defined():
+    x = torch.randn(3, 32)
+    x[1] *= 1e30
+    x[2] *= 1e-30
+    h = spectral_entropy(x)
+    assert torch.isfinite(h).all() and 0 < float(h[1]) < 1 and 0 < float(h[2]) < 1

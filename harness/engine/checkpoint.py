@@ -9,12 +9,14 @@ stored, so loading never unpickles arbitrary objects.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from registry import ConfigError
+from registry import ChiaroscuroError, ConfigError
 
 FORMAT_VERSION = 1
 
@@ -29,16 +31,60 @@ def save(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# What a checkpoint holds, by key, and the type of each value (the training step adds its own
+# entries, see optim.TrainStep.state_dict). Checked on load, like a record's schema: a file that
+# unpickles but is malformed must fail with the same one line as a torn one.
+SCHEMA: dict[str, type] = {"format_version": int, "config": str, "config_hash": str,
+                           "model": dict, "rng": dict, "progress": str}
+
+
 def load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file must say which file
-        raise ConfigError(
-            f"checkpoint {path} cannot be read ({exc}); delete it to start over") from exc
+        raise unreadable(path, exc) from exc
+    if not isinstance(state, dict):
+        raise unreadable(path, f"it holds a {type(state).__name__}, not a dict")
     if state.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"checkpoint {path} has format {state.get('format_version')}, this "
                           f"harness reads {FORMAT_VERSION}; delete it to start over")
+    problem = schema_problem(state)
+    if problem:
+        raise unreadable(path, problem)
     return state
+
+
+def schema_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a loaded checkpoint's structure, or None."""
+    for key, kind in SCHEMA.items():
+        if key not in state:
+            return f"'{key}' is missing"
+        if not isinstance(state[key], kind):
+            return f"'{key}' is a {type(state[key]).__name__}, not a {kind.__name__}"
+    bad = [k for k, v in state["model"].items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        return f"model entry '{bad[0]}' is not a tensor"
+    return None
+
+
+def unreadable(path: Path, why: object) -> ConfigError:
+    why = " ".join(str(why).split())  # torch's multi-line messages on one line
+    if len(why) > 300:
+        why = why[:300] + "..."
+    return ConfigError(f"checkpoint {path} cannot be read ({why}); delete it to start over")
+
+
+@contextmanager
+def restoring(path: Path) -> Iterator[None]:
+    """Around putting a loaded checkpoint's state into the model, optimiser, RNGs: what the
+    schema cannot see (a tensor of the wrong shape, a corrupt optimiser entry) fails the same
+    way. Harness errors (a checkpoint of another configuration) pass through as they are."""
+    try:
+        yield
+    except ChiaroscuroError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise unreadable(path, f"{type(exc).__name__}: {exc}") from exc
 
 
 def rng_state() -> dict[str, Any]:

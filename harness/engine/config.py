@@ -21,7 +21,9 @@ PRESETS = ("smoke", "cpu", "paper")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `--lr inf` (or inf in a file) is refused up front for every float
+    # field, instead of training into a NaN loss
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -35,7 +37,7 @@ class ModelConfig(_Strict):
 class RoutingConfig(_Strict):
     router: str = "entropy"
     ops: list[str] = Field(default_factory=lambda: ["dct", "attn"], min_length=1)
-    attn_fraction: float = Field(0.375, gt=0, le=1)
+    attn_fraction: float = Field(0.375, ge=0, le=1)
     # routed: operators that can, compute only the tokens routed to them (work really skipped);
     # dense: every operator computes every token and the router selects (the reference).
     execution: Literal["routed", "dense"] = "routed"
@@ -158,9 +160,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     validated."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8 by definition
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {byte:#04x} at offset "
+                          f"{exc.start}); save it as UTF-8") from exc
     try:
         if path.suffix == ".json":
             data = json.loads(text)

@@ -1,9 +1,26 @@
 """What may train: leaky variants refused from their declarations, and an empirical check
-before training that nothing sees the future or the rest of the batch."""
+before training that nothing sees the future or the rest of the batch.
+
+Declarations can be wrong, plugins included, so before every run (causal task or not) the
+guard probes the assembled model the way the run will use it:
+
+- with its parameters moved away from their initial values, over several random draws (a leak
+  gated by a parameter that starts at zero, or at the identity, shows);
+- in training mode with autograd on, at the training micro-batch size, and in eval mode
+  without autograd, at the evaluation batch size (a component may peek only in one mode, or
+  only in batches of five or more);
+- at the run's full sequence length (a leak may start late in the sequence).
+
+Checks: causality (causal tasks) and batch independence (every task). A failing combination
+is refused unless --allow-leaky, in which case the record is flagged.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+
+import torch
 
 from harness.engine.config import RunConfig
 from operators import OPERATORS
@@ -11,7 +28,7 @@ from registry import ConfigError
 from routers import ROUTERS
 from tasks import Task
 
-CHECK_SEQ_LEN = 256  # causality is judged on sequences up to this long before training
+DRAWS = 2  # random parameter draws; each probes both modes
 
 
 def leak_flags(cfg: RunConfig, causal_task: bool) -> list[str]:
@@ -41,22 +58,46 @@ def refuse_leaks(cfg: RunConfig, causal_task: bool) -> list[str]:
     return reasons
 
 
-def guard_causal_task(cfg: RunConfig, task: Task, seq_len: int,
-                      log: Callable[[str], None]) -> list[str]:
-    """Before training on a causal task, check empirically that nothing sees the future or the
-    rest of the batch: declarations can be wrong, plugins included. Refuse a leaking
-    combination unless --allow-leaky, in which case the record is flagged."""
-    from harness.measure.checks import run_checks
+def guard_leaks(cfg: RunConfig, task: Task, seq_len: int, train_batch: int, eval_batch: int,
+                log: Callable[[str], None], device: torch.device | str = "cpu") -> list[str]:
+    """Probe the run's model for leaks (see the module docstring); refuse a leaking
+    combination unless --allow-leaky. Returns the record's flags for what failed."""
+    from harness.measure.checks import (
+        CheckResult,
+        blame,
+        build_checked_model,
+        check_batch_independence,
+        check_causality,
+    )
 
-    results = run_checks(cfg, task, min(seq_len, CHECK_SEQ_LEN),
-                         which=("causality", "batch independence"), seed=cfg.seed)
-    failed = [r for r in results if not r.passed]
-    for r in results:
-        log(f"check {r.name}: {'pass' if r.passed else 'FAIL'} ({r.detail})")
+    t0 = time.perf_counter()
+    checks = [check_causality] if task.causal else []
+    checks.append(check_batch_independence)
+    failed: dict[str, CheckResult] = {}
+    names: list[str] = []
+    for draw in range(DRAWS):
+        model = build_checked_model(cfg, task, seq_len, cfg.seed + 7919 * draw, device)
+        g = torch.Generator().manual_seed(cfg.seed + 7919 * draw + 2)
+        for check in checks:
+            for mode, batch in (("train", train_batch), ("eval", eval_batch)):
+                result = check(model, task, seq_len, g, batch, modes=(mode,))
+                if not result.passed and result.name not in failed:
+                    blame(result, cfg, task, seq_len, g, batch)
+                    failed[result.name] = result
+                if result.name not in names:
+                    names.append(result.name)
+    seconds = time.perf_counter() - t0
+    for name in names:
+        if name not in failed:
+            log(f"check {name}: pass ({DRAWS} parameter draws moved from init; train mode with "
+                f"autograd at batch {train_batch}, eval mode at batch {eval_batch}; length "
+                f"{seq_len}; {seconds:.1f} s)")
+    for result in failed.values():
+        log(f"check {result.name}: FAIL ({result.detail})")
     if failed and not cfg.allow_leaky:
         raise ConfigError(
             "refusing to train a leaking combination: "
-            + "; ".join(f"check '{r.name}' failed: {r.detail}" for r in failed)
+            + "; ".join(f"check '{r.name}' failed: {r.detail}" for r in failed.values())
             + ". Fix the component, or pass --allow-leaky (the record is then marked leaky)"
         )
-    return [f"leaky: check '{r.name}' failed ({r.detail})" for r in failed]
+    return [f"leaky: check '{r.name}' failed ({r.detail})" for r in failed.values()]

@@ -214,29 +214,25 @@ def build_operators(
     max_len: int,
     causal: bool,
 ) -> list[tuple[str, TokenMixer]]:
-    """Instantiate the operators and order them by declared cost at full length, cheapest
-    first. Routers rely on this order: index -1 is the most expensive operator (attention).
-
-    Costs within COST_TIE of each other count as equal and keep the user's order: `rbf` runs
-    on the attention kernel and costs attention plus a few elementwise terms, so
-    `--ops dct,rbf,attn` keeps attention last, as the user wrote it."""
+    """Instantiate the operators in the order given. Routers rely on this order: index 0 gets
+    the lowest band (the cheapest operator, by convention), index -1 the top band
+    (--attn-fraction, the attention). The order is never changed behind the user's back:
+    declared costs flip with causality (causal attention is charged its triangle, rbf its
+    rectangle), so a cost sort would silently hand the top band to another operator. The run
+    prints and records which operator got which band (``band_map``)."""
     built = []
     for name in names:
         entry = OPERATORS.entry(name)
-        op = entry.obj(d_model, heads, max_len, causal, **options.get(name, {}))
-        built.append((entry.name, op, float(op.flops(max_len, max_len))))
-    ordered: list[tuple[str, TokenMixer, float]] = []
-    for item in sorted(built, key=lambda item: item[2]):  # stable: ties keep the user's order
-        # an operator within COST_TIE of an earlier one ranks by the user's order
-        position = len(ordered)
-        while position > 0 and ordered[position - 1][2] >= item[2] / (1 + COST_TIE) and \
-                names.index(ordered[position - 1][0]) > names.index(item[0]):
-            position -= 1
-        ordered.insert(position, item)
-    return [(name, op) for name, op, _ in ordered]
+        built.append((entry.name, entry.obj(d_model, heads, max_len, causal,
+                                            **options.get(name, {}))))
+    return built
 
 
-COST_TIE = 0.05  # relative difference in declared FLOPs below which two operators tie
+def band_map(names: list[str], attn_fraction: float) -> list[tuple[str, float]]:
+    """(operator, target share of tokens) in band order: lowest scores first, top band last."""
+    from routers.base import band_fractions
+
+    return list(zip(names, band_fractions(len(names), attn_fraction), strict=True))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -18,6 +18,7 @@ from harness.engine.distributed import Dist, all_reduce_sum
 from harness.engine.model import Model
 from harness.measure.cost import CostMeter
 from registry import ChiaroscuroError
+from routers.base import NonFiniteRouting
 from tasks import Batch, Task
 
 
@@ -95,7 +96,11 @@ class TrainStep:
 
     def _backward(self, batch: Batch, step: int, n_micro: int) -> float:
         with autocast(self.device):
-            logits, aux = self.forward_model(batch)
+            try:
+                logits, aux = self.forward_model(batch)
+            except NonFiniteRouting as exc:
+                raise TrainingDiverged(f"{exc} at step {step + 1}; lower --lr (now "
+                                       f"{self.cfg.optim.lr}) or check the operators") from exc
             loss = self.task.loss(logits, batch)
             total = (loss + self.cfg.routing.aux_weight * aux) / n_micro
         if not torch.isfinite(total):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
+from harness.engine.model import band_map
 from harness.measure.cost import CostMeter
 from harness.measure.groundtruth import GroundTruthMeter
 from harness.results import records
+from registry import DataError
 from tasks.base import SPLITS
 
 if TYPE_CHECKING:
@@ -29,6 +32,17 @@ def final_metrics(trainer: Trainer, test_cost: CostMeter
     telemetry.close()
     summary = telemetry.summary()
     return metrics, (summary.entropy_histogram if summary else None), truth
+
+
+def bands(names: list[str], attn_fraction: float) -> list[dict]:
+    """Which operator got which band, lowest scores first (the record's answer to "who got
+    the top band")."""
+    return [{"operator": op, "target_share": share} for op, share in band_map(names,
+                                                                             attn_fraction)]
+
+
+def bands_text(names: list[str], attn_fraction: float) -> str:
+    return ", ".join(f"{op} {share:.1%}" for op, share in band_map(names, attn_fraction))
 
 
 def training_summary(trainer: Trainer, t_start: float | None) -> dict:
@@ -72,7 +86,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         flags=trainer.flags,
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
-              "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution},
+              "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
+              "bands": bands(trainer.model.op_names, cfg.routing.attn_fraction)},
         training=training_summary(trainer, t_start),
         parameters=trainer.n_params,
         data=data,
@@ -82,6 +97,18 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
                                     gate_history=trainer.progress.gate_history,
                                     ground_truth=ground_truth,
                                     predictor_accuracy=predictor_accuracy),
-        environment=records.environment(trainer.device),
+        environment=records.environment(trainer.device, used={
+            "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
+            "task": [cfg.data.task]}),
         **extra,
     )
+
+
+def load_finished(path: Path) -> records.RunRecord:
+    """The record of a finished run. A bad one is named: the checkpoint can write it again."""
+    try:
+        return records.load_record(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"record {path} of this finished run cannot be read "
+                        f"({records.describe_error(exc)}); delete it and re-run the same command "
+                        f"to write it again from the checkpoint") from exc

@@ -20,16 +20,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from harness.engine import checkpoint, distributed
+from harness.engine import checkpoint, distributed, metrics_log
+from harness.engine.calibrate import calibrate_routers
 from harness.engine.config import RunConfig
 from harness.engine.data import EpochBatches
 from harness.engine.device import resolve_device, seed_everything
 from harness.engine.evaluate import better, evaluate
-from harness.engine.guard import guard_causal_task, refuse_leaks
+from harness.engine.guard import guard_leaks, refuse_leaks
+from harness.engine.lock import RunLock
 from harness.engine.model import Model, count_parameters
 from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
-from harness.engine.record import make_record
+from harness.engine.record import bands_text, load_finished, make_record
 from harness.results import records
 from registry import ChiaroscuroError, ConfigError
 from tasks import TASKS, Task
@@ -124,6 +126,7 @@ class Trainer:
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
         self.progress = Progress()
+        self.saved_step: int | None = None  # step of the checkpoint on disk, once known
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -136,8 +139,9 @@ class Trainer:
             self.flags.append(f"preset:{cfg.preset}")
         self.flags += router_flags(cfg)
         self.seq_len = seq_len_of(cfg)
-        if self.task.causal:
-            self.flags += guard_causal_task(cfg, self.task, self.seq_len, self.log)
+        micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
+        self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,
+                                  self.log, self.device)
         seed_everything(cfg.seed)
         self.model = Model(cfg, self.task, self.seq_len).to(self.device)
         self.n_params = count_parameters(self.model)
@@ -170,9 +174,9 @@ class Trainer:
         cfg = self.cfg
         processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
         self.log(f"model: {cfg.model.layers} layers, d_model {cfg.model.d_model}, "
-                 f"{self.n_params:,} parameters; operators by cost: "
-                 f"{', '.join(self.model.op_names)}; router: {cfg.routing.router}; "
-                 f"device: {self.device}{processes}")
+                 f"{self.n_params:,} parameters; bands in --ops order (lowest first): "
+                 f"{bands_text(self.model.op_names, cfg.routing.attn_fraction)}; router: "
+                 f"{cfg.routing.router}; device: {self.device}{processes}")
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -189,37 +193,40 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             checkpoint.save(self.ckpt_path, self.state())
+        self.saved_step = self.progress.step
         distributed.barrier(self.dist)
 
     def maybe_resume(self) -> bool:
         if not self.ckpt_path.exists():
+            self._truncate_metrics_log(0)  # starting over: every line is written again
             return False
         state = checkpoint.load(self.ckpt_path)
-        if state["config_hash"] != self.cfg.digest() or \
-                json.loads(state["config"])["seed"] != self.cfg.seed:
-            raise ConfigError(
-                f"{self.ckpt_path} belongs to a run with a different configuration; use another "
-                f"--out, or delete {self.work_dir} to start over")
-        self.model.load_state_dict(state["model"])
-        self.step_fn.load_state_dict(state)
-        checkpoint.set_rng_state(state["rng"])
-        self.progress = Progress.from_json(state["progress"])
+        with checkpoint.restoring(self.ckpt_path):
+            if state["config_hash"] != self.cfg.digest() or \
+                    json.loads(state["config"])["seed"] != self.cfg.seed:
+                raise ConfigError(
+                    f"{self.ckpt_path} belongs to a run with a different configuration; use "
+                    f"another --out, or delete {self.work_dir} to start over")
+            self.model.load_state_dict(state["model"])
+            self.step_fn.load_state_dict(state)
+            checkpoint.set_rng_state(state["rng"])
+            self.progress = Progress.from_json(state["progress"])
+        self.saved_step = self.progress.step
         self._truncate_metrics_log(self.progress.step)
         self.log(f"resumed from {self.ckpt_path} at step {self.progress.step}")
         return True
 
     def _truncate_metrics_log(self, step: int) -> None:
-        """Drop log lines written after the checkpoint: they will be written again."""
-        if not (self.dist.is_main and self.metrics_path.exists()):
-            return
-        keep = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        records.atomic_write_text(self.metrics_path, "".join(f"{k}\n" for k in keep))
+        """Drop log lines written after the checkpoint (they will be written again) and a torn
+        tail (see metrics_log)."""
+        if self.dist.is_main:
+            metrics_log.cut_back(self.metrics_path, step, self.log)
 
     def what_is_kept(self) -> str:
         """For messages on the way out: what a re-run will resume from."""
         if self.ckpt_path.exists():
-            return f"the last good checkpoint is kept in {self.ckpt_path}"
+            at = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"the last good checkpoint{at} is kept in {self.ckpt_path}"
         return "no checkpoint had been written yet: a re-run starts from the beginning"
 
     # -- training ---------------------------------------------------------------------------
@@ -239,6 +246,9 @@ class Trainer:
         bar = tqdm(total=cfg.budget.max_steps, initial=p.step, unit="step", file=sys.stderr,
                    desc=f"{cfg.data.task} {cfg.routing.router} {'+'.join(cfg.routing.ops)}",
                    dynamic_ncols=True, disable=None if self.dist.is_main else True)
+        if p.step == 0 and (line := calibrate_routers(self.model, self.task, self.device,
+                                                      cfg.optim.batch_size)):
+            self.log(line)
         self.model.train()
         with _StopSignals() as signals:
             while p.step < cfg.budget.max_steps:
@@ -348,13 +358,15 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
     """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
     t_start = time.perf_counter()
     trainer = Trainer(cfg, log)
+    lock = RunLock(trainer.work_dir, log)
     try:
+        if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
+            lock.acquire()
         trainer.build()
         resumed = trainer.maybe_resume()
         if resumed and trainer.progress.finished and trainer.record_path.exists():
             log(f"already finished: {trainer.record_path}")
-            record = records.RunRecord.model_validate_json(trainer.record_path.read_text())
-            return record, trainer.record_path
+            return load_finished(trainer.record_path), trainer.record_path
         try:
             trainer.fit()
         except TrainingDiverged as exc:
@@ -363,5 +375,11 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             raise diverged from exc
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
+    except (OSError, records.DiskFull) as exc:
+        full = records.disk_full(exc, trainer.what_is_kept())
+        if full is None:
+            raise
+        raise full from exc
     finally:
+        lock.release()
         distributed.teardown()

@@ -17,14 +17,17 @@ applied to each operator and to the router alone, so the message names the compo
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from harness.engine.config import RunConfig
 from harness.engine.model import Model
+from harness.measure.conformance.common import perturb_parameters
 from operators import OPERATORS, MixContext, TokenMixer
 from routers import ROUTERS, Router
 from tasks import Batch, Task
@@ -45,12 +48,16 @@ class CheckResult:
         return [self.name, "pass" if self.passed else "FAIL", self.detail]
 
 
-def _close(a: Tensor, b: Tensor) -> bool:
-    return torch.allclose(a.float(), b.float(), atol=ATOL, rtol=RTOL)
-
-
 def _max_diff(a: Tensor, b: Tensor) -> float:
-    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+    """Largest |a - b|; equal non-finite values (NaN and NaN, inf and inf) count as equal, a
+    non-finite value against anything else as an infinite difference (a NaN must not hide a
+    leak: NaN > tolerance is False)."""
+    if not a.numel():
+        return 0.0
+    a, b = a.float(), b.float()
+    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
+    diff = torch.where(same, torch.zeros_like(a), (a - b).abs())
+    return float(torch.nan_to_num(diff, nan=math.inf).max())
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -75,50 +82,138 @@ def random_batch(task: Task, batch_size: int, seq_len: int, generator: torch.Gen
     return Batch(tokens, mask, targets)
 
 
-# -- model-level checks ------------------------------------------------------------------------
+# -- model-level leak probes --------------------------------------------------------------------
+
+MODES = ("train", "eval")  # how a run uses the model: training steps, then evaluation
 
 
-def check_causality(model: Model, task: Task, seq_len: int, g: torch.Generator) -> CheckResult:
-    batch = random_batch(task, 2, seq_len, g)
-    with torch.no_grad():
-        ref, _ = model(batch)
-        worst, where = 0.0, None
-        for t in sorted({0, seq_len // 3, seq_len // 2, seq_len - 2}):
-            if t < 0 or t >= seq_len - 1:
-                continue
-            perturbed = batch.tokens.clone()
-            perturbed[:, t + 1 :] = torch.randint(1, task.vocab_size, perturbed[:, t + 1 :].shape,
-                                                  generator=g)
-            out, _ = model(Batch(perturbed, batch.padding_mask, batch.targets))
-            diff = _max_diff(out[:, : t + 1], ref[:, : t + 1])
-            if diff > worst:
-                worst, where = diff, t
-    if worst <= ATOL:
-        return CheckResult("causality", True, f"outputs <= t unchanged (max diff {worst:.1e})")
+@contextmanager
+def probe_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """``train``: training mode with autograd on, as a training step runs the model (the
+    harness's own dropout off, so two forwards are comparable); ``eval``: eval mode without
+    autograd, as evaluation runs it. A component that peeks only in one of them is seen."""
+    was_training = model.training
+    model.train(mode == "train")
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.eval()
+    try:
+        with torch.enable_grad() if mode == "train" else torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class _SameState:
+    """Forward passes that start from the same state: buffers (router thresholds move in
+    training mode) restored and the RNG re-seeded before each, so two outputs differ only
+    because their inputs do."""
+
+    def __init__(self, model: nn.Module, seed: int):
+        self.model, self.seed = model, seed
+        self.device = next(model.parameters()).device
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                b.copy_(self.buffers[n])
+
+    def __call__(self, batch: Batch) -> Tensor:
+        return self.run(lambda: self.model(batch.to(self.device))[0])
+
+    def run(self, compute: Callable[[], Tensor]) -> Tensor:
+        self.restore()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            out = compute()
+        return out.detach().float().cpu()
+
+
+def _take(batch: Batch, rows: slice) -> Batch:
+    return Batch(*(getattr(batch, f.name)[rows] for f in fields(batch)))
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    return Batch(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in fields(a)))
+
+
+def _tolerance(ref: Tensor) -> float:
+    finite = ref[torch.isfinite(ref)]
+    return ATOL + RTOL * (float(finite.abs().max()) if finite.numel() else 0.0)
+
+
+def _where(mode: str, batch_size: int, seq_len: int) -> str:
+    grad = "autograd on" if mode == "train" else "no autograd"
+    return f"{mode} mode, {grad}, batch {batch_size} x {seq_len}"
+
+
+def check_causality(model: Model, task: Task, seq_len: int, g: torch.Generator,
+                    batch_size: int = 2, modes: tuple[str, ...] = MODES) -> CheckResult:
+    """Changing the tokens after t leaves outputs at <= t unchanged, at several t (the last
+    ones included: a leak may start late in the sequence). Each example of a perturbed batch
+    is cut at its own t, so one forward tests up to `batch_size` cuts."""
+    batch = random_batch(task, batch_size, seq_len, g)
+    cuts = {0, seq_len // 2, seq_len - 2,
+            int(torch.randint(0, max(seq_len - 1, 1), (1,), generator=g))}
+    cuts = sorted(t for t in cuts if 0 <= t < seq_len - 1)
+    rounds = [cuts[i:i + batch_size] for i in range(0, len(cuts), batch_size)]
+    forward = _SameState(model, int(torch.randint(0, 2**31, (1,), generator=g)))
+    worst, at = 0.0, ""
+    for mode in modes:
+        with probe_mode(model, mode):
+            ref = forward(batch)
+            for ts in rounds:
+                cut = [ts[i % len(ts)] for i in range(batch_size)]  # example i: after cut[i]
+                tokens = batch.tokens.clone()
+                noise = torch.randint(1, task.vocab_size, tokens.shape, generator=g)
+                later = torch.arange(seq_len)[None, :] > torch.tensor(cut)[:, None]
+                out = forward(Batch(torch.where(later, noise, tokens), batch.padding_mask,
+                                    batch.targets))
+                for i, t in enumerate(cut):
+                    diff = _max_diff(out[i, : t + 1], ref[i, : t + 1])
+                    if diff > _tolerance(ref) and diff > worst:
+                        worst, at = diff, f"t={t}, {_where(mode, batch_size, seq_len)}"
+    forward.restore()
+    if not at:
+        return CheckResult("causality", True,
+                           f"outputs <= t unchanged ({', '.join(modes)}; batch {batch_size} x "
+                           f"{seq_len})")
     return CheckResult("causality", False,
-                       f"changing tokens after t={where} changed outputs at <= t by {worst:.2e}")
+                       f"changing tokens after {at} changed outputs at <= t by {worst:.2e}")
 
 
-def check_batch_independence(model: Model, task: Task, seq_len: int,
-                             g: torch.Generator) -> CheckResult:
-    batch = random_batch(task, 4, seq_len, g, padded=True)
-    with torch.no_grad():
-        together, _ = model(batch)
-        worst = 0.0
-        for i in range(len(batch)):
-            single = Batch(batch.tokens[i : i + 1], batch.padding_mask[i : i + 1],
-                           batch.targets[i : i + 1])
-            alone, _ = model(single)
-            mine = together[i : i + 1]
-            if task.causal:  # compare real positions only
-                m = batch.padding_mask[i]
-                alone, mine = alone[:, m], mine[:, m]
-            worst = max(worst, _max_diff(alone, mine))
-    if worst <= ATOL:
+def check_batch_independence(model: Model, task: Task, seq_len: int, g: torch.Generator,
+                             batch_size: int = 4, modes: tuple[str, ...] = MODES) -> CheckResult:
+    """An example's output is the same in a batch of `batch_size` as alone (the last example:
+    it would see every other one through a running mean over the batch) and when the second
+    half of its batch is replaced by other examples (the first half would see later ones)."""
+    batch = random_batch(task, batch_size, seq_len, g, padded=True)
+    fresh = random_batch(task, batch_size, seq_len, g, padded=True)
+    half = max(batch_size // 2, 1)
+    forward = _SameState(model, int(torch.randint(0, 2**31, (1,), generator=g)))
+    worst, at = 0.0, ""
+    for mode in modes:
+        with probe_mode(model, mode):
+            together = forward(batch)
+            last = slice(batch_size - 1, batch_size)
+            variants = [("alone", last, _take(batch, last), slice(0, 1))]
+            if batch_size > 1:
+                keep, other = slice(0, half), slice(half, None)
+                variants.append(("with other examples", keep,
+                                 _join(_take(batch, keep), _take(fresh, other)), keep))
+            for how, rows, variant, out_rows in variants:
+                diff = _max_diff(forward(variant)[out_rows], together[rows])
+                if diff > _tolerance(together) and diff > worst:
+                    worst, at = diff, f"{how}, {_where(mode, batch_size, seq_len)}"
+    forward.restore()
+    if not at:
         return CheckResult("batch independence", True,
-                           f"alone == in batch (max diff {worst:.1e})")
+                           f"alone == in batch == with other examples ({', '.join(modes)}; "
+                           f"batch {batch_size} x {seq_len})")
     return CheckResult("batch independence", False,
-                       f"an example's output changed with the rest of its batch by {worst:.2e}")
+                       f"an example's output changed with the rest of its batch ({at}) by "
+                       f"{worst:.2e}")
 
 
 def check_routed_equals_dense(model: Model, task: Task, seq_len: int,
@@ -198,36 +293,51 @@ def check_flop_counts(cfg: RunConfig, task: Task, seq_len: int) -> CheckResult:
 
 
 def _component_leaks(cfg: RunConfig, task: Task, seq_len: int, g: torch.Generator,
-                     what: str) -> list[str]:
-    """Apply the failed perturbation to each operator and the router alone; return culprits."""
+                     what: str, batch_size: int = 4) -> list[str]:
+    """Apply the failed perturbation to each operator and the router alone, moved away from
+    their initial parameters, in both modes; return the culprits."""
     m, r = cfg.model, cfg.routing
-    culprits = []
-    x = torch.randn(3, seq_len, m.d_model, generator=g)
+    b = max(batch_size, 2)
+    x = torch.randn(b, seq_len, m.d_model, generator=g)
+    other = torch.randn(b, seq_len, m.d_model, generator=g)
     ctx = MixContext(causal=task.causal)
+    culprits: list[str] = []
 
-    def leaks(fn: Callable[[Tensor], Tensor]) -> bool:
-        with torch.no_grad():
-            ref = fn(x)
-            if what == "causality":
-                t = seq_len // 2
-                y = x.clone()
-                y[:, t + 1 :] = torch.randn(y[:, t + 1 :].shape, generator=g)
-                return not _close(fn(y)[:, : t + 1], ref[:, : t + 1])
-            return any(not _close(fn(x[i : i + 1]), ref[i : i + 1]) for i in range(len(x)))
+    def leaks(module: nn.Module, fn: Callable[[Tensor], Tensor]) -> bool:
+        perturb_parameters(module, g)
+        same = _SameState(module, 0) if any(True for _ in module.parameters()) else None
+        call = (lambda inp: same.run(lambda: fn(inp))) if same else (lambda inp: fn(inp).detach())
+        for mode in MODES:
+            with probe_mode(module, mode):
+                ref = call(x)
+                tol = _tolerance(ref)
+                if what == "causality":
+                    for t in (seq_len // 2, seq_len - 2):
+                        y = x.clone()
+                        y[:, t + 1:] = other[:, t + 1:]
+                        if _max_diff(call(y)[:, : t + 1], ref[:, : t + 1]) > tol:
+                            return True
+                else:
+                    h = b // 2
+                    mixed = torch.cat([x[:h], other[h:]])
+                    if (_max_diff(call(x[-1:]), ref[-1:]) > tol
+                            or _max_diff(call(mixed)[:h], ref[:h]) > tol):
+                        return True
+        return False
 
     for name in r.ops:
         op: TokenMixer = OPERATORS.get(name)(m.d_model, m.heads, seq_len, task.causal,
-                                             **r.op_options.get(name, {})).eval()
-        if leaks(lambda inp, op=op: op(inp, ctx)):
+                                             **r.op_options.get(name, {}))
+        if leaks(op, lambda inp, op=op: op(inp, ctx)):
             culprits.append(f"operator '{name}'")
     router: Router = ROUTERS.get(r.router)(m.d_model, len(r.ops), causal=task.causal,
                                            attn_fraction=r.attn_fraction, **r.router_options)
-    router.train()
-    with torch.no_grad():
-        for _ in range(3):
-            router(torch.randn(3, seq_len, m.d_model, generator=g), ctx)
-    router.eval()
-    if leaks(lambda inp: router(inp, ctx).weights):
+    if hasattr(router, "calibrate"):
+        router.calibrate(True)
+        with torch.no_grad():
+            router(torch.randn(b, seq_len, m.d_model, generator=g), ctx)
+        router.calibrate(False)
+    if leaks(router, lambda inp: router(inp, ctx).weights):
         culprits.append(f"router '{r.router}'")
     return culprits
 
@@ -235,27 +345,34 @@ def _component_leaks(cfg: RunConfig, task: Task, seq_len: int, g: torch.Generato
 # -- entry points ------------------------------------------------------------------------------
 
 
-def build_checked_model(cfg: RunConfig, task: Task, seq_len: int, seed: int) -> Model:
+def build_checked_model(cfg: RunConfig, task: Task, seq_len: int, seed: int,
+                        device: torch.device | str = "cpu") -> Model:
+    """The run's model with its parameters moved away from their initial values (a leak gated
+    by a zero- or identity-initialised parameter shows) and its routers calibrated on random
+    batches of the task's shape."""
+    from harness.engine.calibrate import calibrate_on
+
     torch.manual_seed(seed)
-    model = Model(cfg, task, seq_len)
+    model = Model(cfg, task, seq_len).to(device)
     g = torch.Generator().manual_seed(seed + 1)
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(random_batch(task, 4, seq_len, g, padded=True))
+    perturb_parameters(model, g)
+    calibrate_on(model, [random_batch(task, 4, seq_len, g, padded=True) for _ in range(3)],
+                 torch.device(device))
     return model.eval()
 
 
 def run_checks(cfg: RunConfig, task: Task, seq_len: int, *, which: tuple[str, ...] | None = None,
-               seed: int = 0) -> list[CheckResult]:
+               seed: int = 0, batch_size: int = 4) -> list[CheckResult]:
     """Run the checks on random inputs of the task's shape. `which` limits them by name."""
     model = build_checked_model(cfg, task, seq_len, seed)
     g = torch.Generator().manual_seed(seed + 2)
     plan: list[tuple[str, Callable[[], CheckResult]]] = []
     if task.causal:
-        plan.append(("causality", lambda: check_causality(model, task, seq_len, g)))
+        plan.append(("causality",
+                     lambda: check_causality(model, task, seq_len, g, max(batch_size // 2, 2))))
     plan += [
-        ("batch independence", lambda: check_batch_independence(model, task, seq_len, g)),
+        ("batch independence",
+         lambda: check_batch_independence(model, task, seq_len, g, batch_size)),
         ("routed == dense", lambda: check_routed_equals_dense(model, task, seq_len, g)),
         ("finite", lambda: check_finite(model, task, seq_len, g)),
         ("flop counter", lambda: check_flop_counts(cfg, task, seq_len)),
@@ -266,9 +383,21 @@ def run_checks(cfg: RunConfig, task: Task, seq_len: int, *, which: tuple[str, ..
             continue
         result = fn()
         if not result.passed and name in ("causality", "batch independence"):
-            culprits = _component_leaks(cfg, task, seq_len, g, name)
-            result.culprits = tuple(culprits)
-            if culprits:
-                result.detail += f"; at fault: {', '.join(culprits)}"
+            blame(result, cfg, task, seq_len, g, batch_size)
         results.append(result)
     return results
+
+
+def blame(result: CheckResult, cfg: RunConfig, task: Task, seq_len: int, g: torch.Generator,
+          batch_size: int) -> None:
+    """Name the component(s) behind a failed leak check in its detail. A causality failure
+    can come from the rest of the batch (each example is cut at its own t), so the other
+    perturbation is tried when the first finds no culprit."""
+    other = "batch independence" if result.name == "causality" else "causality"
+    for what in (result.name, other):
+        culprits = _component_leaks(cfg, task, seq_len, g, what, batch_size)
+        if culprits:
+            result.culprits = tuple(culprits)
+            how = "" if what == result.name else f" (it fails {what} alone)"
+            result.detail += f"; at fault: {', '.join(culprits)}{how}"
+            return

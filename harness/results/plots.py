@@ -87,11 +87,10 @@ def pareto(spec: dict[str, Any]):
     for r in spec.get("references", []):
         ax.scatter([r["x"]], [r["y"]], marker="*", s=140, facecolors="none", edgecolors="k",
                    label=r["label"])
-    ax.set_xlabel("attention FLOP fraction (test; 1 = full attention)")
+    ax.set_xlabel(spec["xlabel"])
     ax.set_ylabel(spec["metric"] + (" (higher is better)" if spec["higher"]
                                     else " (lower is better)"))
     ax.set_title(spec["title"])
-    ax.set_xlim(-0.02, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return fig

@@ -34,12 +34,14 @@ re-running the same seed replaces its record, it never adds a second one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,6 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from registry import DataError
 
 if TYPE_CHECKING:  # torch is imported lazily: reading records and the leaderboard do not need it
     import torch
@@ -152,6 +156,16 @@ class RunRecord(BaseModel):
                              f"(1..{SCHEMA_VERSION}); upgrade the harness to read it")
         return v
 
+    @field_validator("metrics")
+    @classmethod
+    def _possible_metrics(cls, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for split, values in metrics.items():
+            for name, value in values.items():
+                problem = impossible_metric(name, value)
+                if problem:
+                    raise ValueError(f"{split}.{name} = {value} {problem}")
+        return metrics
+
     @model_validator(mode="after")
     def _fill_from_config(self) -> RunRecord:
         routing = self.config.get("routing") if isinstance(self.config, dict) else None
@@ -197,6 +211,20 @@ class RunRecord(BaseModel):
         return dict(hashes) if isinstance(hashes, dict) else {}
 
 
+def impossible_metric(name: str, value: float) -> str | None:
+    """Why a metric value cannot come from a real evaluation, or None. Judged by the name:
+    accuracies lie in [0, 1], perplexities (exp of a mean cross entropy) are >= 1, losses are
+    finite. Other metrics are the task's own business."""
+    name = name.lower()
+    if "accuracy" in name and not 0 <= value <= 1:
+        return "is impossible for an accuracy (it lies in [0, 1])"
+    if "perplexity" in name and not 1 <= value < math.inf:
+        return "is impossible for a perplexity (it is finite and >= 1)"
+    if "loss" in name and not math.isfinite(value):
+        return "is impossible for a loss (it is finite)"
+    return None
+
+
 def _infer_direction(metric: str) -> bool | None:
     name = metric.lower()
     if "accuracy" in name or name in ("f1", "auc"):
@@ -212,20 +240,63 @@ def _infer_direction(metric: str) -> bool | None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory, fsync, rename: readers never see half a
     file, and a crash at any moment leaves the previous version intact. Results, checkpoints,
-    bench outputs: every file the harness writes goes through here."""
+    bench outputs: every file the harness writes goes through here. A full disk raises
+    ``DiskFull`` (one line, the temp file removed, the previous version untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _new_temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            kept = "its previous version is kept" if path.exists() else "nothing was written"
+            raise DiskFull(path, f"{kept}; free some space and try again") from exc
         raise
     _fsync_directory(path.parent)
+
+
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """A fresh temp file beside ``path``. Created with mode 0666 so that the umask decides, as
+    for any file a user makes (``tempfile.mkstemp`` makes 0600: records unreadable by others)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(DataError):
+    """No space left on the device (or the quota is spent) while writing ``path``."""
+
+    def __init__(self, path: Path | str | None, detail: str):
+        self.path = path
+        where = f" writing {path}" if path else ""
+        super().__init__(f"no space left on device{where}: {detail}")
+
+
+def disk_full(exc: BaseException, kept: str) -> DiskFull | None:
+    """``exc`` as a DiskFull that says what is kept (for a run: its last checkpoint), or None
+    when ``exc`` is not about a full disk."""
+    if isinstance(exc, DiskFull):
+        path = exc.path
+    elif isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        path = exc.filename
+    else:
+        return None
+    return DiskFull(path, f"{kept}; free some space and re-run the same command to resume")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -338,7 +409,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device,
+                used: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Provenance. ``used`` maps a registry kind ("operator", "router", "task") to the names a
+    run used: ``plugins`` then lists only those of them that are plugins, and
+    ``installed_plugins`` every plugin installed at the time."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -360,19 +435,23 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "package_version": package_version,
         "git_commit": git_commit(),
-        "plugins": _plugin_distributions(),
+        "plugins": _plugin_distributions(used),
+        "installed_plugins": _plugin_distributions(),
     }
 
 
-def _plugin_distributions() -> dict[str, str]:
+def _plugin_distributions(used: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """'kind:name' -> distribution of each plugin entry (of those in ``used`` when given)."""
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS
 
     out = {}
     for registry in (OPERATORS, ROUTERS, TASKS):
+        wanted = None if used is None else set(used.get(registry.kind, []))
         for entry in registry:
-            if not entry.builtin:
+            names = {entry.name, *entry.aliases}
+            if not entry.builtin and (wanted is None or bool(wanted & names)):
                 out[f"{registry.kind}:{entry.name}"] = entry.origin
     return out
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.measure.conformance.common import Settings, _is_router, _name, _Probe
+from harness.measure.conformance.common import Probe, Settings, is_router, registered_name
 from harness.measure.conformance.operator_checks import _OPERATOR_CHECKS
 from harness.measure.conformance.router_checks import _ROUTER_CHECKS
 from registry import ConfigError
@@ -22,7 +22,7 @@ class ConformanceCase:
     check: str
     causal: bool
     settings: Settings
-    func: Callable[[_Probe], None] = field(repr=False, compare=False)
+    func: Callable[[Probe], None] = field(repr=False, compare=False)
 
     @property
     def mode(self) -> str:
@@ -34,11 +34,11 @@ class ConformanceCase:
 
     @property
     def component(self) -> str:
-        return f"{self.kind} '{_name(self.target)}'"
+        return f"{self.kind} '{registered_name(self.target)}'"
 
     def run(self) -> None:
         try:
-            self.func(_Probe(self.target, self.causal, self.settings, self.check))
+            self.func(Probe(self.target, self.causal, self.settings, self.check))
         except AssertionError as exc:
             raise AssertionError(f"{self.component} fails '{self.check}' ({self.mode}): "
                                  f"{exc}") from None
@@ -63,7 +63,7 @@ def _resolve(target: type | str, kind: str | None) -> tuple[type, str]:
         if kind == "router" or (kind is None and target not in OPERATORS and target in ROUTERS):
             return ROUTERS.get(target), "router"
         return OPERATORS.get(target), "operator"
-    return target, kind or ("router" if _is_router(target) else "operator")
+    return target, kind or ("router" if is_router(target) else "operator")
 
 
 def conformance_cases(
@@ -89,8 +89,8 @@ def conformance_cases(
     if kind == "router" and s.n_ops is not None:
         lo, hi = getattr(cls, "min_ops", 1), getattr(cls, "max_ops", 16)
         if not lo <= s.n_ops <= hi:
-            raise ConfigError(f"router '{_name(cls)}' routes between {lo} and {hi} operators; "
-                              f"n_ops={s.n_ops} cannot be checked")
+            raise ConfigError(f"router '{registered_name(cls)}' routes between {lo} and {hi} "
+                              f"operators; n_ops={s.n_ops} cannot be checked")
     wanted = set(checks) if checks is not None else None
     if wanted is not None and wanted - {name for name, _ in table}:
         raise ValueError(f"unknown checks {sorted(wanted - {n for n, _ in table})}; "

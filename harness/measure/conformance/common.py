@@ -47,12 +47,12 @@ class Settings:
 # -- small helpers ---------------------------------------------------------------------------
 
 
-def _name(cls: type) -> str:
+def registered_name(cls: type) -> str:
     registered = getattr(cls, "registry_name", "?")
     return registered if registered not in ("?", None) else cls.__qualname__
 
 
-def _is_router(cls: type) -> bool:
+def is_router(cls: type) -> bool:
     from routers import Router
 
     return isinstance(cls, type) and (
@@ -60,16 +60,16 @@ def _is_router(cls: type) -> bool:
     )
 
 
-def _max_diff(a: Tensor, b: Tensor) -> float:
+def max_diff(a: Tensor, b: Tensor) -> float:
     return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
 
 
-def _tolerance(reference: Tensor, rtol: float) -> float:
+def tolerance(reference: Tensor, rtol: float) -> float:
     scale = float(reference.float().abs().max()) if reference.numel() else 0.0
     return rtol * max(1.0, scale)
 
 
-def _perturb_parameters(module: nn.Module, generator: torch.Generator) -> None:
+def perturb_parameters(module: nn.Module, generator: torch.Generator) -> None:
     """Add noise to every floating parameter, so that identity or constant initialisations
     (a filter of ones, a zero gate) cannot pass a check by doing nothing."""
     with torch.no_grad():
@@ -80,7 +80,7 @@ def _perturb_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 p.add_((noise * (0.1 * rms + 0.05)).to(device=p.device, dtype=p.dtype))
 
 
-def _lengths(n_rows: int, n: int, g: torch.Generator) -> list[int]:
+def random_lengths(n_rows: int, n: int, g: torch.Generator) -> list[int]:
     """Ragged real lengths: the first row full, the second half, the rest random."""
     lengths = [n, max(1, n // 2)]
     lengths += [int(torch.randint(max(1, n // 2), n + 1, (1,), generator=g))
@@ -88,24 +88,24 @@ def _lengths(n_rows: int, n: int, g: torch.Generator) -> list[int]:
     return lengths[:n_rows]
 
 
-def _mask(lengths: list[int], n: int) -> Tensor:
+def mask_of_lengths(lengths: list[int], n: int) -> Tensor:
     return torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]
 
 
-def _with_garbage(x: Tensor, mask: Tensor, g: torch.Generator) -> Tensor:
+def with_garbage(x: Tensor, mask: Tensor, g: torch.Generator) -> Tensor:
     garbage = PADDING_GARBAGE * torch.randn(x.shape, generator=g)
     return torch.where(mask[..., None], x, garbage.to(x))
 
 
-def _more_padding(p: _Probe, x: Tensor, mask: Tensor, extra: int) -> tuple[Tensor, Tensor]:
+def more_padding(p: Probe, x: Tensor, mask: Tensor, extra: int) -> tuple[Tensor, Tensor]:
     """The same real tokens with `extra` more padding positions and fresh garbage in all."""
     b, _, d = x.shape
     mask2 = torch.cat([mask.cpu(), torch.zeros(b, extra, dtype=torch.bool)], 1)
-    x2 = _with_garbage(torch.cat([x.cpu(), torch.zeros(b, extra, d)], 1), mask2, p.g)
+    x2 = with_garbage(torch.cat([x.cpu(), torch.zeros(b, extra, d)], 1), mask2, p.g)
     return x2.to(p.device), mask2.to(p.device)
 
 
-class _Probe:
+class Probe:
     """What one case needs: the class under test, its mode, settings and a seeded generator."""
 
     def __init__(self, cls: type, causal: bool, settings: Settings, check: str):
@@ -121,8 +121,8 @@ class _Probe:
         """x (B, N, D) with ragged right padding filled with garbage, and its mask (B, N)."""
         s = self.s
         n = n or s.seq_len
-        mask = _mask(_lengths(s.batch_size, n, self.g), n)
-        x = _with_garbage(torch.randn(s.batch_size, n, s.d_model, generator=self.g), mask, self.g)
+        mask = mask_of_lengths(random_lengths(s.batch_size, n, self.g), n)
+        x = with_garbage(torch.randn(s.batch_size, n, s.d_model, generator=self.g), mask, self.g)
         return x.to(self.device), mask.to(self.device)
 
     def ctx(self, mask: Tensor | None = None) -> MixContext:
@@ -137,7 +137,7 @@ class _Probe:
         """A fresh instance (max_len = seq_len) with randomised parameters, in eval mode."""
         s = self.s
         op = self.cls(s.d_model, s.n_heads, s.seq_len, self.causal, **dict(s.options))
-        _perturb_parameters(op, self.g)
+        perturb_parameters(op, self.g)
         return op.to(self.device).eval()
 
     def n_ops(self) -> int:
@@ -151,7 +151,7 @@ class _Probe:
         s = self.s
         router = self.cls(s.d_model, self.n_ops(), causal=self.causal,
                           attn_fraction=s.attn_fraction, **dict(s.options))
-        _perturb_parameters(router, self.g)
+        perturb_parameters(router, self.g)
         router = router.to(self.device).train()
         with torch.no_grad():
             for _ in range(3):
@@ -160,29 +160,29 @@ class _Probe:
         return router.eval()
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     raise AssertionError(message)
 
 
-def _check_close(what: str, got: Tensor, want: Tensor, rtol: float, hint: str = "") -> None:
-    diff, tol = _max_diff(got, want), _tolerance(want, rtol)
+def check_close(what: str, got: Tensor, want: Tensor, rtol: float, hint: str = "") -> None:
+    diff, tol = max_diff(got, want), tolerance(want, rtol)
     if not diff <= tol:  # also catches NaN
-        _fail(f"{what}: max difference {diff:.2e} (tolerance {tol:.1e}){hint}")
+        fail(f"{what}: max difference {diff:.2e} (tolerance {tol:.1e}){hint}")
 
 
-def _check_finite(what: str, t: Tensor) -> None:
+def check_finite(what: str, t: Tensor) -> None:
     if not bool(torch.isfinite(t.float()).all()):
         bad = int((~torch.isfinite(t.float())).sum())
-        _fail(f"{what}: {bad} non-finite values")
+        fail(f"{what}: {bad} non-finite values")
 
 
-def _check_grads(module: nn.Module, x: Tensor | None, what: str, require_x: bool) -> None:
+def check_grads(module: nn.Module, x: Tensor | None, what: str, require_x: bool) -> None:
     if x is not None:
         if x.grad is None:
             if require_x:
-                _fail(f"{what}: no gradient reaches the input x (is the output detached?)")
+                fail(f"{what}: no gradient reaches the input x (is the output detached?)")
         else:
-            _check_finite(f"{what}: gradient of the input", x.grad)
+            check_finite(f"{what}: gradient of the input", x.grad)
     missing = []
     for name, p in module.named_parameters():
         if not p.requires_grad:
@@ -190,12 +190,12 @@ def _check_grads(module: nn.Module, x: Tensor | None, what: str, require_x: bool
         if p.grad is None:
             missing.append(name)
         else:
-            _check_finite(f"{what}: gradient of parameter '{name}'", p.grad)
+            check_finite(f"{what}: gradient of parameter '{name}'", p.grad)
     if missing:
-        _fail(f"{what}: parameters {missing} receive no gradient, so they never train")
+        fail(f"{what}: parameters {missing} receive no gradient, so they never train")
 
 
-def _under_bf16_autocast(p: _Probe, x: Tensor, forward: Callable[[Tensor], Any]):
+def under_bf16_autocast(p: Probe, x: Tensor, forward: Callable[[Tensor], Any]):
     """Yield (description, output) of `forward` under bf16 autocast, fed float32 and then
     bfloat16 inputs; a crash inside the component fails the check with what it raised."""
     for label, inp in (("float32 input", x), ("bfloat16 input", x.to(torch.bfloat16))):
@@ -206,5 +206,5 @@ def _under_bf16_autocast(p: _Probe, x: Tensor, forward: Callable[[Tensor], Any])
         except AssertionError:
             raise
         except Exception as exc:
-            _fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
+            fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
         yield what, out

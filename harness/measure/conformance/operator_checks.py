@@ -1,4 +1,4 @@
-"""Operator checks (``operators/base.py``): one function per check, each given a ``_Probe``."""
+"""Operator checks (``operators/base.py``): one function per check, each given a ``Probe``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from harness.measure.conformance.common import (
-    _check_close,
-    _check_finite,
-    _check_grads,
-    _fail,
-    _max_diff,
-    _more_padding,
-    _Probe,
-    _tolerance,
-    _under_bf16_autocast,
-    _with_garbage,
+    Probe,
+    check_close,
+    check_finite,
+    check_grads,
+    fail,
+    max_diff,
+    more_padding,
+    tolerance,
+    under_bf16_autocast,
+    with_garbage,
 )
 from operators import MixContext
 from registry import ConfigError
@@ -28,58 +28,58 @@ from registry import ConfigError
 def _op_forward(op: nn.Module, x: Tensor, ctx: MixContext) -> Tensor:
     y = op(x, ctx)
     if not isinstance(y, Tensor):
-        _fail(f"forward returned {type(y).__name__}, not a Tensor")
+        fail(f"forward returned {type(y).__name__}, not a Tensor")
     return y
 
 
-def _op_contract(p: _Probe) -> None:
+def _op_contract(p: Probe) -> None:
     cls, s = p.cls, p.s
     for attr in ("supports_causal", "supports_query_subset", "leaky"):
         value = getattr(cls, attr, False)
         if not isinstance(value, bool):
-            _fail(f"{attr} must be a bool class attribute, got {value!r}")
+            fail(f"{attr} must be a bool class attribute, got {value!r}")
     if p.causal and not cls.supports_causal:
         try:
             cls(s.d_model, s.n_heads, s.seq_len, True, **dict(s.options))
         except ConfigError:
             return  # refused with a message: the harness can tell the user why
-        _fail("declares supports_causal = False but accepts causal=True without raising "
+        fail("declares supports_causal = False but accepts causal=True without raising "
               "ConfigError: on a causal task it would silently see the future")
     op = p.operator()
     if p.causal and getattr(op, "causal", True) is not True:
-        _fail("built with causal=True but its `causal` attribute is not True")
+        fail("built with causal=True but its `causal` attribute is not True")
     x = p.randn(s.batch_size, s.seq_len, s.d_model)
     with torch.no_grad():
         y = _op_forward(op, x, p.ctx())
     if tuple(y.shape) != tuple(x.shape):
-        _fail(f"output shape {tuple(y.shape)}, expected {tuple(x.shape)} (B, N, D)")
+        fail(f"output shape {tuple(y.shape)}, expected {tuple(x.shape)} (B, N, D)")
     if y.dtype != torch.float32:
-        _fail(f"float32 input gave a {y.dtype} output")
-    _check_finite("output", y)
+        fail(f"float32 input gave a {y.dtype} output")
+    check_finite("output", y)
 
 
-def _op_dtypes(p: _Probe) -> None:
+def _op_dtypes(p: Probe) -> None:
     s = p.s
     op = p.operator()
     x, mask = p.ragged()
     ctx = p.ctx(mask)
     with torch.no_grad():
         ref = _op_forward(op, x, ctx)
-        _check_finite("float32 output", ref)
+        check_finite("float32 output", ref)
         real = mask
-        for what, y in _under_bf16_autocast(p, x, lambda inp: _op_forward(op, inp, ctx)):
+        for what, y in under_bf16_autocast(p, x, lambda inp: _op_forward(op, inp, ctx)):
             if tuple(y.shape) != tuple(ref.shape) or not y.is_floating_point():
-                _fail(f"{what}: output {tuple(y.shape)} {y.dtype}, expected "
+                fail(f"{what}: output {tuple(y.shape)} {y.dtype}, expected "
                       f"{tuple(ref.shape)} floating point")
-            _check_finite(f"output {what}", y)
+            check_finite(f"output {what}", y)
             err = (y.float() - ref)[real].pow(2).mean().sqrt()
             scale = ref[real].pow(2).mean().sqrt().clamp_min(1e-6)
             if not float(err / scale) <= s.bf16_tolerance:
-                _fail(f"{what}: relative RMS error {float(err / scale):.3f} against float32 "
+                fail(f"{what}: relative RMS error {float(err / scale):.3f} against float32 "
                       f"(tolerance {s.bf16_tolerance})")
 
 
-def _op_padding(p: _Probe) -> None:
+def _op_padding(p: Probe) -> None:
     s = p.s
     op = p.operator()
     n = s.seq_len
@@ -90,21 +90,21 @@ def _op_padding(p: _Probe) -> None:
         alone = _op_forward(op, x, p.ctx())
         mask = torch.zeros(s.batch_size, n, dtype=torch.bool, device=p.device)
         mask[:, :real] = True
-        padded = _with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
+        padded = with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
                                                                s.d_model)], 1), mask.cpu(), p.g)
         y = _op_forward(op, padded.to(p.device), p.ctx(mask))
-        _check_close(f"appending {n - real} padding tokens changed real outputs",
+        check_close(f"appending {n - real} padding tokens changed real outputs",
                      y[:, :real], alone, s.rtol)
         # 2. ragged lengths: other garbage and more padding change nothing either
         x, mask = p.ragged(n - n // 4)
-        x2, mask2 = _more_padding(p, x, mask, n // 4)
+        x2, mask2 = more_padding(p, x, mask, n // 4)
         y1 = _op_forward(op, x, p.ctx(mask))
         y2 = _op_forward(op, x2, p.ctx(mask2))
-        _check_close("changing the content and amount of padding (ragged batch) changed real "
+        check_close("changing the content and amount of padding (ragged batch) changed real "
                      "outputs", y2[mask2], y1[mask], s.rtol)
 
 
-def _op_causality(p: _Probe) -> None:
+def _op_causality(p: Probe) -> None:
     s = p.s
     op = p.operator()
     n = s.seq_len
@@ -112,20 +112,20 @@ def _op_causality(p: _Probe) -> None:
     worst, where, tol = 0.0, None, 0.0
     with torch.no_grad():
         ref = _op_forward(op, x, p.ctx())
-        tol = _tolerance(ref, s.rtol)
+        tol = tolerance(ref, s.rtol)
         for t in sorted({0, n // 3, n // 2, n - 2}):
             y = x.clone()
             y[:, t + 1:] = p.randn(s.batch_size, n - t - 1, s.d_model)
-            diff = _max_diff(_op_forward(op, y, p.ctx())[:, : t + 1], ref[:, : t + 1])
+            diff = max_diff(_op_forward(op, y, p.ctx())[:, : t + 1], ref[:, : t + 1])
             if diff > worst or math.isnan(diff):
                 worst, where = diff, t
     if not worst <= tol:
-        _fail(f"causal mode is not causal: changing tokens after t={where} changed outputs at "
+        fail(f"causal mode is not causal: changing tokens after t={where} changed outputs at "
               f"positions <= t by {worst:.2e} (tolerance {tol:.1e}); the operator sees the "
               f"future")
 
 
-def _op_batch_independence(p: _Probe) -> None:
+def _op_batch_independence(p: Probe) -> None:
     s = p.s
     op = p.operator()
     x, mask = p.ragged()
@@ -133,23 +133,23 @@ def _op_batch_independence(p: _Probe) -> None:
         together = _op_forward(op, x, p.ctx(mask))
         for i in range(s.batch_size):
             alone = _op_forward(op, x[i: i + 1], p.ctx(mask[i: i + 1]))
-            _check_close(f"example {i} alone differs from the same example in a batch of "
+            check_close(f"example {i} alone differs from the same example in a batch of "
                          f"{s.batch_size}", alone[0][mask[i]], together[i][mask[i]], s.rtol)
 
 
-def _op_gradients(p: _Probe) -> None:
+def _op_gradients(p: Probe) -> None:
     op = p.operator()
     op.train()
     x, mask = p.ragged()
     x.requires_grad_(True)
     y = _op_forward(op, x, p.ctx(mask))
-    _check_finite("output in training mode", y)
+    check_finite("output in training mode", y)
     weights = p.randn(*y.shape) * mask[..., None]
     (y.float() * weights).sum().backward()
-    _check_grads(op, x, "backward through real positions (padded batch)", require_x=True)
+    check_grads(op, x, "backward through real positions (padded batch)", require_x=True)
 
 
-def _random_queries(p: _Probe, mask: Tensor) -> tuple[Tensor, Tensor]:
+def _random_queries(p: Probe, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Per example, a random non-empty subset of its real positions in increasing order (as
     routed execution sends them), padded to the batch maximum with arbitrary positions."""
     rows, counts = [], []
@@ -168,7 +168,7 @@ def _random_queries(p: _Probe, mask: Tensor) -> tuple[Tensor, Tensor]:
     return out.to(p.device), slots.to(p.device)
 
 
-def _op_query_subset(p: _Probe) -> None:
+def _op_query_subset(p: Probe) -> None:
     s = p.s
     op = p.operator()
     x, mask = p.ragged()
@@ -178,18 +178,18 @@ def _op_query_subset(p: _Probe) -> None:
         positions, slots = _random_queries(p, mask)
         sub = _op_forward(op, x, ctx.with_queries(positions, slots))
         if tuple(sub.shape) != (s.batch_size, positions.shape[1], s.d_model):
-            _fail(f"with {positions.shape[1]} query positions the output is "
+            fail(f"with {positions.shape[1]} query positions the output is "
                   f"{tuple(sub.shape)}, expected (B, Q, D) = "
                   f"{(s.batch_size, positions.shape[1], s.d_model)}")
-        _check_finite("outputs at query slots (padded slots included)", sub)
+        check_finite("outputs at query slots (padded slots included)", sub)
         gathered = torch.gather(full, 1, positions[..., None].expand(-1, -1, s.d_model))
-        _check_close("outputs at a subset of query positions differ from the full outputs "
+        check_close("outputs at a subset of query positions differ from the full outputs "
                      "gathered there", sub[slots], gathered[slots], s.rtol)
         # every position, no padding: the same as the full forward
         x = p.randn(s.batch_size, s.seq_len, s.d_model)
         every = torch.arange(s.seq_len, device=p.device).expand(s.batch_size, -1)
         all_slots = torch.ones_like(every, dtype=torch.bool)
-        _check_close("querying every position differs from the full forward",
+        check_close("querying every position differs from the full forward",
                      _op_forward(op, x, p.ctx().with_queries(every, all_slots)),
                      _op_forward(op, x, p.ctx()), s.rtol)
     # gradients through the subset path, padded query slots included
@@ -199,28 +199,28 @@ def _op_query_subset(p: _Probe) -> None:
     positions, slots = _random_queries(p, mask)
     y = _op_forward(op, x, p.ctx(mask).with_queries(positions, slots))
     (y.float() * p.randn(*y.shape) * slots[..., None]).sum().backward()
-    _check_grads(op, x, "backward through a query subset", require_x=False)
+    check_grads(op, x, "backward through a query subset", require_x=False)
 
 
 def _flop_value(op: nn.Module, method: str, q: int, k: int) -> float:
     fn = getattr(op, method, None)
     if fn is None:
-        _fail(f"does not declare {method}(n_query, n_key)")
+        fail(f"does not declare {method}(n_query, n_key)")
     try:
         value = fn(q, k)
     except NotImplementedError:
-        _fail(f"does not implement {method}(n_query, n_key) (see operators/base.py)")
+        fail(f"does not implement {method}(n_query, n_key) (see operators/base.py)")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        _fail(f"{method}({q}, {k}) returned {value!r}, not a finite number")
+        fail(f"{method}({q}, {k}) returned {value!r}, not a finite number")
     if value != int(value):
-        _fail(f"{method}({q}, {k}) returned {value!r}, not an integer count")
+        fail(f"{method}({q}, {k}) returned {value!r}, not an integer count")
     # untracked_flops may be negative: work torch's counter charges that the kernel skips
     if value < 0 and method != "untracked_flops":
-        _fail(f"{method}({q}, {k}) returned {value}, a negative count")
+        fail(f"{method}({q}, {k}) returned {value}, a negative count")
     return float(value)
 
 
-def _op_flops(p: _Probe) -> None:
+def _op_flops(p: Probe) -> None:
     op = p.operator()
     n = p.s.seq_len
     for q in (n, n // 2, 1):
@@ -228,15 +228,15 @@ def _op_flops(p: _Probe) -> None:
         untracked = _flop_value(op, "untracked_flops", q, n) \
             if hasattr(op, "untracked_flops") else 0.0
         if untracked > total:
-            _fail(f"untracked_flops({q}, {n}) = {untracked:.4g} exceeds flops({q}, {n}) = "
+            fail(f"untracked_flops({q}, {n}) = {untracked:.4g} exceeds flops({q}, {n}) = "
                   f"{total:.4g}")
     full, one = op.flops(n, n), op.flops(1, n)
     if one > full:
-        _fail(f"flops(1, {n}) = {one} exceeds flops({n}, {n}) = {full}: fewer queries must "
+        fail(f"flops(1, {n}) = {one} exceeds flops({n}, {n}) = {full}: fewer queries must "
               f"not cost more")
     half = _flop_value(op, "flops", n // 2, n // 2)
     if half > full:
-        _fail(f"flops({n // 2}, {n // 2}) = {half:.4g} exceeds flops({n}, {n}) = {full:.4g}: a "
+        fail(f"flops({n // 2}, {n // 2}) = {half:.4g} exceeds flops({n}, {n}) = {full:.4g}: a "
               f"shorter sequence must not cost more")
 
 
@@ -251,7 +251,7 @@ def _counted_flops(op: nn.Module, x: Tensor, ctx: MixContext) -> int:
     return counter.get_total_flops()
 
 
-def _op_flop_counter(p: _Probe) -> None:
+def _op_flop_counter(p: Probe) -> None:
     s = p.s
     op = p.operator()
     n = s.seq_len
@@ -271,11 +271,11 @@ def _op_flop_counter(p: _Probe) -> None:
             problems.append(f"{q} queries over {n} tokens: flops() - untracked_flops() = "
                             f"{declared:.4g} but torch counted {counted:.4g}")
     if problems:
-        _fail("; ".join(problems) + f" (tolerance {s.flop_tolerance:.0%}; work torch cannot "
+        fail("; ".join(problems) + f" (tolerance {s.flop_tolerance:.0%}; work torch cannot "
               f"see, such as FFTs or elementwise ops, belongs in untracked_flops)")
 
 
-_OPERATOR_CHECKS: list[tuple[str, Callable[[_Probe], None]]] = [
+_OPERATOR_CHECKS: list[tuple[str, Callable[[Probe], None]]] = [
     ("contract", _op_contract),
     ("dtypes", _op_dtypes),
     ("padding", _op_padding),

@@ -1,4 +1,4 @@
-"""Router checks (``routers/base.py``): one function per check, each given a ``_Probe``."""
+"""Router checks (``routers/base.py``): one function per check, each given a ``Probe``."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import torch
 from torch import Tensor, nn
 
 from harness.measure.conformance.common import (
-    _check_close,
-    _check_finite,
-    _check_grads,
-    _fail,
-    _max_diff,
-    _more_padding,
-    _Probe,
-    _tolerance,
-    _under_bf16_autocast,
-    _with_garbage,
+    Probe,
+    check_close,
+    check_finite,
+    check_grads,
+    fail,
+    max_diff,
+    more_padding,
+    tolerance,
+    under_bf16_autocast,
+    with_garbage,
 )
 from operators import MixContext
 from registry import ConfigError
@@ -28,7 +28,7 @@ def _route(router: nn.Module, x: Tensor, ctx: MixContext):
     routing = router(x, ctx)
     for attr in ("assignment", "weights", "aux_loss", "stats"):
         if not hasattr(routing, attr):
-            _fail(f"forward returned {type(routing).__name__} without '{attr}' "
+            fail(f"forward returned {type(routing).__name__} without '{attr}' "
                   f"(return routers.Routing)")
     return routing
 
@@ -41,7 +41,7 @@ def _decisions(routing) -> Tensor:
     return torch.cat([w, routing.assignment.float().unsqueeze(-1)], dim=-1)
 
 
-def _router_contract(p: _Probe) -> None:
+def _router_contract(p: Probe) -> None:
     _check_router_declarations(p)
     k = p.n_ops()
     router = p.router()
@@ -53,18 +53,18 @@ def _router_contract(p: _Probe) -> None:
     a = routing.assignment
     if p.cls.hard:
         if a is None:
-            _fail("declares hard = True but returns no assignment")
+            fail("declares hard = True but returns no assignment")
     if a is not None:
         _check_assignment(a, routing.weights, fractions, b, n, k)
 
 
-def _check_router_declarations(p: _Probe) -> None:
+def _check_router_declarations(p: Probe) -> None:
     """Declarations are booleans, and an operator count outside [min_ops, max_ops] is refused."""
     cls, s = p.cls, p.s
     for attr in ("hard", "causal", "batch_independent", "leaky"):
         value = getattr(cls, attr, None)
         if not isinstance(value, bool):
-            _fail(f"{attr} must be a bool class attribute, got {value!r}")
+            fail(f"{attr} must be a bool class attribute, got {value!r}")
     lo, hi = getattr(cls, "min_ops", 1), getattr(cls, "max_ops", 16)
     for bad in (lo - 1, hi + 1):
         if bad < 1 or bad > 64:
@@ -74,7 +74,7 @@ def _check_router_declarations(p: _Probe) -> None:
                 **dict(s.options))
         except ConfigError:
             continue
-        _fail(f"declares min_ops={lo}, max_ops={hi} but accepts {bad} operators without "
+        fail(f"declares min_ops={lo}, max_ops={hi} but accepts {bad} operators without "
               f"raising ConfigError")
 
 
@@ -83,20 +83,20 @@ def _check_routing_outputs(routing, b: int, n: int, k: int) -> Tensor:
     the fractions."""
     w = routing.weights
     if not isinstance(w, Tensor) or tuple(w.shape) != (b, n, k) or not w.is_floating_point():
-        _fail(f"weights must be a float tensor (B, N, K) = {(b, n, k)}, got "
+        fail(f"weights must be a float tensor (B, N, K) = {(b, n, k)}, got "
               f"{getattr(w, 'shape', w)!r}")
-    _check_finite("weights", w)
+    check_finite("weights", w)
     aux = routing.aux_loss
     if not isinstance(aux, Tensor) or aux.dim() != 0:
-        _fail(f"aux_loss must be a scalar tensor, got {aux!r}")
-    _check_finite("aux_loss", aux)
+        fail(f"aux_loss must be a scalar tensor, got {aux!r}")
+    check_finite("aux_loss", aux)
     fractions = routing.stats.get("fractions") if isinstance(routing.stats, dict) else None
     if not isinstance(fractions, Tensor) or tuple(fractions.shape) != (k,):
-        _fail(f"stats['fractions'] must be a ({k},) tensor of shares per operator, got "
+        fail(f"stats['fractions'] must be a ({k},) tensor of shares per operator, got "
               f"{fractions!r}")
-    _check_finite("stats['fractions']", fractions)
+    check_finite("stats['fractions']", fractions)
     if bool((fractions < -1e-6).any()):
-        _fail(f"stats['fractions'] has negative shares: {fractions.tolist()}")
+        fail(f"stats['fractions'] has negative shares: {fractions.tolist()}")
     return fractions
 
 
@@ -104,38 +104,38 @@ def _check_assignment(a, w: Tensor, fractions: Tensor, b: int, n: int, k: int) -
     """A hard assignment: long (B, N) in [0, K), weight only at the assigned operator, and
     fractions summing to 1."""
     if not isinstance(a, Tensor) or tuple(a.shape) != (b, n) or a.dtype != torch.long:
-        _fail(f"assignment must be a long tensor (B, N) = {(b, n)}, got "
+        fail(f"assignment must be a long tensor (B, N) = {(b, n)}, got "
               f"{getattr(a, 'dtype', a)} {tuple(getattr(a, 'shape', ()))}")
     if bool(((a < 0) | (a >= k)).any()):
-        _fail(f"assignment has operator indices outside [0, {k})")
+        fail(f"assignment has operator indices outside [0, {k})")
     off = w.masked_fill(torch.nn.functional.one_hot(a, k).bool(), 0)
     if bool((off != 0).any()):
-        _fail("hard routing puts non-zero weight on operators a token is not assigned to")
+        fail("hard routing puts non-zero weight on operators a token is not assigned to")
     total = float(fractions.sum())
     if abs(total - 1.0) > 1e-4:
-        _fail(f"stats['fractions'] of a hard router must sum to 1 over real tokens, got "
+        fail(f"stats['fractions'] of a hard router must sum to 1 over real tokens, got "
               f"{total:.4f}")
 
 
-def _router_dtypes(p: _Probe) -> None:
+def _router_dtypes(p: Probe) -> None:
     router = p.router()
     x, mask = p.ragged()
     ctx = p.ctx(mask)
     k = p.n_ops()
     with torch.no_grad():
         ref = _route(router, x, ctx)
-        for what, routing in _under_bf16_autocast(p, x, lambda inp: _route(router, inp, ctx)):
+        for what, routing in under_bf16_autocast(p, x, lambda inp: _route(router, inp, ctx)):
             if tuple(routing.weights.shape) != tuple(ref.weights.shape):
-                _fail(f"{what}: weights {tuple(routing.weights.shape)}, expected "
+                fail(f"{what}: weights {tuple(routing.weights.shape)}, expected "
                       f"{tuple(ref.weights.shape)}")
-            _check_finite(f"weights {what}", routing.weights)
-            _check_finite(f"aux_loss {what}", torch.as_tensor(routing.aux_loss))
+            check_finite(f"weights {what}", routing.weights)
+            check_finite(f"aux_loss {what}", torch.as_tensor(routing.aux_loss))
             a = routing.assignment
             if a is not None and bool(((a < 0) | (a >= k)).any()):
-                _fail(f"{what}: assignment outside [0, {k})")
+                fail(f"{what}: assignment outside [0, {k})")
 
 
-def _router_padding(p: _Probe) -> None:
+def _router_padding(p: Probe) -> None:
     s = p.s
     router = p.router()
     n = s.seq_len
@@ -145,21 +145,21 @@ def _router_padding(p: _Probe) -> None:
         alone = _decisions(_route(router, x, p.ctx()))
         mask = torch.zeros(s.batch_size, n, dtype=torch.bool)
         mask[:, :real] = True
-        padded = _with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
+        padded = with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
                                                                s.d_model)], 1), mask, p.g)
         mask = mask.to(p.device)
         y = _decisions(_route(router, padded.to(p.device), p.ctx(mask)))
-        _check_close(f"appending {n - real} padding tokens changed the routing of real tokens",
+        check_close(f"appending {n - real} padding tokens changed the routing of real tokens",
                      y[:, :real], alone, s.rtol)
         x, mask = p.ragged(n - n // 4)
-        x2, mask2 = _more_padding(p, x, mask, n // 4)
+        x2, mask2 = more_padding(p, x, mask, n // 4)
         d1 = _decisions(_route(router, x, p.ctx(mask)))
         d2 = _decisions(_route(router, x2, p.ctx(mask2)))
-        _check_close("changing the content and amount of padding (ragged batch) changed the "
+        check_close("changing the content and amount of padding (ragged batch) changed the "
                      "routing of real tokens", d2[mask2], d1[mask], s.rtol)
 
 
-def _router_causality(p: _Probe) -> None:
+def _router_causality(p: Probe) -> None:
     s = p.s
     router = p.router()
     n = s.seq_len
@@ -167,11 +167,11 @@ def _router_causality(p: _Probe) -> None:
     worst, where = 0.0, None
     with torch.no_grad():
         ref = _decisions(_route(router, x, p.ctx()))
-        tol = _tolerance(ref, s.rtol)
+        tol = tolerance(ref, s.rtol)
         for t in sorted({0, n // 3, n // 2, n - 2}):
             y = x.clone()
             y[:, t + 1:] = p.randn(s.batch_size, n - t - 1, s.d_model)
-            diff = _max_diff(_decisions(_route(router, y, p.ctx()))[:, : t + 1],
+            diff = max_diff(_decisions(_route(router, y, p.ctx()))[:, : t + 1],
                              ref[:, : t + 1])
             if diff > worst or math.isnan(diff):
                 worst, where = diff, t
@@ -179,11 +179,11 @@ def _router_causality(p: _Probe) -> None:
         declared = "" if p.cls.causal else (
             " (it declares causal = False: the harness refuses it on causal tasks unless "
             "--allow-leaky)")
-        _fail(f"routing on a causal task is not causal: changing tokens after t={where} changed "
+        fail(f"routing on a causal task is not causal: changing tokens after t={where} changed "
               f"decisions at positions <= t by {worst:.2e} (tolerance {tol:.1e}){declared}")
 
 
-def _router_batch_independence(p: _Probe) -> None:
+def _router_batch_independence(p: Probe) -> None:
     s = p.s
     router = p.router()
     x, mask = p.ragged()
@@ -193,28 +193,28 @@ def _router_batch_independence(p: _Probe) -> None:
         together = _decisions(_route(router, x, p.ctx(mask)))
         for i in range(s.batch_size):
             alone = _decisions(_route(router, x[i: i + 1], p.ctx(mask[i: i + 1])))
-            _check_close(f"example {i} is routed differently alone and in a batch of "
+            check_close(f"example {i} is routed differently alone and in a batch of "
                          f"{s.batch_size}", alone[0][mask[i]], together[i][mask[i]], s.rtol,
                          hint)
 
 
-def _router_gradients(p: _Probe) -> None:
+def _router_gradients(p: Probe) -> None:
     router = p.router()
     router.train()
     x, mask = p.ragged()
     x.requires_grad_(True)
     routing = _route(router, x, p.ctx(mask))
-    _check_finite("weights in training mode", routing.weights)
+    check_finite("weights in training mode", routing.weights)
     loss = (routing.weights.float() * p.randn(*routing.weights.shape) * mask[..., None]).sum()
     loss = loss + torch.as_tensor(routing.aux_loss).float()
     if loss.requires_grad:
         loss.backward()
     elif any(q.requires_grad for q in router.parameters()):
-        _fail("has trainable parameters but neither weights nor aux_loss depend on them")
-    _check_grads(router, x, "backward through weights and aux_loss", require_x=False)
+        fail("has trainable parameters but neither weights nor aux_loss depend on them")
+    check_grads(router, x, "backward through weights and aux_loss", require_x=False)
 
 
-_ROUTER_CHECKS: list[tuple[str, Callable[[_Probe], None]]] = [
+_ROUTER_CHECKS: list[tuple[str, Callable[[Probe], None]]] = [
     ("contract", _router_contract),
     ("dtypes", _router_dtypes),
     ("padding", _router_padding),

@@ -67,6 +67,35 @@ class Group:
         return mean(xs) if xs else None
 
     @property
+    def mixing_flops(self) -> float | None:
+        """Mean analytic FLOPs per real token of all mixing operators (test): the cost the
+        Pareto front ranks on."""
+        xs = self.cost_values("mixer_flops_per_token")
+        return mean(xs) if xs else None
+
+    @property
+    def top_token_share(self) -> float | None:
+        """Mean share of real test tokens the top-band operator (the last) computed, over
+        layers and seeds: what the ``random`` control matches by default."""
+        shares = []
+        for r in self.records:
+            test = (r.cost.get("test") or {}) if isinstance(r.cost, dict) else {}
+            layers = test.get("per_layer")
+            for layer in layers if isinstance(layers, list) else []:
+                entry = layer.get(self.operators[-1]) if isinstance(layer, dict) else None
+                share = entry.get("token_fraction") if isinstance(entry, dict) else None
+                if isinstance(share, (int, float)):
+                    shares.append(float(share))
+        return mean(shares) if shares else None
+
+    @property
+    def matched_on(self) -> str:
+        """What a ``random`` control holds equal to the row it controls."""
+        if self.first.router_options.get("match") == "flops":
+            return "attention FLOPs"
+        return "token share"
+
+    @property
     def warning_flags(self) -> list[str]:
         return sorted({f for r in self.records for f in r.warning_flags})
 

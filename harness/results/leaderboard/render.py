@@ -117,7 +117,9 @@ def _group_row(board: TaskBoard, g: Group, rank: int, cols: list[tuple[str, str]
            g.config_hash, str(len(g.records))]
     row += [mean_std(g.values(split, metric), metric_digits(metric)) for split, metric in cols]
     row += [
-        "—" if x is None else fmt(x, 3) + (" ◆" if g.key in board.pareto else ""),
+        "—" if x is None else fmt(x, 3),
+        "—" if g.mixing_flops is None else
+        f"{g.mixing_flops:,.0f}" + (" ◆" if g.key in board.pareto else ""),
         f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}",
         f"{mean(tps):,.0f}" if tps else "—",
         "; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
@@ -142,14 +144,15 @@ def _reference_row(r: Reference, i: int, cols: list[tuple[str, str]]) -> list[st
     x = ("—" if r.attention_flop_fraction is None else fmt(r.attention_flop_fraction, 3))
     if r.flops:
         x += f" ({r.flops})"
-    return row + [x, r.parameters or "—", "—", "—", "—", flags]
+    return row + [x, "—", r.parameters or "—", "—", "—", "—", flags]
 
 
 def _table(board: TaskBoard) -> list[str]:
     cols = _columns(board)
     headers = ["rank", "router", "operators", "config", "seeds"]
     headers += [f"{split} {metric_label(metric)}" for split, metric in cols]
-    headers += ["attn FLOP frac", "params", "tokens/s", "hardware", "vs best", "flags"]
+    headers += ["attn FLOP frac", "mixing FLOPs/token", "params", "tokens/s", "hardware",
+                "vs best", "flags"]
     rows = []
     rank = 0
     for g in board.ranked:
@@ -174,8 +177,11 @@ def _column_notes(board: TaskBoard) -> list[str]:
         f"needs at least 2 seeds on both sides. No correction for multiple comparisons.",
         "**attn FLOP frac**: analytic FLOPs the attention operator executed on the "
         "test set / FLOPs of attention on every token (1.000 = nothing skipped). "
-        "◆ marks the Pareto front of honest rows (no honest row has both a lower "
-        "fraction and a better metric).",
+        "**mixing FLOPs/token**: analytic forward FLOPs of all mixing operators per real "
+        "test token, the total cost of the mix (a low attention fraction saves nothing if "
+        "the other operators cost more). ◆ marks the Pareto front of honest rows on total "
+        "mixing FLOPs (no honest row has both fewer mixing FLOPs per token and a better "
+        "metric).",
     ]
     if board.rank_metric == "word_perplexity":
         notes.append("Language modelling ranks on word-level perplexity (exp of total NLL / "
@@ -272,7 +278,11 @@ def _chance_intro(board: TaskBoard) -> list[str]:
             f"configuration (same operators, token shares, model, data and budget; only the "
             f"routing decision differs). Δ = router − random on test {metric_label(m)} "
             f"({'higher' if board.higher else 'lower'} is better) with its 95% Welch "
-            f"confidence interval; p from Welch's t-test over seeds. The comparison is at "
+            f"confidence interval; p from Welch's t-test over seeds. *matched on* is what the "
+            f"control holds equal: the share of tokens in the top band (default), or the "
+            f"attention FLOPs (`--router-option match=flops --router-option flop_fraction=F` "
+            f"with F the row's attn FLOP frac); both are shown, router / random. The "
+            f"comparison is at "
             f"equal cost only when the measured attention FLOP fractions agree within "
             f"{EQUAL_COST_TOLERANCE}; pairs that do not are marked and listed last.", ""]
 
@@ -306,20 +316,25 @@ def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
     else:
         delta = f"{fmt_signed(w.diff, d)} [{fmt_signed(w.ci[0], d)}, {fmt_signed(w.ci[1], d)}]"
         p = fmt_p(w.p)
-    xg, xr = g.attention_fraction, r.attention_fraction
     return [g.router_text, g.operators_text, g.config_hash, r.config_hash,
-            f"{len(gv)} / {len(rv)}",
-            f"{'—' if xg is None else fmt(xg, 3)} / {'—' if xr is None else fmt(xr, 3)}",
+            f"{len(gv)} / {len(rv)}", r.matched_on,
+            _pair(g.top_token_share, r.top_token_share),
+            _pair(g.attention_fraction, r.attention_fraction),
             mean_std(gv, d), mean_std(rv, d), delta, p,
             _chance_verdict(board, c, mean(gv), mean(rv))]
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{'—' if a is None else fmt(a, 3)} / {'—' if b is None else fmt(b, 3)}"
 
 
 def _render_chance(board: TaskBoard) -> list[str]:
     lines = _chance_intro(board)
     if board.chance:
         m = metric_label(board.rank_metric)
-        headers = ["router", "operators", "config", "random config", "seeds",
-                   "attn FLOP frac", f"router {m}", f"random {m}", "Δ [95% CI]", "p", "verdict"]
+        headers = ["router", "operators", "config", "random config", "seeds", "matched on",
+                   "top-band token share", "attn FLOP frac", f"router {m}", f"random {m}",
+                   "Δ [95% CI]", "p", "verdict"]
         lines += [md_table(headers, [_chance_row(board, c) for c in board.chance]), ""]
     for g in board.no_control:
         lines.append(f"- No `random` control with the same configuration for {g.router} "

@@ -98,8 +98,10 @@ def _vs_best(honest: list[Group], rank_metric: str
 
 
 def _pareto(honest: list[Group], rank_metric: str, higher: bool) -> set[tuple[Any, ...]]:
-    """Pareto front over honest rows: lower attention FLOP fraction, better metric."""
-    points = [(g, g.attention_fraction, mean(g.values("test", rank_metric))) for g in honest]
+    """Pareto front over honest rows: fewer total mixing FLOPs per token, better metric. Not
+    the attention FLOP fraction: a mix whose cheap operators cost more than the attention they
+    replace (dct+rbf+attn) has a low attention fraction and no saving."""
+    points = [(g, g.mixing_flops, mean(g.values("test", rank_metric))) for g in honest]
     points = [(g, x, y) for g, x, y in points if x is not None]
     pareto = set()
     for g, x, y in points:

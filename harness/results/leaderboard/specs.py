@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.results.leaderboard.format import REPORTED, metric_label, slug
+from harness.results.leaderboard.format import metric_label, slug
 from harness.results.leaderboard.groups import Group
 from harness.results.leaderboard.rows import TaskBoard
 from harness.results.leaderboard.stats import mean, sample_std
@@ -14,7 +14,7 @@ from harness.results.leaderboard.stats import mean, sample_std
 def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
     points = []
     for g in board.ranked:
-        x = g.attention_fraction
+        x = g.mixing_flops
         ys = g.values("test", board.rank_metric)
         if x is None or not ys:
             continue
@@ -23,14 +23,12 @@ def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
                        "pareto": g.key in board.pareto})
     if not points:
         return None
-    refs = [{"label": f"{r.label} ({REPORTED})", "x": r.attention_flop_fraction, "y": r.value}
-            for r in board.references
-            if r.attention_flop_fraction is not None and r.split == "test"
-            and r.metric == board.rank_metric]
+    # the paper's rows report an attention fraction, not mixing FLOPs per token: not placed
     return {"kind": "pareto", "task": board.task, "file": f"{slug(board.task)}_pareto.png",
-            "title": f"{board.task}: quality vs attention FLOP fraction",
+            "title": f"{board.task}: quality vs total mixing FLOPs per token",
+            "xlabel": "mixing FLOPs per token (test, all operators)",
             "metric": f"test {metric_label(board.rank_metric)}", "higher": board.higher,
-            "points": points, "references": refs}
+            "points": points, "references": []}
 
 
 def _fractions_spec(board: TaskBoard) -> dict[str, Any] | None:

@@ -1,0 +1,129 @@
+"""The random control for ``entropy``: the same calibrated bands, a score unrelated to the
+token's spectrum.
+
+What it matches, option ``match``:
+
+- ``tokens`` (default): the same share of tokens per band as ``entropy`` at the same
+  ``--attn-fraction``. Its attention FLOPs can still differ: routed attention is charged for
+  the query rows it computes, padded to the batch's largest count, so a router whose counts
+  vary more between examples spends more (0.70 vs 0.67 in the committed ListOps records).
+- ``flops``: the attention FLOP fraction given by option ``flop_fraction`` (the measured
+  ``attention_flop_fraction`` of the row it controls). Before step 1 the harness searches the
+  top band's token share that spends that fraction on the calibration batches
+  (``harness/engine/calibrate.py``) and keeps it for the run (a buffer, so checkpoints carry
+  it). The record shows both the share and the fraction reached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from registry import ConfigError
+
+from . import register_router
+from .base import band_fractions
+from .entropy import CalibratedBandRouter
+
+MATCHES = ("tokens", "flops")
+
+
+@register_router(
+    "random",
+    description=(
+        "control for 'entropy': same calibrated bands and token shares (or, with "
+        "match=flops, the same attention FLOP fraction), but the score is a fixed "
+        "pseudo-random hash of the token (unrelated to spectral entropy)"
+    ),
+    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
+)
+class RandomRouter(CalibratedBandRouter):
+    """The control for ``entropy``: routes the same shares of tokens, at random.
+
+    The score is a fixed hash of the token's own vector, ``frac(SCALE * <x/|x|, r>)`` with r a
+    Gaussian direction drawn once from a generator seeded by option ``seed`` (default 0), and is
+    banded by the same calibrated quantile thresholds as ``entropy``. The fractional part of a
+    scaled random projection oscillates ``SCALE`` times across the projection's range, so it
+    looks uniform and carries no information about the token's spectrum.
+
+    Why a hash and not ``torch.rand``: fresh random numbers would make a token's decision
+    depend on how many tokens came before it in the batch (the generator's state), so an
+    example would route differently alone and in a batch, evaluation would not be repeatable,
+    and the causality/batch-independence checks could not tell a leak from noise. The hash is
+    deterministic and per token, exactly like the entropy score it replaces.
+
+    SCALE is moderate on purpose: a larger one makes the score more chaotic but also more
+    sensitive to float rounding in the token (round-off of 1e-7 moves the score by about
+    SCALE * 1e-7), and a decision that flips under rounding noise would trip the harness's
+    exact causality and batch-independence checks on real models.
+    """
+
+    SCALE = 16.0
+
+    top_share: Tensor
+
+    def __init__(self, d_model: int, n_ops: int, *, causal: bool,
+                 attn_fraction: float = 0.375, **options: Any):
+        seed = options.pop("seed", 0)
+        self.match = str(options.pop("match", "tokens"))
+        flop_fraction = options.pop("flop_fraction", None)
+        super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
+        self.flop_fraction = _flop_fraction(self.match, flop_fraction)
+        if self.match == "flops":  # the share that meets it is searched before step 1
+            self.register_buffer("top_share", torch.tensor(float(attn_fraction)))
+            self.register_load_state_dict_post_hook(lambda module, _: module._set_levels())
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise ConfigError(f"router option seed must be an integer, got {seed!r}") from None
+        generator = torch.Generator().manual_seed(seed)
+        # A plain tensor, not a buffer: Module.to(dtype) must not round it (the hash would
+        # change), and it is rebuilt from the seed, so checkpoints need not carry it.
+        self._direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
+        self._direction_on: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def set_top_share(self, share: float) -> None:
+        """The top band's token share (match=flops): the bands below split the rest."""
+        self.top_share.fill_(min(max(float(share), 0.0), 1.0))
+        self._set_levels()
+
+    def _set_levels(self) -> None:
+        targets = torch.tensor(band_fractions(self.n_ops, float(self.top_share)),
+                               dtype=torch.float64)
+        self.levels.copy_(targets[:-1].cumsum(0).clamp(0.0, 1.0))
+
+    def _direction_for(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        key = (device, dtype)
+        if key not in self._direction_on:
+            self._direction_on[key] = self._direction.to(device=device, dtype=dtype)
+        return self._direction_on[key]
+
+    def score(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            dtype = torch.float32 if x.device.type == "mps" else torch.float64
+            v = x.detach().to(dtype)
+            u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            projection = (u * self._direction_for(v.device, dtype)).sum(dim=-1)
+            return torch.remainder(self.SCALE * projection, 1.0).float()
+
+
+def _flop_fraction(match: str, value: Any) -> float | None:
+    if match not in MATCHES:
+        raise ConfigError(f"router option match must be one of {', '.join(MATCHES)}, got "
+                          f"{match!r}")
+    if match == "tokens":
+        if value is not None:
+            raise ConfigError("router option flop_fraction needs match=flops")
+        return None
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            "router option match=flops needs flop_fraction=F, the attention FLOP fraction to "
+            "match (the attention_flop_fraction of the row this controls)") from None
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"router option flop_fraction must be in (0, 1], got {fraction}")
+    return fraction
+
