@@ -22,7 +22,7 @@ from torch import Tensor
 
 from . import register_router
 from .base import Routing
-from .entropy import RandomRouter
+from .random import RandomRouter
 
 
 @register_router(

@@ -57,7 +57,7 @@ def test_oracle_routes_every_labelled_token_and_fills_its_share(fraction, seed):
     routing = router(x, MixContext(causal=True, needs_attention=labels))
     to_attn = routing.assignment == 1
     assert to_attn[labels].all()  # recall 1 while the labels fit in the budget
-    assert abs(float(to_attn.float().mean()) - fraction) < 0.06
+    assert abs(float(to_attn.float().mean()) - fraction) < 0.1  # 512 tokens, running quantiles
     # without ground truth it is the random control, token for token
     rand = ROUTERS.get("random")(16, 2, causal=True, attn_fraction=fraction)
     rand.load_state_dict(router.state_dict())
@@ -145,18 +145,20 @@ def test_meter_scores_each_layer_of_a_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_records_ground_truth_and_passes_the_causality_guard(tmp_path):
+def test_a_run_records_ground_truth_and_mod_training_is_caught_by_the_guard(tmp_path):
     from harness.engine.train import train
     from harness.results.records import load_record
 
-    cfg = resolve({"preset": "smoke", "out": str(tmp_path), "seed": 0,
-                   "data": {"task": "mqar", "cache_dir": str(tmp_path / "cache")},
-                   "routing": {"router": "mod", "ops": ["dct", "attn"]}},
-                  TASKS.get("mqar").presets)
+    over = {"preset": "smoke", "out": str(tmp_path), "seed": 0,
+            "data": {"task": "mqar", "cache_dir": str(tmp_path / "cache")},
+            "routing": {"router": "mod", "ops": ["dct", "attn"]}}
+    # MoD's training-time top-k sees the future; the guard checks training mode too
+    with pytest.raises(ConfigError, match="router 'mod'"):
+        train(resolve(over, TASKS.get("mqar").presets), log=lambda _: None)
+    cfg = resolve({**over, "allow_leaky": True}, TASKS.get("mqar").presets)
     record, path = train(cfg, log=lambda _: None)
     loaded = load_record(path)
     assert len(loaded.telemetry.ground_truth) == 1
     assert 0.0 <= loaded.telemetry.ground_truth[0]["recall"] <= 1.0
     assert len(loaded.telemetry.predictor_accuracy) == 1
-    assert any(f.startswith("note:") for f in loaded.flags)
-    assert not loaded.leaky
+    assert any(f.startswith("note:") for f in loaded.flags) and loaded.leaky
