@@ -195,6 +195,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.engine.train import train
 
     cfg = resolve_config(args)
+    if getattr(args, "dry_run", False):
+        from harness.engine.plan import print_plan
+
+        return print_plan(cfg)
     if getattr(args, "resume", False):
         from harness.engine.train import run_paths
 
@@ -289,6 +293,8 @@ _MODULE_COMMANDS = [
      "regenerate results/LEADERBOARD.md from the run records"),
     ("sweep", "harness.sweep", "harness.sweep",
      "run a grid of routers x operator sets x tasks x seeds, resumably"),
+    ("reproduce", "harness.claims.reproduce", "harness.cli.args_reproduce",
+     "run the runs a paper's claims need (skipping finished ones), write results/CLAIMS.md"),
 ]
 
 
@@ -316,6 +322,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train one combination and write its result record")
     add_run_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="print parameters, FLOPs per token, "
+                   "memory and expected GPU-hours of the config, and exit without training")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("check", help="invariant checks on random inputs: causality, batch "
                        "independence, routed == dense, finite, FLOP counts")

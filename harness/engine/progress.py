@@ -18,6 +18,8 @@ class Progress:
     stop_reason: str | None = None
     finished: bool = False
     gate_history: list[dict[str, Any]] = field(default_factory=list)
+    # per logged step, each layer's share of tokens per operator (harness/measure/collapse.py)
+    routing_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from harness.engine.device import peak_memory_mb
 from harness.engine.evaluate import evaluate
 from harness.engine.model import band_map
+from harness.measure.collapse import collapse_flags, find_collapses
 from harness.measure.cost import CostMeter
 from harness.measure.groundtruth import GroundTruthMeter
 from harness.results import records
@@ -83,7 +84,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         preset=cfg.preset,
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
-        flags=trainer.flags,
+        flags=trainer.flags + collapse_flags(find_collapses(
+            trainer.progress.routing_history, trainer.model.op_names)),
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
               "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
@@ -96,7 +98,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         telemetry=records.Telemetry(entropy_histogram=histogram,
                                     gate_history=trainer.progress.gate_history,
                                     ground_truth=ground_truth,
-                                    predictor_accuracy=predictor_accuracy),
+                                    predictor_accuracy=predictor_accuracy,
+                                    routing_history=trainer.progress.routing_history),
         environment=records.environment(trainer.device, used={
             "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
             "task": [cfg.data.task]}),

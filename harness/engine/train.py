@@ -310,6 +310,9 @@ class Trainer:
         gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
         if gates:
             self.progress.gate_history.append({"step": step, "gate": gates})
+        fractions = [layer.get("fractions") for layer in telemetry["layers"]]
+        if len(self.model.op_names) > 1 and all(fractions):
+            self.progress.routing_history.append({"step": step, "fractions": fractions})
 
     def evaluate_valid(self, limit: int | None) -> dict[str, float]:
         return evaluate(self.model, self.task, "valid", self.device,
