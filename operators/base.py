@@ -52,9 +52,10 @@ class MixContext:
     causal: bool = False
     query_positions: Tensor | None = None  # (B, Q) long
     query_mask: Tensor | None = None  # (B, Q) bool, True = real query slot
+    needs_attention: Tensor | None = None  # (B, N) bool task ground truth (see tasks/base.py)
 
     def with_queries(self, positions: Tensor, mask: Tensor) -> MixContext:
-        return MixContext(self.padding_mask, self.causal, positions, mask)
+        return MixContext(self.padding_mask, self.causal, positions, mask, self.needs_attention)
 
 
 class TokenMixer(nn.Module):

@@ -40,10 +40,14 @@ class Batch:
     tokens: Tensor  # (B, N) long
     padding_mask: Tensor  # (B, N) bool, True = real token
     targets: Tensor  # (B,) class labels, or (B, N) next-token ids with IGNORE_INDEX where unscored
+    # (B, N) bool, ground truth of tasks that know it: True where the token needs a long-range
+    # lookup (attention). Read by the `oracle` router and by harness/measure/groundtruth.py.
+    needs_attention: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.padding_mask,
-                                                                   self.targets)))
+        return Batch(*(t.to(device, non_blocking=True) if t is not None else None
+                       for t in (self.tokens, self.padding_mask, self.targets,
+                                 self.needs_attention)))
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -66,6 +70,7 @@ class Task:
     registry_name: ClassVar[str] = "?"  # set by the registry
     # What each harness preset ("smoke", "cpu", "paper") sets for this task: task options and
     # optionally "seq_len". Lets a preset shrink a task without the harness knowing the task.
+    # Dict-valued keys "model", "optim", "budget" override those RunConfig sections.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     vocab_size: int

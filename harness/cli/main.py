@@ -303,6 +303,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
         print(f"test accuracy {test['accuracy']:.4f} (final checkpoint) {verdict} the "
               f"majority-class baseline {test['majority_accuracy']:.4f}")
+    from harness.measure.groundtruth import report_lines
+
+    for line in report_lines(record):  # tasks with ground truth: did the router find it?
+        print(line)
     for flag in record.flags:
         if flag.startswith("leaky"):
             print(f"WARNING: {flag}")
@@ -361,6 +365,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 # nothing heavy, so that building the parser (and --help) never imports torch, scipy or
 # pydantic. The work module is imported only when the command runs.
 _MODULE_COMMANDS = [
+    ("analyze", "harness.measure.analyze", "harness.cli.args_analyze",
+     "spectral entropy vs attention distance per token and layer of a trained attn run"),
     ("bench", "harness.measure.bench", "harness.cli.args_bench",
      "microbenchmarks of operators and routed layers (times and ratios)"),
     ("leaderboard", "harness.results.leaderboard", "harness.cli.args_leaderboard",

@@ -116,6 +116,10 @@ class RunConfig(_Strict):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# RunConfig sections a task's preset entry may set besides task options and seq_len
+TASK_PRESET_SECTIONS = ("model", "optim", "budget")
+
+
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
@@ -163,9 +167,11 @@ def resolve(overrides: dict[str, Any], task_presets: dict[str, dict[str, Any]]) 
         layered = deep_merge(layered, HARNESS_PRESETS[preset])
         task_part = dict(task_presets.get(preset, {}))
         seq_len = task_part.pop("seq_len", None)
+        # a task whose answer needs its own model or schedule (mqar) may set these sections too
+        sections = {k: task_part.pop(k) for k in TASK_PRESET_SECTIONS if k in task_part}
         data: dict[str, Any] = {"task_options": task_part}
         if seq_len is not None:
             data["seq_len"] = seq_len
-        layered = deep_merge(layered, {"data": data})
+        layered = deep_merge(layered, {"data": data, **sections})
     layered = deep_merge(layered, overrides)
     return RunConfig.model_validate(layered)

@@ -284,7 +284,7 @@ class Model(nn.Module):
         x = self.drop(self.embed(tokens) + self.pos(positions))
         has_padding = not bool(batch.padding_mask.all())
         ctx = MixContext(padding_mask=batch.padding_mask if has_padding else None,
-                         causal=self.causal)
+                         causal=self.causal, needs_attention=batch.needs_attention)
         aux = x.new_zeros(())
         for block in self.blocks:
             x, layer_aux = block(x, ctx)

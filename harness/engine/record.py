@@ -12,6 +12,7 @@ from harness.engine.evaluate import evaluate
 from harness.engine.model import band_map
 from harness.measure.collapse import collapse_flags, find_collapses
 from harness.measure.cost import CostMeter
+from harness.measure.groundtruth import GroundTruthMeter
 from harness.results import records
 from registry import DataError
 from tasks.base import SPLITS
@@ -21,18 +22,18 @@ if TYPE_CHECKING:
 
 
 def final_metrics(trainer: Trainer, test_cost: CostMeter
-                  ) -> tuple[dict[str, dict[str, float]], dict | None]:
-    """Full valid and test splits, and the spectral entropy of the tokens each operator
-    received on the test split."""
+                  ) -> tuple[dict[str, dict[str, float]], dict | None, GroundTruthMeter]:
+    """Full valid and test splits, the spectral entropy of the tokens each operator
+    received on the test split, and its routing against the task's ground truth."""
     model, task, device = trainer.model, trainer.task, trainer.device
     batch_size = trainer.cfg.optim.batch_size
     metrics = {"valid": evaluate(model, task, "valid", device, batch_size)}
     telemetry = records.RoutingTelemetry(model.mixing_layers, model.op_names)
-    with telemetry.collect_histogram("test"):
+    with telemetry.collect_histogram("test"), GroundTruthMeter(model.mixing_layers) as truth:
         metrics["test"] = evaluate(model, task, "test", device, batch_size, cost=test_cost)
     telemetry.close()
     summary = telemetry.summary()
-    return metrics, (summary.entropy_histogram if summary else None)
+    return metrics, (summary.entropy_histogram if summary else None), truth
 
 
 def bands(names: list[str], attn_fraction: float) -> list[dict]:
@@ -67,7 +68,9 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
 
     cfg, task = trainer.cfg, trainer.task
     test_cost = CostMeter(trainer.model, **trainer.cost_kwargs)
-    metrics, histogram = final_metrics(trainer, test_cost) if status == "finished" else ({}, None)
+    metrics, histogram, truth = (final_metrics(trainer, test_cost) if status == "finished"
+                                 else ({}, None, GroundTruthMeter([])))
+    ground_truth, predictor_accuracy = truth.summary()
     best = best_checkpoint_metrics(trainer, metrics) if status == "finished" else None
     data = task.describe()
     data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
@@ -96,6 +99,8 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         higher_is_better=task.higher_is_better,
         telemetry=records.Telemetry(entropy_histogram=histogram,
                                     gate_history=trainer.progress.gate_history,
+                                    ground_truth=ground_truth,
+                                    predictor_accuracy=predictor_accuracy,
                                     routing_history=trainer.progress.routing_history),
         environment=records.environment(trainer.device, used={
             "operator": list(trainer.model.op_names), "router": [cfg.routing.router],

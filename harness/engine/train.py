@@ -60,6 +60,14 @@ def build_task(cfg: RunConfig, *, shape_only: bool = False) -> Task:
     return task
 
 
+def router_flags(cfg: RunConfig) -> list[str]:
+    """Flags a router class declares for every record it produces (``record_flags``): oracle
+    marks itself privileged, mod notes that its training routed by a non-causal top-k."""
+    from routers import ROUTERS
+
+    return list(getattr(ROUTERS.get(cfg.routing.router), "record_flags", ()))
+
+
 def seq_len_of(cfg: RunConfig) -> int:
     return cfg.data.seq_len or DEFAULT_SEQ_LEN
 
@@ -134,6 +142,7 @@ class Trainer:
         self.flags = [f"leaky: {r}" for r in refuse_leaks(cfg, self.task.causal)]
         if cfg.preset:
             self.flags.append(f"preset:{cfg.preset}")
+        self.flags += router_flags(cfg)
         self.seq_len = seq_len_of(cfg)
         micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
         self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,

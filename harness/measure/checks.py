@@ -131,11 +131,14 @@ class _SameState:
 
 
 def _take(batch: Batch, rows: slice) -> Batch:
-    return Batch(*(getattr(batch, f.name)[rows] for f in fields(batch)))
+    values = (getattr(batch, f.name) for f in fields(batch))
+    return Batch(*(v[rows] if v is not None else None for v in values))  # optional fields
 
 
 def _join(a: Batch, b: Batch) -> Batch:
-    return Batch(*(torch.cat([getattr(a, f.name), getattr(b, f.name)]) for f in fields(a)))
+    pairs = ((getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
+    return Batch(*(torch.cat([x, y]) if x is not None and y is not None else None
+                   for x, y in pairs))  # optional fields (needs_attention) may be absent
 
 
 def _tolerance(ref: Tensor) -> float:

@@ -40,7 +40,8 @@ def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
     return written, failures
 
 
-SUFFIXES = ("_pareto.png", "_routing_fractions.png", "_entropy_histograms.png", "_gate.png")
+SUFFIXES = ("_pareto.png", "_routing_fractions.png", "_entropy_histograms.png", "_gate.png",
+            "_accuracy_vs_fraction.png")
 
 
 def remove_stale(directory: Path, keep: list[Path]) -> list[Path]:
@@ -178,4 +179,11 @@ _DRAW = {
     "routing_fractions": routing_fractions,
     "entropy_histograms": entropy_histograms,
     "gate": gate,
+    "accuracy_vs_fraction": lambda spec: _groundtruth_draw(spec),
 }
+
+
+def _groundtruth_draw(spec: dict[str, Any]):
+    from harness.results.leaderboard.groundtruth import draw
+
+    return draw(spec)

@@ -24,7 +24,8 @@ Schema (``schema_version`` 2; version 1 records still load, their new fields tak
 - ``best_checkpoint`` (optional): step and full valid/test metrics of the best-validation
   weights; ``metrics`` are the final weights'.
 - ``flags``: "leaky: <reason>" for anything that may see the future or other examples,
-  "preset:<name>" (informational); any other flag marks the run as flagged on the board.
+  "preset:<name>" and "note: ..." (informational); any other flag marks the run as flagged on
+  the board.
 - ``telemetry`` (optional): routing telemetry for plots, see ``Telemetry`` and
   ``RoutingTelemetry`` (which collects it).
 - ``status`` ("finished" unless the run failed or was interrupted) and ``error``.
@@ -61,7 +62,7 @@ if TYPE_CHECKING:  # torch is imported lazily: reading records and the leaderboa
 SCHEMA_VERSION = 2
 
 # Flags with these prefixes are informational; any other flag marks a run as flagged.
-INFO_FLAG_PREFIXES = ("preset:",)
+INFO_FLAG_PREFIXES = ("preset:", "note:")
 
 # Entropy histograms: fixed bins over [0, 1] so histograms from different runs add up.
 ENTROPY_BINS = 20
@@ -112,6 +113,11 @@ class Telemetry(BaseModel):
 
     entropy_histogram: EntropyHistogram | None = None
     gate_history: list[GatePoint] = Field(default_factory=list)
+    # tasks with ground truth: per layer precision/recall/f1 of "routed to the most expensive
+    # operator" vs needs_attention on the test split (harness/measure/groundtruth.py)
+    ground_truth: list[dict[str, float]] | None = None
+    # routers with an auxiliary predictor (mod): its per-layer agreement with top-k on test
+    predictor_accuracy: list[float] | None = None
 
 
 class RunRecord(BaseModel):

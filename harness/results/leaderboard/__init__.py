@@ -41,6 +41,7 @@ from harness.cli.args_leaderboard import (
     resolve_paths,
 )
 from harness.results import records as rec
+from harness.results.leaderboard import groundtruth
 from harness.results.leaderboard.format import (
     REPORTED,
     cell,
@@ -184,6 +185,9 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
         specs = plot_specs(board, plots, paper_gate)
         all_specs += specs
         lines += render_task(board, specs, out, refs)
+        truth_lines, truth_specs = groundtruth.section(board, plots, out)
+        lines += truth_lines + groundtruth.analysis_lines(board.task, runs, out)
+        all_specs += truth_specs
     lines += _claim_lines(refs.claims, boards, refs)
     lines += _problem_lines(problems)
     lines += _column_lines(runs_rel)
