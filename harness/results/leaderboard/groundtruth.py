@@ -12,6 +12,7 @@ plot shows accuracy against attention fraction per router.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,16 @@ def draw(spec: dict[str, Any]):
 # -- harness analyze summaries --------------------------------------------------------------------
 
 
-def analysis_lines(task: str, runs: Path, out: Path) -> list[str]:
-    """A table of the `harness analyze` summaries in ``<runs>/analysis/`` for this task."""
+def analysis_lines(task: str, runs: Path | Sequence[Path], out: Path) -> list[str]:
+    """A table of the `harness analyze` summaries in ``<runs>/analysis/`` for this task (each
+    records folder the board reads)."""
     import json
 
-    folder = Path(runs) / "analysis"
+    folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
+    paths = [p for f in folders if (f / "analysis").is_dir()
+             for p in sorted((f / "analysis").glob("*.json"))]
     found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    for path in paths:
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
