@@ -144,6 +144,8 @@ def test_sweep_cell_on_a_held_run_fails_naming_the_holder(tmp_path):
     from harness.engine.config import resolve
     from harness.engine.lock import RunLock
     from harness.engine.train import run_paths
+    from harness.sweep.cell import run_cell
+    from harness.sweep.driver import cell_spec, finish
     from tasks import TASKS
 
     base = {"preset": "smoke", "out": str(tmp_path / "runs"),
@@ -152,11 +154,23 @@ def test_sweep_cell_on_a_held_run_fails_naming_the_holder(tmp_path):
     (cell,) = sweep.expand(grid, base)
     work = run_paths(resolve(cell.overrides, TASKS.get("listops").presets))[1]
     with RunLock(work):  # another sweep (here: this process) is running this cell
-        sweep.run_cell(cell, None, tmp_path / "logs")
+        finish(cell, run_cell(cell_spec(cell, tmp_path / "logs")))
     assert cell.status.startswith("failed (exit 2"), cell.status
     log = next((tmp_path / "logs").glob("*.log")).read_text()
     assert f"PID {os.getpid()}" in log and "Traceback" not in log
     assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_sweep_cell_with_a_corrupt_record_runs_and_says_which_file(tmp_path):
+    """A torn record must not crash the sweep's driver with a JSON traceback: the cell counts
+    as not finished, so it runs, and `harness run` names the file to delete."""
+    from harness.sweep.cell import finished_record
+
+    bad = tmp_path / "torn.json"
+    bad.write_text('{"status": "fini')
+    assert finished_record(bad) is None
+    bad.write_text("[1, 2]")
+    assert finished_record(bad) is None
 
 
 # -- 2. malformed checkpoints ------------------------------------------------------------------

@@ -40,11 +40,15 @@ class CellResult:
 
 
 def finished_record(path: str | Path) -> dict[str, Any] | None:
-    """The record at path if its run finished, else None (absent, failed, interrupted)."""
+    """The record at path if its run finished, else None (absent, failed, interrupted, or
+    unreadable: the cell then runs, and `harness run` names the file to delete)."""
     path = Path(path)
-    if not path.exists():
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
-    record = json.loads(path.read_text())
+    if not isinstance(record, dict):
+        return None
     return record if record.get("status", "finished") == "finished" else None
 
 
