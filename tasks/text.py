@@ -41,7 +41,6 @@ import itertools
 import json
 import os
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -52,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from registry import ConfigError, DataError
+from registry import ConfigError, DataError, files
 
 FORMAT_VERSION = 1
 
@@ -115,29 +114,8 @@ def sha256_lines(lines: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    files.atomic_write_with(Path(path), lambda f: torch.save(obj, f))
 
 
 def cached_tensors(
@@ -417,7 +395,7 @@ def build_tokenizer(
         tok = _train_bpe(texts, vocab_size, len(texts))
     else:
         tok = _train_word(texts, vocab_size, len(texts))
-    atomic_write_text(path, tok.to_str())
+    files.atomic_write_text(Path(path), tok.to_str())
     return HFTokenizer(kind, tok, path, trained_on, vocab_size, trained_now=True)
 
 

@@ -47,3 +47,23 @@ def test_the_table_shows_both_cost_columns(tmp_path):
     row = next(line for line in md.splitlines() if "dct+rbf+attn" in line and "0.250" in line)
     assert "145,000" in row and "◆" not in row
     assert "60,000 ◆" in md
+
+
+def test_a_superseded_record_is_flagged_on_the_board(tmp_path):
+    """results/superseded.json names committed records whose numbers a later fix moved: their
+    rows say so and are never ranked, until they are re-run."""
+    import json
+
+    runs = _runs(tmp_path)
+    base = tmp_path / "results"
+    stale = next(runs.glob("listops__entropy__dct+attn__*seed0.json"))
+    run_id = json.loads(stale.read_text())["run_id"]
+    reference = base / "reference.json"
+    (base / "superseded.json").write_text(json.dumps({run_id: "made before fix X"}))
+    md = lb.generate(runs, base / "LEADERBOARD.md", base / "plots", reference).markdown
+    assert "superseded: made before fix X" in md
+    row = next(line for line in md.splitlines() if "dct+attn" in line and "⚠" in line)
+    assert "◆" not in row
+    (base / "superseded.json").unlink()
+    clean = lb.generate(runs, base / "LEADERBOARD.md", base / "plots", reference).markdown
+    assert "superseded" not in clean

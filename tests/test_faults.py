@@ -30,6 +30,7 @@ from harness.engine.config import RunConfig
 from harness.engine.train import Trainer
 from harness.results import records
 from operators import OPERATORS, TokenMixer
+from registry import files
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ["run", "--preset", "smoke", "--router", "single", "--ops", "attn", "--task", "listops",
@@ -407,11 +408,11 @@ def test_disk_full_in_the_atomic_writer_names_the_file_and_keeps_the_old_one(tmp
     from registry import ChiaroscuroError
 
     path = tmp_path / "r.json"
-    records.atomic_write_text(path, "old")
+    files.atomic_write_text(path, "old")
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(ChiaroscuroError, match="no space left on device") as info:
-        records.atomic_write_text(path, "new")
+        files.atomic_write_text(path, "new")
     assert str(path) in str(info.value) and "previous version is kept" in str(info.value)
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["r.json"]
 
@@ -423,7 +424,7 @@ def test_disk_full_in_the_atomic_writer_names_the_file_and_keeps_the_old_one(tmp
 def test_written_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        records.atomic_write_text(tmp_path / "record.json", "{}")
+        files.atomic_write_text(tmp_path / "record.json", "{}")
         checkpoint.save(tmp_path / "run" / "checkpoint.pt", {"step": 1})
     finally:
         os.umask(old)

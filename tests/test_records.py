@@ -14,6 +14,7 @@ import pytest
 
 from harness.results import records
 from harness.results.records import RunRecord
+from registry import files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,14 +156,14 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
 
 def test_a_failed_write_keeps_the_previous_version(tmp_path, monkeypatch):
     path = tmp_path / "board.md"
-    records.atomic_write_text(path, "old\n")
+    files.atomic_write_text(path, "old\n")
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(records.os, "replace", boom)
     with pytest.raises(OSError):
-        records.atomic_write_text(path, "new\n")
+        files.atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["board.md"]
 

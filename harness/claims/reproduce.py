@@ -20,8 +20,9 @@ from harness.claims.evidence import Evidence, routing_history
 from harness.claims.render import render
 from harness.claims.runs import SPEC_BY_KEY
 from harness.claims.sweep_runs import cells_for, run_missing
-from harness.results.records import atomic_write_text, load_records
+from harness.results.records import load_records
 from registry import ConfigError
+from registry.files import atomic_write_text
 
 
 def needed_keys() -> list[str]:

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 def save(path: Path, state: dict[str, Any]) -> None:
     """Atomic (temp file, fsync, rename): a kill at any moment leaves either the previous
     checkpoint or the new one, never a torn file."""
-    from harness.results.records import atomic_write_bytes
+    from registry.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buffer)

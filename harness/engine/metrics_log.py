@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.results.records import atomic_write_text
+from registry.files import atomic_write_text
 
 
 def cut_back(path: Path, step: int, log: Callable[[str], None]) -> None:

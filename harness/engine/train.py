@@ -33,7 +33,7 @@ from harness.engine.optim import TrainingDiverged, TrainStep
 from harness.engine.progress import Progress
 from harness.engine.record import bands_text, load_finished, make_record
 from harness.results import LOCAL_RUNS, records
-from registry import ChiaroscuroError, ConfigError
+from registry import ChiaroscuroError, ConfigError, files
 from tasks import TASKS, Task
 
 DEFAULT_SEQ_LEN = 256
@@ -384,8 +384,8 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             raise diverged from exc
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
-    except (OSError, records.DiskFull) as exc:
-        full = records.disk_full(exc, trainer.what_is_kept())
+    except (OSError, files.DiskFull) as exc:
+        full = files.disk_full(exc, trainer.what_is_kept())
         if full is None:
             raise
         raise full from exc

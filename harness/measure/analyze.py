@@ -220,7 +220,7 @@ def hexbin(layers: list[dict[str, Tensor]], title: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results.records import atomic_write_text
+    from registry.files import atomic_write_text
 
     torch.set_num_threads(args.threads)
     path = Path(args.target)

@@ -136,6 +136,7 @@ def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
 
 def run(args: argparse.Namespace) -> int:
     from harness.results import records
+    from registry import files
 
     if args.threads is not None:
         if args.threads <= 0:
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     png = plot(measured["results"].rows, s, plot_title(s, env))
     if measured["end_to_end"] is not None:  # its own plot: step time vs N
         payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
-        records.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
+        files.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
                                    plot_end_to_end(measured["end_to_end"], plot_title(s, env)))
     write_outputs(Path(args.out), stem, payload, png)
     return 0

@@ -195,8 +195,8 @@ def plot_title(s: Settings, env: dict[str, Any]) -> str:
 
 def write_outputs(out: Path, stem: str, payload: dict[str, Any], png: bytes) -> None:
     """``<stem>.png`` and ``<stem>.json`` under `out`, each written atomically."""
-    from harness.results import records
+    from registry import files
 
-    records.atomic_write_bytes(out / f"{stem}.png", png)
-    records.atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
+    files.atomic_write_bytes(out / f"{stem}.png", png)
+    files.atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {out / f'{stem}.json'} and {out / f'{stem}.png'}")

@@ -57,6 +57,7 @@ from harness.results.leaderboard.format import (
     slug,
 )
 from harness.results.leaderboard.groups import (
+    SUPERSEDED_FILE,
     Group,
     Loaded,
     Reference,
@@ -64,6 +65,7 @@ from harness.results.leaderboard.groups import (
     collect,
     control_key,
     load_reference,
+    mark_superseded,
 )
 from harness.results.leaderboard.render import _claim_lines, render_task
 from harness.results.leaderboard.rows import (
@@ -169,6 +171,8 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
     folder or several. Deterministic."""
     folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     loaded = collect(folders)
+    if reference is not None:
+        mark_superseded(loaded, Path(reference).parent / SUPERSEDED_FILE)
     refs, ref_problems = load_reference(reference)
     paper_gate = next((float(c["value"]) for c in refs.claims
                        if c.get("id") == "meta-gate" and isinstance(c.get("value"), (int, float))),

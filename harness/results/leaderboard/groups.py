@@ -281,3 +281,21 @@ def collect(runs: Path | list[Path]) -> Loaded:
         n_records=len(latest),
     )
 
+
+
+# Committed records produced by code whose behaviour has since changed in a way that moves
+# their numbers, listed with the reason until they are re-run: data, like reference.json, so
+# that the board says so wherever the row is shown (a flag: marked, never ranked).
+SUPERSEDED_FILE = "superseded.json"
+
+
+def mark_superseded(loaded: Loaded, path: Path) -> None:
+    """Flag every record named in ``path`` ({run_id: reason}) as ``superseded: <reason>``."""
+    if not path.exists():
+        return
+    reasons = json.loads(path.read_text(encoding="utf-8"))
+    for groups in loaded.groups.values():
+        for g in groups:
+            for r in g.records:
+                if r.run_id in reasons:
+                    r.flags = [*r.flags, f"superseded: {reasons[r.run_id]}"]
