@@ -1,5 +1,8 @@
 """ListOps from the Long Range Arena (Tay et al., 2021): evaluate a nested list expression.
 
+(Longer than 500 lines on purpose: the generator, the TSV reader and the task share one
+vocabulary and one set of tree invariants, and a third of the file is this description.)
+
 An example is a prefix expression over the digits 0-9 with the operators ``[MIN``, ``[MAX``,
 ``[MED`` (median, rounded down) and ``[SM`` (sum modulo 10), each closed by ``]``::
 

@@ -1,5 +1,8 @@
 """Result records: one JSON file per finished run, written atomically.
 
+(About 600 lines: the schema, its validation, reading, provenance and routing telemetry are
+the one definition of what a record holds; the leaderboard and the claims read only this.)
+
 Every record holds the full resolved config, versions, git commit, hardware and seed, so any
 number on the leaderboard can be traced back to the exact run that produced it.
 
