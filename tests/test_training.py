@@ -85,8 +85,11 @@ def _final_weights(work_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
     cache = str(tmp_path / "cache")
-    common = [*SMOKE, "--max-steps", "16", "--eval-every", "4", "--ckpt-every", "2",
-              "--cache-dir", cache]
+    # enough steps, each logged, that the poller below sees a step past a checkpoint well
+    # before the run ends (with 16 steps logged every 10 a fast machine finished first)
+    steps = 120
+    common = [*SMOKE, "--max-steps", str(steps), "--eval-every", "4", "--ckpt-every", "2",
+              "--log-every", "1", "--cache-dir", cache]
     straight = tmp_path / "straight"
     subprocess.run(harness_cmd("run", *common, "--out", str(straight)), check=True, env=env(),
                    capture_output=True, cwd=ROOT, timeout=300)
@@ -107,7 +110,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert log_steps and max(log_steps) < 16, "the run finished before it could be killed"
+    assert log_steps and max(log_steps) < steps, "the run finished before it could be killed"
     assert not list(killed.glob("*.json")), "no record may exist for a killed run"
 
     resumed = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True,
