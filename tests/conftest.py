@@ -39,3 +39,28 @@ def causal_task_and_noncausal_op():
     yield
     del TASKS._entries["tiny-lm-test"]
     del OPERATORS._entries["future-only-test"]
+
+
+class _NaNAfterThreeCalls(TokenMixer):
+    """Healthy for three training forwards, then poisons the output. Counted per instance:
+    the leak guard probes its own copies of the model in training mode first."""
+
+    supports_causal = True
+    calls = 0
+
+    def forward(self, x, ctx):
+        if self.training:
+            self.calls += 1
+        return x * float("nan") if self.calls > 3 else x
+
+    def flops(self, n_query, n_key):
+        return 0
+
+
+@pytest.fixture
+def nan_operator():
+    """The name of a registered operator that turns the loss NaN at the fourth training step."""
+    _NaNAfterThreeCalls.calls = 0
+    OPERATORS.add("nan-after-3-test", _NaNAfterThreeCalls)
+    yield "nan-after-3-test"
+    del OPERATORS._entries["nan-after-3-test"]

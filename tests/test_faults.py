@@ -29,7 +29,6 @@ from harness.engine import checkpoint
 from harness.engine.config import RunConfig
 from harness.engine.train import Trainer
 from harness.results import records
-from operators import OPERATORS, TokenMixer
 from registry import files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,27 +280,6 @@ def test_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
 
 
 # -- 6. NaN before the first checkpoint, non-finite options -------------------------------------
-
-
-class _NaNAfterThreeCalls(TokenMixer):
-    supports_causal = True
-    calls = 0
-
-    def forward(self, x, ctx):  # counted per instance: the leak guard probes its own copies
-        if self.training:
-            self.calls += 1
-        return x * float("nan") if self.calls > 3 else x
-
-    def flops(self, n_query, n_key):
-        return 0
-
-
-@pytest.fixture
-def nan_operator():
-    _NaNAfterThreeCalls.calls = 0
-    OPERATORS.add("nan-after-3-faults", _NaNAfterThreeCalls)
-    yield "nan-after-3-faults"
-    del OPERATORS._entries["nan-after-3-faults"]
 
 
 @pytest.mark.parametrize("ckpt_every, kept", [

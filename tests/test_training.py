@@ -15,7 +15,6 @@ import torch
 
 from harness.cli.main import main
 from harness.engine.config import load_config_file, resolve
-from operators import OPERATORS, TokenMixer
 from registry import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,29 +154,6 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert "checkpoint saved" in err
     state = torch.load(only(tmp_path, "*/checkpoint.pt"), weights_only=True)
     assert json.loads(state["progress"])["step"] >= 10
-
-
-class _NaNAfterThreeCalls(TokenMixer):
-    """Healthy for three training forwards, then poisons the output. Counted per instance:
-    the leak guard probes its own copies of the model in training mode first."""
-
-    calls = 0
-
-    def forward(self, x, ctx):
-        if self.training:
-            self.calls += 1
-        return x * float("nan") if self.calls > 3 else x
-
-    def flops(self, n_query, n_key):
-        return 0
-
-
-@pytest.fixture
-def nan_operator():
-    _NaNAfterThreeCalls.calls = 0
-    OPERATORS.add("nan-after-3-test", _NaNAfterThreeCalls)
-    yield "nan-after-3-test"
-    del OPERATORS._entries["nan-after-3-test"]
 
 
 def test_nonfinite_loss_stops_keeps_checkpoint_and_records_failure(nan_operator, tmp_path,
