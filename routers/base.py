@@ -72,6 +72,10 @@ class Router(nn.Module):
     min_ops: ClassVar[int] = 1
     max_ops: ClassVar[int] = 16
     exact_fractions: ClassVar[bool] = False
+    # Non-empty (the reason) for a router whose training routing sees the future by design while
+    # its evaluation routing is causal; the guard then lets causality fail in training mode only
+    # (see harness/engine/guard.py) and the record carries a note.
+    training_noncausal: ClassVar[str] = ""
     registry_name: ClassVar[str] = "?"  # set by the registry
     # the options a subclass pops before calling this constructor (--router-option KEY=V);
     # named in the error for an unknown one

@@ -66,6 +66,7 @@ class MoDRouter(Router):
         "note: training routed by a non-causal per-sequence top-k (Mixture-of-Depths); "
         "evaluation routes by a causal predictor",)
     evaluate_with_topk: ClassVar[bool] = False
+    training_noncausal: ClassVar[str] = "training routes by a per-sequence top-k"
 
     threshold: Tensor
     calibrated: Tensor

@@ -189,3 +189,16 @@ def test_a_nan_does_not_hide_a_leak(leaky_plugins):
     finally:
         del OPERATORS._entries["leak-nan-alone"]
     assert any("batch independence" in f for f in flags)
+
+
+def test_a_router_declaring_a_training_leak_does_not_cover_an_operator_that_leaks_in_training(
+        leaky_plugins, tmp_path, capsys):
+    # mod may fail causality in training mode (it declares why); the operator next to it may not
+    code = main(["run", "--preset", "smoke", "--task", "guard-lm", "--router", "mod", "--ops",
+                 "leak-train-mode,attn", "--out", str(tmp_path / "runs"), "--max-steps", "1",
+                 "--seq-len", "16"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "refusing to train a leaking combination" in err
+    assert "operator 'leak-train-mode'" in err
+    assert not list((tmp_path / "runs").glob("*.json"))
