@@ -59,7 +59,7 @@ class SelectiveCopy(RecallTask):
         # mqar's cpu setting; NOT yet measured on this task (no separation claimed)
         "cpu": {"seq_len": 32, "n_copy": 4, "n_train": 40_000, "n_valid": 1_000,
                 "n_test": 1_000,
-                "model": {"layers": 2, "d_model": 64, "heads": 1},
+                "model": {"layers": 3, "d_model": 64, "heads": 1},
                 "optim": {"batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,
                           "warmup_steps": 100},
                 "budget": {"max_steps": 1000, "eval_every": 200}},

@@ -3,8 +3,14 @@
 An example is ``n_pairs`` key-value pairs followed by queries of earlier keys; the target at a
 query is the value that key had in the context::
 
-    k1 v1 k2 v2 ... kP vP  _ _ k2 v2 _ _ _ k1 v1 _ ...     (_ = blank filler)
-                                ^ scored: target v2        ^ scored: target v1
+    window:  k1 v1 k2 v2 ... kP vP  _ _ k2 v2 _ _ _ k1 v1 _ ...     (_ = blank filler)
+    input:   k1 v1 k2 v2 ... kP vP  _ _ k2 _  _ _ _ k1 _  _ ...
+                                        ^ scored: target v2  ^ scored: target v1
+
+As in Zoology, the input after a query is blank: its value is only the target. (With
+``show_answers`` it is also the next input, as in this task's first version; then later
+queries can be answered by elimination among the context's values, a shortcut a fixed
+convolution learns too: single dct reached 0.54 and attention sat at that plateau on some seeds.)
 
 Trained causally (next-token prediction), scored only at query positions (every other target
 is IGNORE_INDEX). Answering a query needs the token right after the same key, possibly far
@@ -149,6 +155,11 @@ class RecallTask(LanguageModelingTask):
         windows = torch.stack([w for w, _ in examples])
         queries = torch.stack([q for _, q in examples])
         tokens = windows[:, :-1]
+        if not self.params.get("show_answers", True):
+            # the answer is the target at the query, not also the next input (module docstring)
+            answered = torch.zeros_like(queries)
+            answered[:, 1:] = queries[:, :-1]
+            tokens = tokens.masked_fill(answered, BLANK_ID)
         targets = windows[:, 1:].masked_fill(~queries, IGNORE_INDEX)
         mask = torch.ones_like(tokens, dtype=torch.bool)
         return Batch(tokens, mask, targets, needs_attention=queries.clone())
@@ -212,18 +223,21 @@ def mqar_examples(n: int, seq_len: int, n_pairs: int, n_queries: int, n_keys: in
 class MQAR(RecallTask):
     """Options: ``vocab_size`` (total ids, default 64: 31 keys, 31 values), ``n_pairs`` (8),
     ``n_queries`` (default n_pairs: every key asked once), ``query_dist`` (uniform|power),
-    ``power_a`` (0.01), ``n_train``/``n_valid``/``n_test``, ``data_seed`` (0)."""
+    ``power_a`` (0.01), ``show_answers`` (False: a query's value is its target only, as in
+    Zoology; True puts it in the input after the query too, which opens an elimination
+    shortcut), ``n_train``/``n_valid``/``n_test``, ``data_seed`` (0)."""
 
     noise: ClassVar[float] = 0.0  # share of blank filler replaced by random values (noisy-recall)
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"seq_len": 32, "n_pairs": 4, "n_train": 256, "n_valid": 64, "n_test": 64},
-        # Measured on 2 shared cores: single attn reaches ~1.0 in 1000 steps (~1.5 min), single
-        # dct stays far below. Batch 64 without weight decay matters: at the harness's batch 32
-        # and weight decay 0.01, and at 64 tokens / 8 pairs, attention sat at 0.42 for 3000
-        # steps (the induction circuit had not formed).
+        # Measured on 2 cores (results/README.md): single attn reaches ~1.0 in 1000 steps, single
+        # dct ~0.35. Three layers, not Zoology's two: with two, dct+attn routing learned no
+        # recall even with the oracle's positions at attention fraction 0.9 (0.34), while three
+        # let the oracle reach 1.0 at 0.375. Batch 64 without weight decay matters: at batch 32
+        # and weight decay 0.01 attention sat at 0.42 for 3000 steps.
         "cpu": {"seq_len": 32, "vocab_size": 32, "n_pairs": 4,
                 "n_train": 40_000, "n_valid": 1_000, "n_test": 1_000,
-                "model": {"layers": 2, "d_model": 64, "heads": 1},
+                "model": {"layers": 3, "d_model": 64, "heads": 1},
                 "optim": {"batch_size": 64, "lr": 3e-3, "weight_decay": 0.0,
                           "warmup_steps": 100},
                 "budget": {"max_steps": 1000, "eval_every": 200}},
@@ -233,7 +247,8 @@ class MQAR(RecallTask):
 
     def __init__(self, seq_len: int, *, vocab_size: int = 64, n_pairs: int = 8,
                  n_queries: int | None = None, query_dist: str = "uniform",
-                 power_a: float = 0.01, n_train: int = 40_000, n_valid: int = 1_000,
+                 power_a: float = 0.01, show_answers: bool = False, n_train: int = 40_000,
+                 n_valid: int = 1_000,
                  n_test: int = 1_000, data_seed: int = 0, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
         name = self.registry_name
@@ -244,6 +259,9 @@ class MQAR(RecallTask):
                               f"{', '.join(QUERY_DISTS)}, got {query_dist!r}")
         if not isinstance(power_a, int | float) or not 0 < power_a <= 1:
             raise ConfigError(f"task '{name}' option power_a must be in (0, 1], got {power_a!r}")
+        if not isinstance(show_answers, bool):
+            raise ConfigError(f"task '{name}' option show_answers must be true or false, got "
+                              f"{show_answers!r}")
         n_keys = (positive_int(name, "vocab_size", vocab_size, 4) - FIRST_ID) // 2
         if n_pairs > n_keys:
             raise ConfigError(f"task '{name}': n_pairs ({n_pairs}) exceeds the {n_keys} distinct "
@@ -261,6 +279,7 @@ class MQAR(RecallTask):
         self.params = {
             "vocab_size": vocab_size, "n_pairs": n_pairs, "n_queries": n_queries,
             "query_dist": query_dist, "power_a": float(power_a), "noise": self.noise,
+            "show_answers": bool(show_answers),
             "n_train": positive_int(name, "n_train", n_train),
             "n_valid": positive_int(name, "n_valid", n_valid),
             "n_test": positive_int(name, "n_test", n_test),

@@ -60,6 +60,24 @@ def test_batch_scores_only_queries_and_carries_ground_truth(tmp_path):
     assert batch.targets[0, t] == task.dataset("train")[0][0][t + 1]
 
 
+@pytest.mark.parametrize("show_answers", [False, True])
+def test_a_queries_answer_is_its_target_and_shows_in_the_input_only_when_asked(tmp_path,
+                                                                               show_answers):
+    task = make(tmp_path, show_answers=show_answers)
+    examples = list(task.dataset("train"))[:4]
+    batch = task.collate(examples)
+    for (window, _), tokens, queries, targets in zip(examples, batch.tokens,
+                                                     batch.needs_attention, batch.targets):
+        at = queries.nonzero().flatten()
+        assert torch.equal(targets[at], window[at + 1])  # the value the key had in the context
+        after = at[at + 1 < len(tokens)] + 1
+        expected = window[after] if show_answers else torch.full_like(after, BLANK_ID)
+        assert torch.equal(tokens[after], expected)
+        others = torch.ones_like(queries)
+        others[after] = False
+        assert torch.equal(tokens[others], window[:-1][others])  # nothing else is touched
+
+
 def test_generation_is_seeded_and_cached(tmp_path):
     a = make(tmp_path / "a")
     b = make(tmp_path / "b")
@@ -79,6 +97,7 @@ def test_generation_is_seeded_and_cached(tmp_path):
     ({"query_dist": "zipf"}, "query_dist must be one of uniform, power"),
     ({"n_queries": 9}, "n_queries (9) exceeds n_pairs (8)"),
     ({"n_pairs": 0}, "n_pairs must be an integer >= 1"),
+    ({"show_answers": "yes"}, "show_answers must be true or false"),
 ])
 def test_bad_options_name_the_fix(tmp_path, options, fragment):
     with pytest.raises(ConfigError, match=None) as err:
