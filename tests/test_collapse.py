@@ -37,6 +37,12 @@ def test_a_dip_at_the_end_or_a_recovery_is_not_a_collapse():
     assert find_collapses([], OPS) == [] and find_collapses(_history([0.0]), ["attn"]) == []
 
 
+def test_an_operator_the_run_gives_no_share_is_not_collapsed():
+    history = _history([0.0] * 8)
+    assert find_collapses(history, OPS, targets=[0.6, 0.0, 0.4]) == []
+    assert [c.op for c in find_collapses(history, OPS, targets=[0.3, 0.3, 0.4])] == ["rbf"] * 2
+
+
 def test_final_shares_average_the_layers():
     history = [{"step": 1, "fractions": [[0.5, 0.1, 0.4], [0.7, 0.0, 0.3]]}]
     shares = final_shares(history, OPS)

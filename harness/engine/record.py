@@ -87,7 +87,9 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
         flags=trainer.flags + collapse_flags(find_collapses(
-            trainer.progress.routing_history, trainer.model.op_names)),
+            trainer.progress.routing_history, trainer.model.op_names,
+            targets=[share for _, share in band_map(trainer.model.op_names,
+                                                    cfg.routing.attn_fraction)])),
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
               "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
