@@ -7,7 +7,7 @@ in a layer when its share stays below ``THRESHOLD`` at every logged point from s
 end of training, and that tail covers at least ``MIN_TAIL`` of the logged points: a dip at the
 very last step is noise, a share that never comes back is a router rejecting the operator.
 
-An operator the run itself gives (almost) no share, such as ``dct`` at ``--attn-fraction 1``,
+An operator the run itself gives no share, such as ``dct`` at ``--attn-fraction 1``,
 is not a collapse: nothing rejected it.
 
 A run with a collapsed operator is flagged ``collapsed: <op> (...)`` in its record: its label
@@ -44,8 +44,8 @@ def find_collapses(history: list[dict[str, Any]], op_names: list[str],
                    threshold: float = THRESHOLD, min_tail: float = MIN_TAIL,
                    targets: list[float] | None = None) -> list[Collapse]:
     """Every (layer, operator) whose share stays below ``threshold`` to the end of training.
-    An operator whose configured share (``targets``, per operator) is itself below the
-    threshold is not collapsed but switched off by the run (``--attn-fraction 1``)."""
+    An operator whose configured share (``targets``, per operator) is zero is not collapsed
+    but switched off by the run (``--attn-fraction 1``)."""
     if not history or len(op_names) < 2:
         return []
     n_layers = len(history[0]["fractions"])
@@ -54,7 +54,7 @@ def find_collapses(history: list[dict[str, Any]], op_names: list[str],
     found = []
     for layer in range(n_layers):
         for k, op in enumerate(op_names):
-            if targets is not None and targets[k] < threshold:
+            if targets is not None and targets[k] <= 0:
                 continue
             series = shares[layer][k]
             tail = 0  # logged points at the end that are all below the threshold
