@@ -94,11 +94,19 @@ def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, 
     shutil.copytree(COMMITTED, tmp_path / "results" / "runs")
     shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
     src = next(COMMITTED.glob("listops__entropy__dct+attn__*__seed0.json"))
+    chash = json.loads(src.read_text())["config_hash"]
+
+    def row(board: str) -> str:
+        return next(line for line in board.splitlines() if line.startswith("|") and chash in line)
+
+    assert main(["leaderboard", "--no-plots"]) == 0
+    before = row((tmp_path / "results" / "LEADERBOARD.md").read_text())
     _copy_record(src, tmp_path / LOCAL_RUNS, created="2099-01-01T00:00:00+00:00",
                  metrics={"valid": {"accuracy": 0.5}, "test": {"accuracy": 0.999}})
     assert main(["leaderboard", "--no-plots"]) == 0
     committed = (tmp_path / "results" / "LEADERBOARD.md").read_text()
-    assert "0.999" not in committed and not (tmp_path / "runs" / "LEADERBOARD.md").exists()
+    assert row(committed) == before  # the local seed 0 changed nothing
+    assert not (tmp_path / "runs" / "LEADERBOARD.md").exists()
 
     assert main(["leaderboard", "--no-plots", "--include-local"]) == 0
     n = len(list(COMMITTED.glob("*.json")))
@@ -106,9 +114,7 @@ def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, 
         capsys.readouterr().out)
     local = (tmp_path / "runs" / "LEADERBOARD.md").read_text()
     assert (tmp_path / "results" / "LEADERBOARD.md").read_text() == committed  # untouched
-    chash = json.loads(src.read_text())["config_hash"]
-    row = next(line for line in local.splitlines() if line.startswith("|") and chash in line)
-    assert "| 3 " in row  # still three seeds: the newer seed 0 replaced the committed one
+    assert row(local) != before and "| 3 " in row(local)  # the newer seed 0 replaced the old
     assert f"duplicate of seed 0 in runs/{src.name} (newer)" in local
 
 

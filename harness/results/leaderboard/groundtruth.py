@@ -54,15 +54,29 @@ def per_layer(g: Group, key: str) -> list[float]:
 def _routed(board: TaskBoard) -> list[Group]:
     groups = [g for g in board.ranked if len(g.operators) > 1 and layer_means(g, "f1")]
     return sorted(groups, key=lambda g: (ORDER.index(g.router) if g.router in ORDER
-                                         else len(ORDER), g.router, g.config_hash))
+                                         else len(ORDER), g.router,
+                                         mean(layer_means(g, "routed_fraction")), g.config_hash))
+
+
+def computes_attention_everywhere(g: Group) -> bool:
+    """A soft router (``meta``): it weights attention per token but runs it on every token,
+    so its 'attn share' (tokens whose weight leans to attention) saves nothing."""
+    fraction = g.attention_fraction
+    return fraction is not None and fraction >= 0.999
+
+
+SOFT = "soft: attention runs on every token (attn FLOP frac 1.000), not at equal cost"
 
 
 def _mark(g: Group) -> str:
-    if g.router == "oracle":
-        return UPPER_BOUND
+    marks = [UPPER_BOUND] if g.router == "oracle" else []
+    if computes_attention_everywhere(g):
+        marks.append(SOFT)
     if g.leaky:
-        return "⚠ leaky"
-    return "⚠ flagged" if g.flagged else ""
+        marks.append("⚠ leaky")
+    elif g.flagged and g.router != "oracle":
+        marks.append("⚠ flagged")
+    return "; ".join(marks)
 
 
 def _row(board: TaskBoard, g: Group) -> list[str]:
@@ -114,6 +128,13 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
                  f"{fmt(mean(layer_means(orc, 'recall')), 3)} and accuracy "
                  f"{mean_std(orc.values('test', metric), 3)} at the same share: the upper "
                  f"bound of routing this share of tokens")
+    others = [g for g in (_by_router(groups, r) for r in ORDER[3:]) if g is not None]
+    if others:
+        text += ". Learned routers: " + "; ".join(
+            f"{g.router} accuracy {mean_std(g.values('test', metric), 3)} (n={len(g.records)}, "
+            f"recall {fmt(mean(layer_means(g, 'recall')), 3)}"
+            + (", soft: attention on every token" if computes_attention_everywhere(g) else "")
+            + ")" for g in others)
     text += (". Precision cannot exceed (needed share / routed share) = "
              f"{fmt(share / routed if routed else 0.0, 3)} at this share.")
     singles = {g.operators[0]: g for g in board.ranked if g.router == "single" and not g.flagged}
@@ -138,6 +159,8 @@ def curve_spec(board: TaskBoard, groups: list[Group], plots_dir: Path) -> dict[s
         if not ys or not xs:
             continue
         name = "single " + g.operators[0] if g.router == "single" else g.router
+        if computes_attention_everywhere(g) and len(g.operators) > 1:
+            name += " (soft: full attention cost)"
         series.setdefault(name, []).append(
             {"x": mean(xs), "y": mean(ys), "yerr": sample_std(ys) or 0.0})
     if not series:
