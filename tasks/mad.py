@@ -56,7 +56,9 @@ class SelectiveCopy(RecallTask):
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"seq_len": 24, "n_copy": 4, "n_train": 256, "n_valid": 64, "n_test": 64},
-        # mqar's cpu setting; NOT yet measured on this task (no separation claimed)
+        # mqar's cpu setting. Measured (3 seeds): attn 0.999, dct 0.983, so it does NOT
+        # separate them: a causal long convolution learns to copy. At 64 tokens / 8 copies
+        # dct still reached 0.88; at 128 / 16 attn was at 0.70 after 600 steps (not finished).
         "cpu": {"seq_len": 32, "n_copy": 4, "n_train": 40_000, "n_valid": 1_000,
                 "n_test": 1_000,
                 "model": {"layers": 3, "d_model": 64, "heads": 1},
@@ -100,7 +102,7 @@ class SelectiveCopy(RecallTask):
     causal=True, metric="accuracy",
 )
 class NoisyRecall(MQAR):
-    """MQAR's options and presets (the cpu preset is measured on mqar, not yet on this task);
+    """MQAR's options and presets (cpu measured here too: attn 0.996, dct 0.335 over 3 seeds);
     half of the filler after the context is random value tokens."""
 
     noise = 0.5
