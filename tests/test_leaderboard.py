@@ -322,6 +322,8 @@ def test_welch_matches_known_values():
     assert lb.welch_test([1.0], [2.0, 3.0]) is None
     assert lb.welch_test([1.0, 1.0], [1.0, 1.0]).p == 1.0
     assert lb.welch_test([1.0, 1.0], [2.0, 2.0]).p == 0.0
+    tiny = lb.welch_test([0.0, 1.2780494329701085e-139], [0.0, 0.0])  # squares underflow
+    assert tiny.df == pytest.approx(1.0) and 0.0 <= tiny.p <= 1.0
     try:
         from scipy import stats
     except ImportError:

@@ -55,7 +55,10 @@ def welch_test(a: list[float], b: list[float]) -> Welch | None:
         df = float(len(a) + len(b) - 2)
         return Welch(diff, 0.0 if diff == 0 else math.copysign(math.inf, diff), df,
                      1.0 if diff == 0 else 0.0, (diff, diff))
-    df = se2 ** 2 / (sa ** 2 / (len(a) - 1) + sb ** 2 / (len(b) - 1))
+    # Welch-Satterthwaite, written in the shares sa/se2 and sb/se2 (each in [0, 1]) so that a
+    # tiny spread cannot underflow its squares to a zero denominator
+    ra, rb = sa / se2, sb / se2
+    df = 1.0 / (ra ** 2 / (len(a) - 1) + rb ** 2 / (len(b) - 1))
     res = _st.ttest_ind(a, b, equal_var=False)
     half = t_quantile(1.0 - ALPHA / 2, df) * math.sqrt(se2)
     return Welch(diff, float(res.statistic), df, float(res.pvalue), (diff - half, diff + half))
