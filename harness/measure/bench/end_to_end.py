@@ -4,8 +4,9 @@ over sequence lengths, on a language-modelling (causal) and a classification tas
 Each combination is ``router:op+op`` (``single:attn`` is the reference). At each N and task
 every combination's model (``harness.engine.model.Model``, same shape and seed) takes the
 harness's own optimiser step (``TrainStep``: forward, loss, backward, clipping, AdamW, cost
-accounting) on a fixed random batch; after warm-up steps (the first calibrates the routers'
-thresholds), every round times one step of each combination in a shuffled order, and a
+accounting) on a fixed random batch. Band routers are calibrated on that batch first
+(``harness.engine.calibrate.calibrate_on``, as a run calibrates before step 1), so each routes
+its configured share from the first timed step; then, after warm-up steps, every round times one step of each combination in a shuffled order, and a
 combination's ratio is the median over rounds of (its step / single attention's step in the
 same round). The crossover of a combination is the smallest measured N from which on its ratio
 stays below 1; None if it never gets there. Each row also records the attention-FLOP fraction
@@ -115,6 +116,7 @@ def _batch(task, n: int, e: EndToEndSettings, device, gen: torch.Generator):
 
 def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
     """Each combination's model and its harness training step, at N = n."""
+    from harness.engine.calibrate import calibrate_on
     from harness.engine.model import Model
 
     from .train_step import _bench_tasks, _harness_step
@@ -126,6 +128,9 @@ def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
         cfg = _config(s, e, router, ops)
         torch.manual_seed(s.seed)
         model = Model(cfg, task, n).to(s.device).train()
+        # without it the thresholds start at their prior and drift (momentum 0.05), and
+        # entropy routed 0.19-0.28 of tokens instead of 0.375: a cheaper step, not a fair one
+        calibrate_on(model, [batch], s.device)
         steps[combo_key(router, ops)] = (model, _harness_step(model, task, batch, cfg))
     return steps
 
