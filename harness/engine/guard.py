@@ -111,10 +111,11 @@ def guard_leaks(cfg: RunConfig, task: Task, seq_len: int, train_batch: int, eval
     notes = []
     if declared is not None and "causality" not in failed:
         why = ROUTERS.get(cfg.routing.router).training_noncausal
-        notes.append(f"note: causality fails in training mode only, through router "
-                     f"'{cfg.routing.router}' as it declares ({why}); evaluation mode passes, "
-                     f"so the reported metrics come from causal routing")
-        log(f"check causality (train mode): fails as declared, {notes[-1][6:]}")
+        finding = (f"causality fails in training mode only, through router "
+                   f"'{cfg.routing.router}' as it declares ({why}); evaluation mode passes, "
+                   f"so the reported metrics come from causal routing")
+        notes.append(f"note: {finding}")
+        log(f"check causality (train mode): fails as declared, {finding}")
     if failed and not cfg.allow_leaky:
         raise ConfigError(
             "refusing to train a leaking combination: "

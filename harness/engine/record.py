@@ -72,6 +72,7 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
                                  else ({}, None, GroundTruthMeter([])))
     ground_truth, predictor_accuracy = truth.summary()
     best = best_checkpoint_metrics(trainer, metrics) if status == "finished" else None
+    op_bands = bands(trainer.model.op_names, cfg.routing.attn_fraction)
     data = task.describe()
     data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
                                      for split in SPLITS})
@@ -88,12 +89,11 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
         config_hash=cfg.digest(),
         flags=trainer.flags + collapse_flags(find_collapses(
             trainer.progress.routing_history, trainer.model.op_names,
-            targets=[share for _, share in band_map(trainer.model.op_names,
-                                                    cfg.routing.attn_fraction)])),
+            targets=[b["target_share"] for b in op_bands])),
         metrics=metrics,
         cost={"test": test_cost.summary() if status == "finished" else None,
               "train": trainer.step_fn.cost.summary(), "execution": cfg.routing.execution,
-              "bands": bands(trainer.model.op_names, cfg.routing.attn_fraction)},
+              "bands": op_bands},
         training=training_summary(trainer, t_start),
         parameters=trainer.n_params,
         data=data,

@@ -6,11 +6,12 @@ every combination's model (``harness.engine.model.Model``, same shape and seed) 
 harness's own optimiser step (``TrainStep``: forward, loss, backward, clipping, AdamW, cost
 accounting) on a fixed random batch. Band routers are calibrated on that batch first
 (``harness.engine.calibrate.calibrate_on``, as a run calibrates before step 1), so each routes
-its configured share from the first timed step; then, after warm-up steps, every round times one step of each combination in a shuffled order, and a
-combination's ratio is the median over rounds of (its step / single attention's step in the
-same round). The crossover of a combination is the smallest measured N from which on its ratio
-stays below 1; None if it never gets there. Each row also records the attention-FLOP fraction
-and the share of tokens routed to attention that the step's own cost accounting measured.
+its configured share from the first timed step; then, after warm-up steps, every round times
+one step of each combination in a shuffled order, and a combination's ratio is the median
+over rounds of (its step / single attention's step in the same round). The crossover of a
+combination is the smallest measured N from which on its ratio stays below 1; None if it
+never gets there. Each row also records the attention-FLOP fraction and the share of tokens
+routed to attention that the step's own cost accounting measured.
 """
 
 from __future__ import annotations

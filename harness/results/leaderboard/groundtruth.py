@@ -30,7 +30,8 @@ from harness.results.leaderboard.rows import TaskBoard
 from harness.results.leaderboard.stats import mean, sample_std, welch_test
 
 UPPER_BOUND = "oracle: upper bound (reads the ground truth)"
-ORDER = ("oracle", "entropy", "random", "learned", "meta", "mod")
+LEARNED = ("learned", "meta", "mod")  # routers that learn their decisions
+ORDER = ("oracle", "entropy", "random", *LEARNED)
 
 
 def layer_means(g: Group, key: str) -> list[float]:
@@ -128,7 +129,7 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
                  f"{fmt(mean(layer_means(orc, 'recall')), 3)} and accuracy "
                  f"{mean_std(orc.values('test', metric), 3)} at the same share: the upper "
                  f"bound of routing this share of tokens")
-    others = [g for g in (_by_router(groups, r) for r in ORDER[3:]) if g is not None]
+    others = [g for g in (_by_router(groups, r) for r in LEARNED) if g is not None]
     if others:
         text += ". Learned routers: " + "; ".join(
             f"{g.router} accuracy {mean_std(g.values('test', metric), 3)} (n={len(g.records)}, "
