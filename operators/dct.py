@@ -22,6 +22,7 @@ the compositions they replace, outputs and gradients (tests/test_bench.py).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -136,79 +137,143 @@ class _DCTFilter(torch.autograd.Function):
         return dx, dh
 
 
+# Layout changes between (B, N, D) and channels first (B, D, N) copy this many sequence positions
+# at a time: a piece reads a few KiB of rows and writes short runs of every channel row, so both
+# sides stay in cache and in the TLB. One whole-tensor transpose strides 4 * D bytes per element
+# read and at N=8192 cost 7x the chunked copy (15 ms vs 2 ms, 1 thread), more than its FFT.
+_TRANSPOSE_ROWS = 64
+
+
+def _channels_first_padded(x: Tensor, n_fft: int) -> Tensor:
+    """x (B, N, D) -> (B, D, n_fft): channels first, zero-padded along the sequence."""
+    b, n, d = x.shape
+    out = x.new_empty(b, d, n_fft)
+    out[..., n:].zero_()
+    for i in range(0, n, _TRANSPOSE_ROWS):
+        j = min(i + _TRANSPOSE_ROWS, n)
+        out[..., i:j].copy_(x[:, i:j].transpose(1, 2))
+    return out
+
+
+def _tokens_first(y: Tensor, n: int) -> Tensor:
+    """The first n positions of y (B, D, L) -> (B, n, D), contiguous."""
+    b, d, _ = y.shape
+    out = y.new_empty(b, n, d)
+    for i in range(0, n, _TRANSPOSE_ROWS):
+        j = min(i + _TRANSPOSE_ROWS, n)
+        out[:, i:j].copy_(y[..., i:j].transpose(1, 2))
+    return out
+
+
 class _CausalConv(torch.autograd.Function):
     """y[:, t] = sum_{s <= t} k[t - s] * x[:, s] for x (B, N, D) and taps kt (D, L) (channels
     first), by FFTs of length n_fft >= N + L - 1 (zero padding: nothing wraps around).
 
-    The FFTs run along the last axis of the channels-first layout (B, D, N): every transform
-    reads one contiguous row, which fits in cache at any N, so no channel blocking is needed
-    (along the strided middle axis of (B, N, D) the same FFT costs about 2.5x). Backward: dx is
-    the correlation of dy with k and dk the correlation of dy with x (summed over the batch),
-    both from the forward's saved spectra."""
+    The FFTs run along the last axis of the channels-first layout (B, D, n_fft): every transform
+    reads one contiguous row (along the strided middle axis of (B, N, D) the same FFT costs
+    about 2.5x). The layout changes are chunked copies (_channels_first_padded, _tokens_first)
+    that also write the zero padding. Backward: dk is the correlation of dy with x (summed over
+    the batch) and dx the correlation of dy with k, both from the forward's spectra, which are
+    saved conjugated. (Running all of this block by block over channels, as _DCTFilter does,
+    measured slower at every N: the per-block calls cost more than the cache saves.)"""
 
     @staticmethod
     def forward(ctx, x: Tensor, kt: Tensor, n_fft: int) -> Tensor:
         n = x.shape[1]
-        fx = torch.fft.rfft(x.transpose(1, 2).contiguous(), n=n_fft)  # (B, D, F)
+        fx = torch.fft.rfft(_channels_first_padded(x, n_fft))  # (B, D, F)
         fk = torch.fft.rfft(kt, n=n_fft)  # (D, F)
-        y = torch.fft.irfft(fx * fk, n=n_fft)[..., :n]
-        ctx.save_for_backward(fx, fk)
+        y = torch.fft.irfft(fx * fk, n=n_fft)
+        # A lazy .conj() operand makes mul clone the whole spectrum first (about the cost of
+        # the FFT); the physical conjugate in place is one cheap pass.
+        ctx.save_for_backward(fx.conj_physical_(), fk.conj_physical_())
         ctx.plan = (n_fft, kt.shape[1])
-        return y.transpose(1, 2).contiguous()
+        return _tokens_first(y, n)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy: Tensor):
-        fx, fk = ctx.saved_tensors
+        fx_conj, fk_conj = ctx.saved_tensors
         n_fft, taps = ctx.plan
         n = dy.shape[1]
-        fg = torch.fft.rfft(dy.to(fx.real.dtype).transpose(1, 2).contiguous(), n=n_fft)
+        fg = torch.fft.rfft(_channels_first_padded(dy.to(fx_conj.real.dtype), n_fft))
         dx = dk = None
-        if ctx.needs_input_grad[0]:
-            dx = torch.fft.irfft(fg * fk.conj(), n=n_fft)[..., :n].transpose(1, 2).contiguous()
         if ctx.needs_input_grad[1]:
-            dk = torch.fft.irfft((fg * fx.conj()).sum(0), n=n_fft)[..., :taps]
+            prod = fg[0] * fx_conj[0]
+            for i in range(1, fg.shape[0]):  # summed over the batch without a (B, D, F) product
+                prod.addcmul_(fg[i], fx_conj[i])
+            dk = torch.fft.irfft(prod, n=n_fft)[..., :taps]
+        if ctx.needs_input_grad[0]:
+            dx = _tokens_first(torch.fft.irfft(fg.mul_(fk_conj), n=n_fft), n)
         return dx, dk, None
 
 
+@functools.lru_cache(maxsize=32)
+def _last_axis_plan(n: int, device: torch.device, dtype: torch.dtype):
+    """What the kernel's idct and its dct-as-backward need along a last axis of length n, with
+    every scale, sign and conjugation folded in (a step used to rebuild them and spend a pass
+    on each; at (256, 2048) that was 4x the FFT):
+
+    - dct: y = rfft(x[perm_rev]) * w_dct is conj(U) s_k, with U = rfft(x[perm]) * twiddle as
+      in _half_spectrum (reversing a real sequence conjugates its spectrum), so c_k = Re y_k
+      for k <= n//2 and c_{n-k} = Im y_k, without a negation;
+    - idct: z = (c_k + i c_{n-k}) * w_idct is conj(U) for the U above, and the irfft of a
+      conjugate is the reversed irfft, so x = irfft(z)[idx_rev] with the reversal folded into
+      the inverse permutation. s_k is equal for all k >= 1 and c_{n-0} is absent, so the
+      per-part scales are one complex factor per bin."""
+    perm, inverse, twiddle, scale2 = _makhoul_plan(n, device, dtype)
+    scale = scale2[: n // 2 + 1].sqrt()
+    perm_rev = perm.index_select(0, torch.remainder(-torch.arange(n, device=device), n))
+    idx_rev = torch.remainder(-inverse, n)
+    return perm_rev, twiddle.conj() * scale, idx_rev, twiddle / scale
+
+
 def _idct_last(c: Tensor) -> Tensor:
-    """spectral.idct along the last axis, with index_select for the permutation (indexing the
-    last axis with a tensor takes a slow gather path)."""
+    """spectral.idct along the last axis (see _last_axis_plan)."""
     n = c.shape[-1]
-    _, inverse, twiddle, scale2 = _makhoul_plan(n, c.device, c.dtype)
-    c = c * scale2.rsqrt()  # Re U_k = c_k / s_k and Im U_k = -c_{n-k} / s_{n-k}
-    tail = torch.cat([torch.zeros_like(c[..., :1]), c[..., n - n // 2 :].flip(-1)], dim=-1)
-    u = torch.complex(c[..., : n // 2 + 1], -tail)
-    return torch.fft.irfft(u * twiddle.conj(), n=n).index_select(-1, inverse)
+    k = n // 2 + 1
+    _, _, idx_rev, w_idct = _last_axis_plan(n, c.device, c.dtype)
+    z = torch.empty(c.shape[:-1] + (k,), dtype=c.dtype.to_complex(), device=c.device)
+    parts = torch.view_as_real(z)
+    parts[..., 0].copy_(c[..., :k])
+    parts[..., 0, 1].zero_()
+    parts[..., 1:, 1].copy_(c[..., n - k + 1 :].flip(-1))
+    return torch.fft.irfft(z.mul_(w_idct), n=n).index_select(-1, idx_rev)
 
 
 def _dct_last(x: Tensor) -> Tensor:
-    """spectral.dct along the last axis, the same way."""
+    """spectral.dct along the last axis (see _last_axis_plan)."""
     n = x.shape[-1]
-    perm, _, twiddle, scale2 = _makhoul_plan(n, x.device, x.dtype)
-    u = torch.fft.rfft(x.index_select(-1, perm)) * twiddle
-    return torch.cat([u.real, -u.imag[..., 1 : n - n // 2].flip(-1)], dim=-1) * scale2.sqrt()
+    k = n // 2 + 1
+    perm_rev, w_dct, _, _ = _last_axis_plan(n, x.device, x.dtype)
+    parts = torch.view_as_real(torch.fft.rfft(x.index_select(-1, perm_rev)).mul_(w_dct))
+    out = x.new_empty(x.shape)
+    out[..., :k].copy_(parts[..., 0])
+    out[..., k:].copy_(parts[..., 1 : n - k + 1, 1].flip(-1))
+    return out
 
 
-class _IDCTLast(torch.autograd.Function):
-    """idct along the last axis. The orthonormal DCT-III's adjoint is the DCT-II, so the
-    backward is one dct: autograd through idct's permutation and slices (index_put) cost
-    three times the transform itself."""
+class _WindowedIDCT(torch.autograd.Function):
+    """idct(c) * window along the last axis. The orthonormal DCT-III's adjoint is the DCT-II,
+    so the backward is one dct of the windowed gradient: autograd through idct's permutation
+    and slices (index_put) cost three times the transform itself."""
 
     @staticmethod
-    def forward(ctx, c: Tensor) -> Tensor:
-        return _idct_last(c)
+    def forward(ctx, c: Tensor, window: Tensor) -> Tensor:
+        ctx.save_for_backward(window)
+        return _idct_last(c).mul_(window)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor) -> Tensor:
-        return _dct_last(g.contiguous())
+    def backward(ctx, g: Tensor):
+        (window,) = ctx.saved_tensors
+        return _dct_last(g * window), None
 
 
-def causal_conv(x: Tensor, k: Tensor, n_fft: int) -> Tensor:
-    """Causal long convolution of x (B, N, D) with taps k (L, D); n_fft >= N + L - 1."""
-    dtype = torch.promote_types(x.dtype, k.dtype)
-    return _CausalConv.apply(x.to(dtype), k.to(dtype).t().contiguous(), n_fft)
+def causal_conv(x: Tensor, kt: Tensor, n_fft: int) -> Tensor:
+    """Causal long convolution of x (B, N, D) with taps kt (D, L), channels first (the layout
+    the FFTs run in); n_fft >= N + L - 1."""
+    dtype = torch.promote_types(x.dtype, kt.dtype)
+    return _CausalConv.apply(x.to(dtype), kt.to(dtype), n_fft)
 
 
 def dct_filter(x: Tensor, h: Tensor) -> Tensor:
@@ -234,13 +299,15 @@ class DCTMixer(TokenMixer):
         # The leaky subclass accepts causal=True but keeps the non-causal form.
         self.conv = causal and not self.leaky
         if self.conv:
+            # The kernel's DCT spectrum, channels first (D, max_len) like every transform of
+            # the causal path: a (max_len, D) parameter cost two transposes a step each way.
             # Start as the identity (kernel = delta at 0): dct of a unit impulse, per channel.
-            impulse = torch.zeros(max_len, d_model)
-            impulse[0] = 1.0
-            self.spectrum = nn.Parameter(dct(impulse, dim=0))
+            impulse = torch.zeros(d_model, max_len)
+            impulse[:, 0] = 1.0
+            self.spectrum = nn.Parameter(dct(impulse, dim=-1))
             # Long taps start small: a learned spectrum change moves far taps less.
             window = torch.exp(-decay * torch.arange(max_len) / max_len)
-            self.register_buffer("window", window[:, None], persistent=False)
+            self.register_buffer("window", window[None, :], persistent=False)
         else:
             # h = 1 at every frequency: the identity, so training starts stable.
             self.filter = nn.Parameter(torch.ones(int(n_freq), d_model))
@@ -283,19 +350,30 @@ class DCTMixer(TokenMixer):
 
     def kernel(self, n: int) -> Tensor:
         """The first min(n, max_len) taps (L, D). Independent of n: truncation, not resampling."""
-        # channels first (D, L): the transforms run along contiguous rows
-        taps = _IDCTLast.apply(self.spectrum.t().contiguous()) * self.window.t()
-        return taps[:, : min(n, self.max_len)].t()
+        return self._taps(n).t()
+
+    def _taps(self, n: int) -> Tensor:
+        """kernel(n) channels first (D, L), as the convolution takes it."""
+        return _WindowedIDCT.apply(self.spectrum, self.window)[:, : min(n, self.max_len)]
+
+    # Version 2 stores the spectrum channels first; version 1 checkpoints held (max_len, D).
+    _version = 2
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        key = prefix + "spectrum"
+        if local_metadata.get("version", 1) < 2 and key in state_dict:
+            state_dict[key] = state_dict[key].t().contiguous()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def _mix_causal(self, x: Tensor, mask: Tensor | None) -> Tensor:
         if mask is not None:
             x = x * mask[..., None]  # padding never contributes, wherever it sits
         n = x.shape[1]
-        k = self.kernel(n).to(x.dtype)
+        kt = self._taps(n).to(x.dtype)
         # Zero-padding to >= n + L - 1 makes the circular convolution a linear one, so nothing
         # wraps around from the end of the sequence into its beginning.
-        n_fft = 1 << (n + k.shape[0] - 2).bit_length()
-        y = causal_conv(x, k, n_fft)  # irfft(rfft(x) * rfft(k))[:, :n], zero-padded to n_fft
+        n_fft = 1 << (n + kt.shape[1] - 2).bit_length()
+        y = causal_conv(x, kt, n_fft)  # irfft(rfft(x) * rfft(k))[:, :n], zero-padded to n_fft
         return y if mask is None else y * mask[..., None]
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:

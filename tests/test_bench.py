@@ -158,13 +158,13 @@ def test_fused_dct_filter_equals_the_composition(n, block, monkeypatch):
 
 
 @pytest.mark.parametrize("n,taps", [(1, 1), (5, 3), (8, 8), (13, 7)])
-@pytest.mark.parametrize("block", [None, 5])
-def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, block, monkeypatch):
+@pytest.mark.parametrize("rows", [None, 3])  # None: one transpose piece; 3: many, one ragged
+def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, rows, monkeypatch):
     import operators.dct as dct_module
     from operators.dct import causal_conv
 
-    if block is not None:
-        monkeypatch.setattr(dct_module, "_CPU_BLOCK_ELEMENTS", block)
+    if rows is not None:
+        monkeypatch.setattr(dct_module, "_TRANSPOSE_ROWS", rows)
     g = torch.Generator().manual_seed(n)
     x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
     k = torch.randn(taps, 3, dtype=torch.float64, generator=g, requires_grad=True)
@@ -173,24 +173,25 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, block, monkeypa
     ref = torch.fft.irfft(torch.fft.rfft(x, n=n_fft, dim=1) * torch.fft.rfft(k, n=n_fft, dim=0),
                           n=n_fft, dim=1)[:, :n]
     ref_grads = torch.autograd.grad(ref, (x, k), dy)
-    out = causal_conv(x, k, n_fft)
+    out = causal_conv(x, k.t(), n_fft)
     grads = torch.autograd.grad(out, (x, k), dy)
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k, n_fft),
+    assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k.t(), n_fft),
                                     (x.detach().requires_grad_(), k.detach().requires_grad_()))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
 def test_causal_kernel_idct_equals_spectral_idct_with_dct_as_backward(n):
-    from operators.dct import _IDCTLast
+    from operators.dct import _WindowedIDCT
     from operators.spectral import dct, idct
 
     g = torch.Generator().manual_seed(n)
     c = torch.randn(3, n, dtype=torch.float64, generator=g, requires_grad=True)
-    torch.testing.assert_close(_IDCTLast.apply(c), idct(c, dim=-1))
+    window = torch.rand(1, n, dtype=torch.float64, generator=g) + 0.5
+    torch.testing.assert_close(_WindowedIDCT.apply(c, window), idct(c, dim=-1) * window)
     dy = torch.randn(3, n, dtype=torch.float64, generator=g)
-    (grad,) = torch.autograd.grad(_IDCTLast.apply(c), c, dy)
-    torch.testing.assert_close(grad, dct(dy, dim=-1))
-    assert torch.autograd.gradcheck(_IDCTLast.apply, (c,))
+    (grad,) = torch.autograd.grad(_WindowedIDCT.apply(c, window), c, dy)
+    torch.testing.assert_close(grad, dct(dy * window, dim=-1))
+    assert torch.autograd.gradcheck(_WindowedIDCT.apply, (c, window))

@@ -139,6 +139,24 @@ def test_causal_dct_kernel_does_not_depend_on_length():
     torch.testing.assert_close(fresh(x, MixContext(causal=True)), x)
 
 
+def test_causal_dct_loads_checkpoints_that_stored_the_spectrum_tokens_first():
+    # Version 1 of the module held the spectrum as (max_len, D); version 2 channels first.
+    op = build("dct", causal=True)
+    with torch.no_grad():
+        op.spectrum.normal_()
+    state = op.state_dict()
+    old = {k: v.t().contiguous() if k == "spectrum" else v for k, v in state.items()}
+    old = type(state)(old)
+    old._metadata = {"": {"version": 1}}  # what torch stored for a module without _version
+    restored = build("dct", causal=True)
+    restored.load_state_dict(old)
+    torch.testing.assert_close(restored.spectrum, op.spectrum)
+    torch.testing.assert_close(restored.kernel(MAX_LEN), op.kernel(MAX_LEN))
+    again = build("dct", causal=True)
+    again.load_state_dict(state)  # a version 2 state dict loads unchanged
+    torch.testing.assert_close(again.spectrum, op.spectrum)
+
+
 # -- padding and batch independence --------------------------------------------------------------
 
 

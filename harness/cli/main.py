@@ -16,6 +16,7 @@ import warnings
 from typing import Any
 
 from harness.cli import texts
+from harness.engine.malloc import keep_freed_memory
 from harness.engine.presets import HARNESS_PRESETS, PRESETS
 from harness.results import LOCAL_RUNS
 from registry import ChiaroscuroError, ConfigError
@@ -441,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     warnings.formatwarning = _one_line_warning
     argv = sys.argv[1:] if argv is None else list(argv)
+    keep_freed_memory()  # before any tensor: every step's temporaries are then reused
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:

@@ -23,7 +23,8 @@ Schema (``schema_version`` 2; version 1 records still load, their new fields tak
   exact examples, see ``split_hash``); ``environment`` (hardware, torch/CUDA, package version,
   git commit, plugin distributions and versions; newer records also ``command`` (as typed),
   ``git_dirty``, ``versions`` of numpy, datasets, tokenizers, xformers, pydantic and scipy
-  (None: not installed), ``cpu_cores`` and ``cpu_cores_usable``).
+  (None: not installed), ``cpu_cores``, ``cpu_cores_usable`` and ``malloc`` (the freed-memory
+  policy, harness.engine.malloc)).
 - ``best_checkpoint`` (optional): step and full valid/test metrics of the best-validation
   weights; ``metrics`` are the final weights'.
 - ``flags``: "leaky: <reason>" for anything that may see the future or other examples,
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.engine.malloc import malloc_setting
 from registry.files import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported lazily: reading records and the leaderboard do not need it
@@ -404,6 +406,7 @@ def provenance() -> dict[str, Any]:
         "versions": versions,
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(affinity(0)) if affinity else os.cpu_count(),
+        "malloc": malloc_setting(),
     }
 
 
