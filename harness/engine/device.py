@@ -49,4 +49,3 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     # ru_maxrss is in KiB on Linux: the process's peak resident set
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
