@@ -39,10 +39,17 @@ def _fft_flops(length: int, channels: int) -> int:
     return int(5 * length * math.log2(max(length, 2)) * channels)
 
 
+@functools.lru_cache(maxsize=32)
 def _makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
     """For the DCT of length n along an axis: Makhoul's permutation (even indices ascending,
     then odd descending), its inverse, the twiddles exp(-i pi k / 2n) for k = 0 .. n//2, and
-    the squared orthonormal scales s_k^2."""
+    the squared orthonormal scales s_k^2. Cached per length (callers only read them); built
+    outside inference mode, so a first call there leaves tensors backward may save."""
+    with torch.inference_mode(False):
+        return _build_makhoul_plan(n, device, dtype)
+
+
+def _build_makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
     perm = torch.cat([torch.arange(0, n, 2, device=device),
                       torch.arange(1, n, 2, device=device).flip(0)])
     inverse = torch.argsort(perm)
@@ -225,10 +232,11 @@ def _last_axis_plan(n: int, device: torch.device, dtype: torch.dtype):
       the inverse permutation. s_k is equal for all k >= 1 and c_{n-0} is absent, so the
       per-part scales are one complex factor per bin."""
     perm, inverse, twiddle, scale2 = _makhoul_plan(n, device, dtype)
-    scale = scale2[: n // 2 + 1].sqrt()
-    perm_rev = perm.index_select(0, torch.remainder(-torch.arange(n, device=device), n))
-    idx_rev = torch.remainder(-inverse, n)
-    return perm_rev, twiddle.conj() * scale, idx_rev, twiddle / scale
+    with torch.inference_mode(False):  # as _makhoul_plan
+        scale = scale2[: n // 2 + 1].sqrt()
+        perm_rev = perm.index_select(0, torch.remainder(-torch.arange(n, device=device), n))
+        idx_rev = torch.remainder(-inverse, n)
+        return perm_rev, twiddle.conj() * scale, idx_rev, twiddle / scale
 
 
 def _idct_last(c: Tensor) -> Tensor:
