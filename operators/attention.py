@@ -130,4 +130,4 @@ class Attention(TokenMixer):
     def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
         if self.subset_score_pairs(ctx) is None:
             return super().batch_untracked_flops(ctx, n_key, batch)
-        return 0  # the counter sees exactly the blocks' SDPA calls
+        return 0  # the counter sees exactly the blocks' matrix products

@@ -264,8 +264,9 @@ def ragged_queries(data, lengths, n):
 @given(data=st.data())
 def test_routed_causal_blocks_equal_full_causal_outputs_and_gradients(name, data):
     """Routed causal queries run in blocks whose keys end at the block's last position; with
-    any block size, ragged subsets and padding they equal full causal attention gathered at
-    the query positions, outputs and gradients (into x and every parameter)."""
+    any block size, ragged subsets and padding, keeping the probabilities for backward or not,
+    they equal full causal attention gathered at the query positions, outputs and gradients
+    (into x and every parameter)."""
     op = build(name, causal=True)
     batch, n = 3, 14
     lengths = data.draw(st.lists(st.integers(1, n), min_size=batch, max_size=batch))
@@ -282,7 +283,10 @@ def test_routed_causal_blocks_equal_full_causal_outputs_and_gradients(name, data
         return [torch.zeros_like(p) if g is None else g for p, g in zip(params, got, strict=True)]
 
     full = torch.gather(op(x, ctx), 1, positions[..., None].expand(-1, -1, D))
-    with patch.object(causal_blocks, "QUERY_BLOCK", data.draw(st.integers(1, 5))):
+    # a budget of 0 bytes: backward recomputes the probabilities instead of keeping them
+    budget = data.draw(st.sampled_from([0, causal_blocks.SAVED_SCORES_BYTES]))
+    with patch.object(causal_blocks, "QUERY_BLOCK", data.draw(st.integers(1, 5))), \
+            patch.object(causal_blocks, "SAVED_SCORES_BYTES", budget):
         sub = op(x, ctx.with_queries(positions, query_mask))
     assert torch.isfinite(sub).all() and (sub[~query_mask] == 0).all()
     torch.testing.assert_close(sub[query_mask], full[query_mask])
