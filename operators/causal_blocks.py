@@ -77,6 +77,9 @@ def blocked_causal_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor,
     q (B, H, Q, Dh) at `positions` (B, Q); k, v (B, H, N, Dh); key_bias (B, H, 1, N) or None
     (RBF's -|k|^2 / 2s^2). Returns (B, H, Q, Dh), zeros at padded query slots."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    # (B, H, L, Dh) contiguous: attention passes transposes of (B, L, H, Dh), whose per-head
+    # slices made products copy their operands (3% of a routed layer at B 4, N 2048)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     inputs = [q, k, v] + ([key_bias] if key_bias is not None else [])
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     keep = keep and q.shape[1] * score_pairs(blocks) * q.element_size() <= SAVED_SCORES_BYTES
