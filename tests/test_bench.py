@@ -97,6 +97,8 @@ def test_end_to_end_section_times_every_combination_against_single_attention(qui
             assert [p["seq_len"] for p in points] == [32, 64]
             for p in points:
                 assert p["median_ms"] > 0 and len(p["times_ms"]) == 1
+                assert p["warmup_rounds"] >= 1 and (p["page_faults"] is None
+                                                    or p["page_faults"] >= 0)
                 if combo == "single:attn":
                     assert p["ratio"] == 1.0
                 if combo.endswith("dct+attn"):  # routed at the requested share, really
@@ -105,6 +107,34 @@ def test_end_to_end_section_times_every_combination_against_single_attention(qui
         # every crossover is re-derivable from the ratios in the record
         for combo, n in entry["crossover"].items():
             assert n == crossover([(p["seq_len"], p["ratio"]) for p in entry["combos"][combo]])
+
+
+@pytest.mark.parametrize("faulting_rounds,expected", [(0, 1), (2, 3), (99, 1 + 4)])
+def test_end_to_end_warm_up_goes_on_until_no_step_page_faults(faulting_rounds, expected,
+                                                              monkeypatch):
+    """Warm-up runs --warmup interleaved rounds, then more (at most EXTRA_WARMUP_ROUNDS) while
+    any step of the last round page-faulted: the first timed rounds would pay first touches."""
+    from harness.measure.bench import end_to_end
+
+    assert end_to_end.EXTRA_WARMUP_ROUNDS == 4
+    counter = {"faults": 0, "steps": 0}
+    monkeypatch.setattr(end_to_end, "page_faults", lambda: counter["faults"])
+
+    def step():
+        counter["steps"] += 1
+        if counter["steps"] <= 2 * faulting_rounds:  # two combinations per round
+            counter["faults"] += end_to_end.QUIET_FAULTS + 1
+
+    class Bar:
+        total = 0
+
+        def set_postfix_str(self, *a, **k): ...
+        def update(self, n): ...
+        def refresh(self): ...
+
+    e = end_to_end.EndToEndSettings([32], [], ["lm"], 1, 1, 0.375, 1, 1, 64)
+    rounds = end_to_end._warm_up({"a": (None, step), "b": (None, step)}, "lm", 32, e, Bar())
+    assert rounds == expected and counter["steps"] == 2 * expected
 
 
 def test_crossover_is_the_smallest_n_from_which_on_routing_is_faster():

@@ -6,8 +6,9 @@ every combination's model (``harness.engine.model.Model``, same shape and seed) 
 harness's own optimiser step (``TrainStep``: forward, loss, backward, clipping, AdamW, cost
 accounting) on a fixed random batch. Band routers are calibrated on that batch first
 (``harness.engine.calibrate.calibrate_on``, as a run calibrates before step 1), so each routes
-its configured share from the first timed step; then, after warm-up steps, every round times
-one step of each combination in a shuffled order, and a combination's ratio is the median
+its configured share from the first timed step; then, after interleaved warm-up rounds (at
+least --warmup, more until no step page-faults: ``_warm_up``), every round times one step of
+each combination in a shuffled order, and a combination's ratio is the median
 over rounds of (its step / single attention's step in the same round). The crossover of a
 combination is the smallest measured N from which on its ratio stays below 1; None if it
 never gets there. Each row also records the attention-FLOP fraction and the share of tokens
@@ -27,7 +28,7 @@ import torch
 from harness.cli.args_bench import E2E_DEFAULTS, E2E_QUICK, E2E_REFERENCE
 from registry import ConfigError
 
-from .timing import _timed, _times_summary, paired_ratio
+from .timing import _median, _timed, _times_summary, page_faults, paired_ratio
 
 REFERENCE, DEFAULTS, QUICK = E2E_REFERENCE, E2E_DEFAULTS, E2E_QUICK
 
@@ -136,26 +137,58 @@ def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
     return steps
 
 
+# Warm-up goes on past --warmup rounds, up to this many more, until a whole round of every
+# combination runs without page faults (at most QUIET_FAULTS per step). Each combination's
+# model grows the heap to its own peak at its own first steps, and fragments it for the others:
+# at N = 2048 single attention still faulted 16,000-65,000 pages (64-256 MiB) per step in
+# rounds 2-3 and ran 10-35% slower than in round 4, which favoured the routed combinations.
+EXTRA_WARMUP_ROUNDS = 4
+QUIET_FAULTS = 256
+
+
+def _warm_up(steps: dict[str, Any], kind: str, n: int, e: EndToEndSettings, bar) -> int:
+    """Interleaved untimed rounds until the memory is settled; returns how many ran."""
+    rounds = 0
+    while rounds < e.warmup + EXTRA_WARMUP_ROUNDS:
+        rounds += 1
+        if rounds > e.warmup:
+            bar.total += len(steps)
+            bar.refresh()
+        worst = 0
+        for key, (_, step) in steps.items():
+            bar.set_postfix_str(f"warm-up {kind} N={n} {key}", refresh=False)
+            before = page_faults()
+            step()
+            if before is not None:
+                worst = max(worst, page_faults() - before)
+            bar.update(1)
+        if rounds >= e.warmup and worst <= QUIET_FAULTS:
+            break
+    return rounds
+
+
 def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
                 order_rng: random.Random, bar) -> dict[str, dict[str, Any]]:
     steps = _steps_at(n, kind, s, e, gen)
     times: dict[str, list[float]] = {key: [] for key in steps}
-    for _ in range(e.warmup):
-        for key, (_, step) in steps.items():
-            bar.set_postfix_str(f"warm-up {kind} N={n} {key}", refresh=False)
-            step()
-            bar.update(1)
+    faults: dict[str, list[int]] = {key: [] for key in steps}
+    warmup_rounds = _warm_up(steps, kind, n, e, bar)
     for r in range(e.repeats):
         order = list(steps)
         order_rng.shuffle(order)
         for key in order:
             bar.set_postfix_str(f"{kind} N={n} round {r + 1} {key}", refresh=False)
+            before = page_faults()
             times[key].append(_timed(steps[key][1], s.device))
+            if before is not None:
+                faults[key].append(page_faults() - before)
             bar.update(1)
     rows = {}
     for key, (model, _) in steps.items():
         rows[key] = {**_times_summary(times[key]),
                      "ratio": paired_ratio(times[key], times[REFERENCE]),
+                     "warmup_rounds": warmup_rounds,
+                     "page_faults": _median(faults[key]) if faults[key] else None,
                      **_routing_measured(model)}
     return rows
 

@@ -56,9 +56,11 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
             for r in points:
                 table.append([kind, combo, r["seq_len"], _fmt(r["median_ms"], 1),
                               _fmt(r["ratio"]), _fmt(r["attention_token_share"]),
-                              _fmt(r["attention_flop_fraction"])])
+                              _fmt(r["attention_flop_fraction"]), _fmt(r.get("page_faults"), 0),
+                              r.get("warmup_rounds", "-")])
         print(tabulate(table, headers=["task", "combination", "N", "step ms", "/ single attn",
-                                       "attn tokens", "attn FLOPs"]))
+                                       "attn tokens", "attn FLOPs", "page faults/step",
+                                       "warm-up rounds"]))
         cross = ", ".join(f"{k}: {'-' if v is None else v}" for k, v in entry["crossover"].items())
         print(f"crossover N ({kind}): {cross}")
 

@@ -34,6 +34,17 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def page_faults() -> int | None:
+    """Minor page faults of this process so far (None where the OS does not count them). A
+    step that faults is touching memory the allocator just got from (or gave back to) the
+    kernel: a first-touch cost its steady state does not pay."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _error_note(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return "out of memory"
