@@ -63,6 +63,17 @@ def test_entropy_range_and_scale_invariance(d, scale):
     torch.testing.assert_close(spectral_entropy(scale * x), h, atol=1e-9, rtol=0)
 
 
+@FAST
+@given(d=st.integers(2, 96), seed=st.integers(0, 10_000))
+def test_entropy_equals_its_definition_on_the_dense_dct(d, seed):
+    """-sum p log p / log d with p = c^2 / sum c^2, c = x @ C^T (the dense DCT-II matrix)."""
+    x = torch.randn(8, d, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    c = x @ dct_matrix(d).T
+    p = c.square() / c.square().sum(-1, keepdim=True)
+    expected = -(p * p.clamp_min(1e-300).log()).sum(-1) / math.log(d)
+    torch.testing.assert_close(spectral_entropy(x), expected, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("d", [2, 3, 8, 17, 64])
 def test_entropy_extremes(d):
     basis = idct(torch.eye(d, dtype=torch.float64))  # row k is the k-th DCT basis vector
