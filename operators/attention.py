@@ -55,6 +55,12 @@ class Attention(TokenMixer):
         q, key_bias, scale = self.score_terms(q, k)
         if ctx.causal and ctx.query_positions is not None:
             y = self._causal_subset(q, k, v, ctx, key_bias, scale)
+        elif ctx.causal and self.dense_causal == "blocks":
+            b, _, n, _ = q.shape
+            positions = torch.arange(n, device=q.device).expand(b, n)
+            y = causal_blocks.blocked_causal_attention(q, k, v, positions,
+                                                       causal_blocks.dense_blocks(b, n),
+                                                       ctx.padding_mask, key_bias, scale)
         elif ctx.causal and ctx.padding_mask is None and key_bias is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fast path, no mask
         else:
@@ -83,16 +89,22 @@ class Attention(TokenMixer):
         return causal_blocks.blocked_causal_attention(q, k, v, ctx.query_positions, blocks,
                                                       ctx.padding_mask, key_bias, scale)
 
-    # A fused kernel told is_causal skips the score blocks above the diagonal; given an explicit
-    # mask (padding; RBF's bias) it computes the whole rectangle. Counting the triangle for full
-    # causal attention keeps routed savings honest on causal tasks. Routed causal queries run
-    # in blocks (_causal_subset) and are charged the pairs those blocks compute (batch_flops).
-    skips_causal_triangle = True
+    # How a full causal call runs. "triangle": the fused kernel told is_causal skips the score
+    # blocks above the diagonal, and is charged the triangle (which keeps routed savings honest
+    # on causal tasks). "blocks": scores with a per-key bias (RBF) reach the fused kernel only
+    # as an explicit mask, over the whole rectangle (at N 2048 2.2x the blocks' time), so every
+    # position runs as a query of causal_blocks (on any device) and is charged those blocks'
+    # pairs. Routed causal queries run in blocks (_causal_subset) and are charged the pairs
+    # those blocks compute (batch_flops). Padded calls without a bias still use an explicit
+    # mask (the rectangle) and are charged the triangle: the dense side errs low.
+    dense_causal = "triangle"
     blocks_causal_subsets = True  # _causal_subset runs; a subclass with its own mix() says no
 
     def score_pairs(self, n_query: int, n_key: int) -> int:
         """(query, key) score pairs the kernel computes for one head."""
-        if self.causal and n_query == n_key and self.skips_causal_triangle:
+        if self.causal and n_query == n_key:
+            if self.dense_causal == "blocks":
+                return causal_blocks.score_pairs(causal_blocks.dense_blocks(1, n_query))
             return n_query * (n_query + 1) // 2
         return n_query * n_key
 
@@ -116,7 +128,10 @@ class Attention(TokenMixer):
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
         # torch's FLOP counter charges SDPA the full rectangle even when the kernel skips the
-        # causal triangle: the difference is negative (work counted there, skipped here)
+        # causal triangle: the difference is negative (work counted there, skipped here); the
+        # blocks' matrix products it counts exactly
+        if self.causal and n_query == n_key and self.dense_causal == "blocks":
+            return 0
         return 4 * self.d_model * (self.score_pairs(n_query, n_key) - n_query * n_key)
 
     def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:

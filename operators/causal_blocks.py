@@ -63,6 +63,14 @@ def plan_blocks(positions: Tensor, query_mask: Tensor | None,
     return blocks
 
 
+def dense_blocks(batch: int, n: int) -> list[QueryBlock]:
+    """The blocks of `batch` examples whose queries are all n positions (plan_blocks of
+    positions 0 .. n-1, without a host transfer)."""
+    size = block_size(n)
+    return [QueryBlock(e, s, min(s + size, n), min(s + size, n))
+            for e in range(batch) for s in range(0, n, size)]
+
+
 def score_pairs(blocks: list[QueryBlock]) -> int:
     """(query, key) score pairs the blocks compute, per head, over the whole batch."""
     return sum((blk.end - blk.start) * blk.n_key for blk in blocks)

@@ -41,13 +41,15 @@ class RBFMixer(Attention):
         bias = -0.5 * k32.square().sum(-1)[:, :, None, :] * inv_s2.to(k32.dtype)  # (B, H, 1, N)
         return q * inv_s2.to(q.dtype), bias, 1.0
 
-    # the bias is an explicit mask: the whole rectangle runs (routed causal queries: blocks)
-    skips_causal_triangle = False
+    # the bias reaches the fused kernel only as an explicit mask over the whole rectangle, so
+    # full causal calls run in blocks too (Attention.dense_causal)
+    dense_causal = "blocks"
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
         # |k|^2 (square + sum) and its scaling, the query scaling, and the bias added to every
         # score inside the kernel: elementwise work that FlopCounterMode does not see.
-        return self._elementwise_flops(n_query, n_key) + n_query * n_key * self.n_heads
+        return (self._elementwise_flops(n_query, n_key)
+                + self.score_pairs(n_query, n_key) * self.n_heads)
 
     def _elementwise_flops(self, n_query: int, n_key: int) -> int:
         d, h = self.d_model, self.n_heads
