@@ -137,6 +137,25 @@ def test_end_to_end_warm_up_goes_on_until_no_step_page_faults(faulting_rounds, e
     assert rounds == expected and counter["steps"] == 2 * expected
 
 
+def test_end_to_end_table_warns_about_rows_that_kept_page_faulting(capsys):
+    from harness.measure.bench.end_to_end import QUIET_FAULTS
+    from harness.measure.bench.end_to_end_report import print_end_to_end
+
+    def row(n, faults):
+        return {"seq_len": n, "median_ms": 1.0, "ratio": 1.0, "attention_token_share": 0.4,
+                "attention_flop_fraction": 0.5, "page_faults": faults, "warmup_rounds": 5}
+
+    e2e = {"shape": {"layers": 1, "d_model": 8, "heads": 2, "batch_size": 1,
+                     "attn_fraction": 0.375},
+           "tasks": {"lm": {"causal": True, "crossover": {},
+                            "combos": {"single:attn": [row(32, 0), row(64, None)],
+                                       "entropy:dct+attn": [row(32, QUIET_FAULTS + 1)]}}}}
+    print_end_to_end(e2e, None, {})
+    out = capsys.readouterr().out
+    assert "still page-faulting" in out and "entropy:dct+attn at N=32" in out
+    assert "single:attn at" not in out
+
+
 def test_crossover_is_the_smallest_n_from_which_on_routing_is_faster():
     from harness.measure.bench.end_to_end import crossover
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .end_to_end import REFERENCE
+from .end_to_end import QUIET_FAULTS, REFERENCE
 from .report import _fmt, _target
 from .settings import TARGET_E2E, TARGET_E2E_CONTROL, TARGET_E2E_CROSSOVER, Settings
 from .timing import paired_ratio
@@ -63,6 +63,11 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
                                        "warm-up rounds"]))
         cross = ", ".join(f"{k}: {'-' if v is None else v}" for k, v in entry["crossover"].items())
         print(f"crossover N ({kind}): {cross}")
+        faulting = [f"{combo} at N={r['seq_len']}" for combo, points in entry["combos"].items()
+                    for r in points if (r.get("page_faults") or 0) > QUIET_FAULTS]
+        if faulting:
+            print(f"warning ({kind}): still page-faulting after the last warm-up round, so "
+                  f"its times include first touches of memory: {', '.join(faulting)}")
 
 
 def plot_end_to_end(e2e: dict[str, Any], title: str) -> bytes:
