@@ -141,7 +141,7 @@ def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
 # combination runs without page faults (at most QUIET_FAULTS per step). Each combination's
 # model grows the heap to its own peak at its own first steps, and fragments it for the others:
 # at N = 2048 single attention still faulted 16,000-65,000 pages (64-256 MiB) per step in
-# rounds 2-3 and ran 10-35% slower than in round 4, which favoured the routed combinations.
+# rounds 2-3 and ran 8-35% slower than in round 4, which favoured the routed combinations.
 EXTRA_WARMUP_ROUNDS = 4
 QUIET_FAULTS = 256
 
