@@ -116,8 +116,9 @@ class MoDRouter(Router):
             predicted = (logits > self.threshold) if self.calibrated else (logits > 0)
             agree = ((predicted == topk).float() * real).sum() / real.sum().clamp_min(1.0)
         assignment = chosen.long()
-        gate = torch.sigmoid(r.float())
-        weights = torch.stack([1.0 - gate, gate], dim=-1)
+        # sigmoid(-r), not 1 - sigmoid(r): the latter rounds to exactly 0 in float32 once r is
+        # above ~17, and a cheap-band token would then get no output at all
+        weights = torch.stack([torch.sigmoid(-r.float()), torch.sigmoid(r.float())], dim=-1)
         weights = weights * F.one_hot(assignment, 2).to(weights.dtype)
         return Routing(
             assignment=assignment,

@@ -68,6 +68,15 @@ def route(router, x, mask=None, causal=False):
 # -- the Routing contract, for every built-in ----------------------------------------------------
 
 
+def test_mod_weights_its_cheap_band_above_zero_even_for_large_scores():
+    """1 - sigmoid(r) is exactly 0 in float32 for r above ~17 (Hypothesis found such a case,
+    seed 701): a cheap-band token would get no output. MoD weighs it sigmoid(-r) instead."""
+    out = route(make("mod", 2, seed=701), tokens(701, 3, 4))
+    assert (out.stats["scores"].abs() > 17).any()  # the case really has such scores
+    chosen = torch.nn.functional.one_hot(out.assignment, 2).bool()
+    assert (out.weights[chosen] > 0).all()
+
+
 @pytest.mark.parametrize(("name", "n_ops"), CASES)
 @FAST
 @given(
