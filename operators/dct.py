@@ -32,7 +32,7 @@ from operators import register_operator
 from registry import ConfigError
 
 from .base import MixContext, TokenMixer
-from .spectral import dct, upcast
+from .spectral import _even_odd, _twiddle, dct, upcast
 
 
 def _fft_flops(length: int, channels: int) -> int:
@@ -50,11 +50,9 @@ def _makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
 
 
 def _build_makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
-    perm = torch.cat([torch.arange(0, n, 2, device=device),
-                      torch.arange(1, n, 2, device=device).flip(0)])
+    perm = _even_odd(n, device)
     inverse = torch.argsort(perm)
-    k = torch.arange(n // 2 + 1, dtype=dtype, device=device)
-    twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
+    twiddle = _twiddle(n, torch.empty(0, dtype=dtype, device=device))
     scale2 = torch.full((n,), 2.0 / n, dtype=dtype, device=device)
     scale2[0] = 1.0 / n
     return perm, inverse, twiddle, scale2
