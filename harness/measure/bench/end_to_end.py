@@ -18,8 +18,10 @@ routed to attention that the step's own cost accounting measured.
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +148,14 @@ EXTRA_WARMUP_ROUNDS = 4
 QUIET_FAULTS = 256
 
 
+def _faults_during(fn: Callable[[], Any]) -> tuple[Any, int | None]:
+    """fn()'s result and the page faults while it ran (None where the OS does not count
+    them)."""
+    before = page_faults()
+    result = fn()
+    return result, None if before is None else page_faults() - before
+
+
 def _warm_up(steps: dict[str, Any], kind: str, n: int, e: EndToEndSettings, bar) -> int:
     """Interleaved untimed rounds until the memory is settled; returns how many ran."""
     rounds = 0
@@ -157,10 +167,7 @@ def _warm_up(steps: dict[str, Any], kind: str, n: int, e: EndToEndSettings, bar)
         worst = 0
         for key, (_, step) in steps.items():
             bar.set_postfix_str(f"warm-up {kind} N={n} {key}", refresh=False)
-            before = page_faults()
-            step()
-            if before is not None:
-                worst = max(worst, page_faults() - before)
+            worst = max(worst, _faults_during(step)[1] or 0)
             bar.update(1)
         if rounds >= e.warmup and worst <= QUIET_FAULTS:
             break
@@ -178,10 +185,10 @@ def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
         order_rng.shuffle(order)
         for key in order:
             bar.set_postfix_str(f"{kind} N={n} round {r + 1} {key}", refresh=False)
-            before = page_faults()
-            times[key].append(_timed(steps[key][1], s.device))
-            if before is not None:
-                faults[key].append(page_faults() - before)
+            elapsed, count = _faults_during(functools.partial(_timed, steps[key][1], s.device))
+            times[key].append(elapsed)
+            if count is not None:
+                faults[key].append(count)
             bar.update(1)
     rows = {}
     for key, (model, _) in steps.items():
