@@ -142,16 +142,20 @@ class _DCTFilter(torch.autograd.Function):
         return dx, dh
 
 
-# Layout changes between (B, N, D) and channels first (B, D, N) copy this many sequence positions
-# at a time: a piece reads a few KiB of rows and writes short runs of every channel row, so both
-# sides stay in cache and in the TLB. One whole-tensor transpose strides 4 * D bytes per element
+# Layout changes between (B, N, D) and channels first (B, D, N) copy a piece at a time, so both
+# sides stay in cache and in the TLB: one whole-tensor transpose strides 4 * D bytes per element
 # read and at N=8192 cost 7x the chunked copy (15 ms vs 2 ms, 1 thread), more than its FFT.
+# Into channels first: pieces of this many sequence positions (each reads a few KiB of rows and
+# writes short runs of every channel row). Back to tokens first: pieces of this many channels
+# (each reads that many rows in step and writes short runs of every token row), which measured
+# 1.5-1.8x faster than position pieces that way (N 1024-4096, B 1 and 4) and 2x slower this way.
 # On GPUs one copy kernel does the whole transpose: one piece.
 _TRANSPOSE_ROWS = 64
+_TRANSPOSE_CHANNELS = 32
 
 
-def _pieces(t: Tensor, n: int) -> list[tuple[int, int]]:
-    step = _TRANSPOSE_ROWS if t.device.type == "cpu" else max(n, 1)
+def _pieces(t: Tensor, n: int, step: int) -> list[tuple[int, int]]:
+    step = step if t.device.type == "cpu" else max(n, 1)
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
@@ -160,7 +164,7 @@ def _channels_first_padded(x: Tensor, n_fft: int) -> Tensor:
     b, n, d = x.shape
     out = x.new_empty(b, d, n_fft)
     out[..., n:].zero_()
-    for i, j in _pieces(x, n):
+    for i, j in _pieces(x, n, _TRANSPOSE_ROWS):
         out[..., i:j].copy_(x[:, i:j].transpose(1, 2))
     return out
 
@@ -169,8 +173,8 @@ def _tokens_first(y: Tensor, n: int) -> Tensor:
     """The first n positions of y (B, D, L) -> (B, n, D), contiguous."""
     b, d, _ = y.shape
     out = y.new_empty(b, n, d)
-    for i, j in _pieces(y, n):
-        out[:, i:j].copy_(y[..., i:j].transpose(1, 2))
+    for i, j in _pieces(y, d, _TRANSPOSE_CHANNELS):
+        out[..., i:j].copy_(y[:, i:j, :n].transpose(1, 2))
     return out
 
 
@@ -217,66 +221,62 @@ class _CausalConv(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=32)
-def _last_axis_plan(n: int, device: torch.device, dtype: torch.dtype):
-    """What the kernel's idct and its dct-as-backward need along a last axis of length n, with
-    every scale, sign and conjugation folded in (a step used to rebuild them and spend a pass
-    on each; at (256, 2048) that was 4x the FFT):
+def _kernel_plan(m: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The factors that make the orthonormal idct and dct of length m halves of transforms of
+    length 2m, with no permutation (cached per length; built outside inference mode, as
+    _makhoul_plan). With theta_k = pi k / 2m and s_k the orthonormal scales:
 
-    - dct: y = rfft(x[perm_rev]) * w_dct is conj(U) s_k, with U = rfft(x[perm]) * twiddle as
-      in _half_spectrum (reversing a real sequence conjugates its spectrum), so c_k = Re y_k
-      for k <= n//2 and c_{n-k} = Im y_k, without a negation;
-    - idct: z = (c_k + i c_{n-k}) * w_idct is conj(U) for the U above, and the irfft of a
-      conjugate is the reversed irfft, so x = irfft(z)[idx_rev] with the reversal folded into
-      the inverse permutation. s_k is equal for all k >= 1 and c_{n-0} is absent, so the
-      per-part scales are one complex factor per bin."""
-    perm, inverse, twiddle, scale2 = _makhoul_plan(n, device, dtype)
-    with torch.inference_mode(False):  # as _makhoul_plan
-        scale = scale2[: n // 2 + 1].sqrt()
-        perm_rev = perm.index_select(0, torch.remainder(-torch.arange(n, device=device), n))
-        idx_rev = torch.remainder(-inverse, n)
-        return perm_rev, twiddle.conj() * scale, idx_rev, twiddle / scale
+    - idct: x_t = Re sum_k a_k exp(i pi k t / m), a_k = s_k c_k exp(i theta_k), for t < m: the
+      first half of an unnormalised irfft of length 2m whose bins are H_0 = a_0, H_k = a_k / 2
+      (the irfft adds each bin's conjugate mirror) and H_m = 0. Returned: (Re, Im) of H_k / c_k.
+    - dct: c_k = s_k Re(exp(-i theta_k) U_k) = s_k (Re U_k cos theta_k + Im U_k sin theta_k),
+      U = rfft of the input zero-padded to 2m. Returned: (s_k cos theta_k, s_k sin theta_k).
 
-
-def _idct_last(c: Tensor) -> Tensor:
-    """spectral.idct along the last axis (see _last_axis_plan)."""
-    n = c.shape[-1]
-    k = n // 2 + 1
-    _, _, idx_rev, w_idct = _last_axis_plan(n, c.device, c.dtype)
-    z = torch.empty(c.shape[:-1] + (k,), dtype=c.dtype.to_complex(), device=c.device)
-    parts = torch.view_as_real(z)
-    parts[..., 0].copy_(c[..., :k])
-    parts[..., 0, 1].zero_()
-    parts[..., 1:, 1].copy_(c[..., n - k + 1 :].flip(-1))
-    return torch.fft.irfft(z.mul_(w_idct), n=n).index_select(-1, idx_rev)
+    Makhoul's length-m form needs a gather before or after its FFT and a reversal of half the
+    coefficients; on the (D, max_len) kernel those cost 4x the FFT (1.3 ms of a 2 ms idct at
+    (256, 2048)), more than the FFT of twice the length that replaces them."""
+    with torch.inference_mode(False):
+        k = torch.arange(m, device=device, dtype=torch.float64)
+        theta = math.pi * k / (2 * m)
+        scale = torch.full((m,), math.sqrt(2.0 / m), device=device, dtype=torch.float64)
+        scale[0] = math.sqrt(1.0 / m)
+        dct_factors = torch.stack([scale * theta.cos(), scale * theta.sin()], dim=-1)
+        halved = torch.where(k == 0, 1.0, 0.5)[:, None]
+        return (dct_factors * halved).to(dtype), dct_factors.to(dtype)
 
 
-def _dct_last(x: Tensor) -> Tensor:
-    """spectral.dct along the last axis (see _last_axis_plan)."""
-    n = x.shape[-1]
-    k = n // 2 + 1
-    perm_rev, w_dct, _, _ = _last_axis_plan(n, x.device, x.dtype)
-    parts = torch.view_as_real(torch.fft.rfft(x.index_select(-1, perm_rev)).mul_(w_dct))
-    out = x.new_empty(x.shape)
-    out[..., :k].copy_(parts[..., 0])
-    out[..., k:].copy_(parts[..., 1 : n - k + 1, 1].flip(-1))
-    return out
-
-
-class _WindowedIDCT(torch.autograd.Function):
-    """idct(c) * window along the last axis. The orthonormal DCT-III's adjoint is the DCT-II,
-    so the backward is one dct of the windowed gradient: autograd through idct's permutation
-    and slices (index_put) cost three times the transform itself."""
+class _CausalKernel(torch.autograd.Function):
+    """The windowed taps of the causal kernel from its DCT spectrum c (D, m), laid out for the
+    convolution's FFT: k[:, t] = idct(c)[:, t] * window[t] for t < width, where `window` (width,)
+    must be 0 from m on (it also truncates the taps). The orthonormal DCT-III's adjoint is the
+    DCT-II, so the backward is one dct of the windowed gradient (see _kernel_plan for both)."""
 
     @staticmethod
     def forward(ctx, c: Tensor, window: Tensor) -> Tensor:
+        d, m = c.shape
+        to_bins, _ = _kernel_plan(m, c.device, c.dtype)
+        bins = c.new_empty(d, m + 1, 2)
+        for part in (0, 1):  # one strided write per part: a broadcast over (m, 2) took 2x
+            torch.mul(c, to_bins[:, part], out=bins[:, :m, part])
+        bins[:, m].zero_()
+        taps = torch.fft.irfft(torch.view_as_complex(bins), n=2 * m, norm="forward")
         ctx.save_for_backward(window)
-        return _idct_last(c).mul_(window)
+        ctx.length = m
+        return taps[:, : window.shape[0]] * window
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: Tensor):
         (window,) = ctx.saved_tensors
-        return _dct_last(g * window), None
+        return _windowed_dct(g, window, ctx.length), None
+
+
+def _windowed_dct(g: Tensor, window: Tensor, m: int) -> Tensor:
+    """dct(g * window) of length m along the last axis (window is 0 from m on)."""
+    _, from_bins = _kernel_plan(m, g.device, g.dtype)
+    u = torch.view_as_real(torch.fft.rfft(g * window, n=2 * m))[:, :m]
+    # Re U cos + Im U sin per bin, one pass each (a product and a .sum(-1) took 3.5x)
+    return (u[..., 0] * from_bins[:, 0]).addcmul_(u[..., 1], from_bins[:, 1])
 
 
 def causal_conv(x: Tensor, kt: Tensor, n_fft: int) -> Tensor:
@@ -317,7 +317,7 @@ class DCTMixer(TokenMixer):
             self.spectrum = nn.Parameter(dct(impulse, dim=-1))
             # Long taps start small: a learned spectrum change moves far taps less.
             window = torch.exp(-decay * torch.arange(max_len) / max_len)
-            self.register_buffer("window", window[None, :], persistent=False)
+            self.register_buffer("window", window, persistent=False)
         else:
             # h = 1 at every frequency: the identity, so training starts stable.
             self.filter = nn.Parameter(torch.ones(int(n_freq), d_model))
@@ -360,11 +360,15 @@ class DCTMixer(TokenMixer):
 
     def kernel(self, n: int) -> Tensor:
         """The first min(n, max_len) taps (L, D). Independent of n: truncation, not resampling."""
-        return self._taps(n).t()
+        taps = min(n, self.max_len)
+        return self._taps(taps, taps).t()
 
-    def _taps(self, n: int) -> Tensor:
-        """kernel(n) channels first (D, L), as the convolution takes it."""
-        return _WindowedIDCT.apply(self.spectrum, self.window)[:, : min(n, self.max_len)]
+    def _taps(self, taps: int, width: int) -> Tensor:
+        """The first `taps` taps channels first (D, width), zero from `taps` on, as the
+        convolution's FFT takes them; width <= 2 max_len."""
+        window = self.window.new_zeros(width)
+        window[:taps] = self.window[:taps]
+        return _CausalKernel.apply(self.spectrum, window)
 
     # Version 2 stores the spectrum channels first; version 1 checkpoints held (max_len, D).
     _version = 2
@@ -379,10 +383,11 @@ class DCTMixer(TokenMixer):
         if mask is not None:
             x = x * mask[..., None]  # padding never contributes, wherever it sits
         n = x.shape[1]
-        kt = self._taps(n).to(x.dtype)
+        taps = min(n, self.max_len)
         # Zero-padding to >= n + L - 1 makes the circular convolution a linear one, so nothing
         # wraps around from the end of the sequence into its beginning.
-        n_fft = 1 << (n + kt.shape[1] - 2).bit_length()
+        n_fft = 1 << (n + taps - 2).bit_length()
+        kt = self._taps(taps, min(n_fft, 2 * self.max_len)).to(x.dtype)
         y = causal_conv(x, kt, n_fft)  # irfft(rfft(x) * rfft(k))[:, :n], zero-padded to n_fft
         return y if mask is None else y * mask[..., None]
 
@@ -402,9 +407,10 @@ class DCTMixer(TokenMixer):
             return 2 * _fft_flops(n, d) + n * d  # dct + idct + the filter multiply
         n_fft = 1 << (n + min(n, self.max_len) - 2).bit_length()
         half = n_fft // 2 + 1
-        # rfft(x) + irfft(y) + the kernel (idct of the spectrum and its rfft; shared across the
-        # batch but counted per example, which errs on the expensive side) + complex multiply.
-        return 3 * _fft_flops(n_fft, d) + _fft_flops(self.max_len, d) + 6 * half * d
+        # rfft(x) + irfft(y) + the kernel (its idct, an irfft of length 2 max_len, and its rfft;
+        # shared across the batch but counted per example, which errs on the expensive side)
+        # + complex multiply.
+        return 3 * _fft_flops(n_fft, d) + _fft_flops(2 * self.max_len, d) + 6 * half * d
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
         # FlopCounterMode sees neither FFTs nor elementwise work: all of it is untracked.

@@ -214,6 +214,7 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, rows, monkeypat
 
     if rows is not None:
         monkeypatch.setattr(dct_module, "_TRANSPOSE_ROWS", rows)
+        monkeypatch.setattr(dct_module, "_TRANSPOSE_CHANNELS", rows - 1)
     g = torch.Generator().manual_seed(n)
     x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
     k = torch.randn(taps, 3, dtype=torch.float64, generator=g, requires_grad=True)
@@ -231,16 +232,23 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, rows, monkeypat
                                     (x.detach().requires_grad_(), k.detach().requires_grad_()))
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 8, 13])
-def test_causal_kernel_idct_equals_spectral_idct_with_dct_as_backward(n):
-    from operators.dct import _WindowedIDCT
+@pytest.mark.parametrize("m,taps,width", [(1, 1, 1), (2, 2, 4), (5, 5, 5), (5, 3, 8),
+                                           (8, 8, 16), (13, 7, 16)])
+def test_causal_kernel_equals_the_windowed_spectral_idct_with_dct_as_backward(m, taps, width):
+    from operators.dct import _CausalKernel
     from operators.spectral import dct, idct
 
-    g = torch.Generator().manual_seed(n)
-    c = torch.randn(3, n, dtype=torch.float64, generator=g, requires_grad=True)
-    window = torch.rand(1, n, dtype=torch.float64, generator=g) + 0.5
-    torch.testing.assert_close(_WindowedIDCT.apply(c, window), idct(c, dim=-1) * window)
-    dy = torch.randn(3, n, dtype=torch.float64, generator=g)
-    (grad,) = torch.autograd.grad(_WindowedIDCT.apply(c, window), c, dy)
-    torch.testing.assert_close(grad, dct(dy * window, dim=-1))
-    assert torch.autograd.gradcheck(_WindowedIDCT.apply, (c, window))
+    g = torch.Generator().manual_seed(m * 100 + width)
+    c = torch.randn(3, m, dtype=torch.float64, generator=g, requires_grad=True)
+    window = torch.zeros(width, dtype=torch.float64)
+    window[:taps] = torch.rand(taps, dtype=torch.float64, generator=g) + 0.5
+    expected = torch.zeros(3, width, dtype=torch.float64)
+    expected[:, :taps] = idct(c, dim=-1)[:, :taps] * window[:taps]
+    out = _CausalKernel.apply(c, window)
+    torch.testing.assert_close(out, expected)
+    dy = torch.randn(3, width, dtype=torch.float64, generator=g)
+    (grad,) = torch.autograd.grad(out, c, dy)
+    padded = torch.zeros(3, m, dtype=torch.float64)
+    padded[:, :taps] = (dy * window)[:, :taps]
+    torch.testing.assert_close(grad, dct(padded, dim=-1))
+    assert torch.autograd.gradcheck(lambda c: _CausalKernel.apply(c, window), (c,))

@@ -482,7 +482,7 @@ def test_dct_trains_after_its_cached_plans_were_built_in_inference_mode(causal):
     import operators.dct as dct_module
 
     dct_module._makhoul_plan.cache_clear()
-    dct_module._last_axis_plan.cache_clear()
+    dct_module._kernel_plan.cache_clear()
     op = build("dct", causal=causal)
     x = torch.randn(2, MAX_LEN, D)
     with torch.inference_mode():
