@@ -44,6 +44,7 @@ class QueryBlock:
     start: int  # query slots [start, end) of that example
     end: int
     n_key: int  # keys 0 .. n_key - 1 (the last position in the block, plus one)
+    first: int  # the position of its first query: keys 0 .. first are allowed for every row
 
 
 def plan_blocks(positions: Tensor, query_mask: Tensor | None,
@@ -59,7 +60,7 @@ def plan_blocks(positions: Tensor, query_mask: Tensor | None,
         size = block or block_size(counts[e])
         for start in range(0, counts[e], size):
             end = min(start + size, counts[e])
-            blocks.append(QueryBlock(e, start, end, pos[e][end - 1] + 1))
+            blocks.append(QueryBlock(e, start, end, pos[e][end - 1] + 1, pos[e][start]))
     return blocks
 
 
@@ -67,7 +68,7 @@ def dense_blocks(batch: int, n: int) -> list[QueryBlock]:
     """The blocks of `batch` examples whose queries are all n positions (plan_blocks of
     positions 0 .. n-1, without a host transfer)."""
     size = block_size(n)
-    return [QueryBlock(e, s, min(s + size, n), min(s + size, n))
+    return [QueryBlock(e, s, min(s + size, n), min(s + size, n), s)
             for e in range(batch) for s in range(0, n, size)]
 
 
@@ -102,11 +103,21 @@ def blocked_causal_attention(q: Tensor, k: Tensor, v: Tensor, positions: Tensor,
 SAVED_SCORES_BYTES = 256 << 20
 
 
-def _probabilities(blk: QueryBlock, q: Tensor, k: Tensor, positions: Tensor,
-                   padding_mask: Tensor | None, key_bias: Tensor | None, scale: float) -> Tensor:
-    """softmax of one block's masked scores, (H, rows, keys). The mask and the bias enter as
-    the addend of one batched product (baddbmm), so scores take one pass to build."""
+def _probabilities(blk: QueryBlock, q: Tensor, k_t: Tensor, positions: Tensor,
+                   padding_mask: Tensor | None, key_bias: Tensor | None) -> Tensor:
+    """softmax of one block's masked scores, (H, rows, keys), from q already scaled and the
+    keys transposed, k_t (B, H, Dh, N): a product whose second operand is a transposed view
+    ran 1.35x slower. Without padding or bias only the keys past the block's first position
+    need a mask (one in-place fill of those columns); otherwise the mask and the bias enter
+    as the addend of one batched product (baddbmm)."""
     e, s, t, m = blk.example, blk.start, blk.end, blk.n_key
+    if padding_mask is None and key_bias is None:
+        scores = torch.bmm(q[e, :, s:t], k_t[e, :, :, :m])
+        lo = blk.first + 1
+        if lo < m:
+            later = torch.arange(lo, m, device=q.device)[None, :] > positions[e, s:t, None]
+            scores[..., lo:].masked_fill_(later, float("-inf"))
+        return scores.softmax(-1)
     allowed = torch.arange(m, device=q.device)[None, :] <= positions[e, s:t, None]
     if padding_mask is not None:
         allowed = allowed & padding_mask[e, None, :m]
@@ -115,8 +126,7 @@ def _probabilities(blk: QueryBlock, q: Tensor, k: Tensor, positions: Tensor,
         addend = q.new_zeros(t - s, m).masked_fill_(~allowed, float("-inf"))
     else:
         addend = key_bias[e, :, :, :m].to(q.dtype).masked_fill(~allowed, float("-inf"))
-    scores = torch.baddbmm(addend, q[e, :, s:t], k[e, :, :m].transpose(1, 2), alpha=scale)
-    return scores.softmax(-1)
+    return torch.baddbmm(addend, q[e, :, s:t], k_t[e, :, :, :m]).softmax(-1)
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -126,16 +136,21 @@ class _BlockedAttention(torch.autograd.Function):
     gradients of the block's whole prefix, which then had to be added into one buffer (13% of
     a routed layer at B 4, N 2048), and its small-block backward ran well below its speed on
     the full triangle. Here every block's dk, dv accumulate in place (baddbmm_) and dS uses
-    rowsum(dP * P) = rowsum(dy * y), one number per query (as flash attention does): at
-    fraction 0.25, N 2048 the core takes 0.31-0.35x full causal attention's, 0.39-0.44x
-    before (tests: routed == dense, outputs and gradients, tests/test_operators.py)."""
+    rowsum(dP * P) = rowsum(dy * y), one number per query (as flash attention does). dk and dv
+    accumulate transposed, (Dh, keys) per head: a block's update is a product with an inner
+    dimension of only its rows, and written along keys it ran 1.5x faster than along Dh; both
+    are transposed back once at the end (a transposed view made the projections' backward
+    copy slower by more than it saved). Tests: routed == dense, outputs and
+    gradients (tests/test_operators.py)."""
 
     @staticmethod
     def forward(ctx, q, k, v, key_bias, positions, padding_mask, blocks, scale, keep):
+        q = q * scale  # once, instead of in every block's product
+        k_t = k.transpose(-1, -2).contiguous()
         y = q.new_zeros(q.shape)  # padded query slots stay zero
         kept = []
         for blk in blocks:
-            p = _probabilities(blk, q, k, positions, padding_mask, key_bias, scale)
+            p = _probabilities(blk, q, k_t, positions, padding_mask, key_bias)
             y[blk.example, :, blk.start : blk.end] = torch.bmm(p, v[blk.example, :, : blk.n_key])
             if keep:
                 kept.append(p)
@@ -146,22 +161,26 @@ class _BlockedAttention(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        q, k, v, key_bias, positions, padding_mask, y = ctx.saved_tensors
+        q, k, v, key_bias, positions, padding_mask, y = ctx.saved_tensors  # q is scaled
         scale, kept = ctx.scale, ctx.kept
+        k_t = None if kept else k.transpose(-1, -2).contiguous()
         want_bias = key_bias is not None and ctx.needs_input_grad[3]
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        dq = torch.zeros_like(q)
+        b, h, n, dh = k.shape
+        dk_t, dv_t = k.new_zeros(b, h, dh, n), v.new_zeros(b, h, dh, n)
         d_bias = torch.zeros_like(key_bias) if want_bias else None
         row_dot = (dy * y).sum(-1, keepdim=True)  # (B, H, Q, 1)
         for i, blk in enumerate(ctx.blocks):
             e, s, t, m = blk.example, blk.start, blk.end, blk.n_key
-            p = kept[i] if kept else _probabilities(blk, q, k, positions, padding_mask,
-                                                    key_bias, scale)
+            p = kept[i] if kept else _probabilities(blk, q, k_t, positions, padding_mask,
+                                                    key_bias)
             g = dy[e, :, s:t]
-            dv[e, :, :m].baddbmm_(p.transpose(1, 2), g)
+            dv_t[e, :, :, :m].baddbmm_(g.transpose(1, 2), p)
             ds = torch.bmm(g, v[e, :, :m].transpose(1, 2)).sub_(row_dot[e, :, s:t]).mul_(p)
             dq[e, :, s:t] = torch.bmm(ds, k[e, :, :m]).mul_(scale)
-            dk[e, :, :m].baddbmm_(ds.transpose(1, 2), q[e, :, s:t], alpha=scale)
+            dk_t[e, :, :, :m].baddbmm_(q[e, :, s:t].transpose(1, 2), ds)
             if want_bias:
                 d_bias[e, :, 0, :m] += ds.sum(1)
         ctx.kept = None
-        return dq, dk, dv, d_bias, None, None, None, None, None
+        return (dq, dk_t.transpose(-1, -2).contiguous(), dv_t.transpose(-1, -2).contiguous(),
+                d_bias, None, None, None, None, None)
