@@ -151,15 +151,16 @@ class RecallTask(LanguageModelingTask):
         end = start + sizes[SPLITS.index(split)]
         return RecallExamples(self._blob["windows"][start:end], self._blob["queries"][start:end])
 
+    def inputs(self, windows: Tensor, queries: Tensor) -> Tensor:
+        """The model's input tokens for windows (B, N + 1) with scored positions queries (B, N):
+        every token but the last (each input's target is the next token). A subclass that
+        hides answers from the inputs overrides this."""
+        return windows[:, :-1]
+
     def collate(self, examples: Sequence[tuple[Tensor, Tensor]]) -> Batch:
         windows = torch.stack([w for w, _ in examples])
         queries = torch.stack([q for _, q in examples])
-        tokens = windows[:, :-1]
-        if not self.params.get("show_answers", True):
-            # the answer is the target at the query, not also the next input (module docstring)
-            answered = torch.zeros_like(queries)
-            answered[:, 1:] = queries[:, :-1]
-            tokens = tokens.masked_fill(answered, BLANK_ID)
+        tokens = self.inputs(windows, queries)
         targets = windows[:, 1:].masked_fill(~queries, IGNORE_INDEX)
         mask = torch.ones_like(tokens, dtype=torch.bool)
         return Batch(tokens, mask, targets, needs_attention=queries.clone())
@@ -285,6 +286,15 @@ class MQAR(RecallTask):
             "n_test": positive_int(name, "n_test", n_test),
             "data_seed": positive_int(name, "data_seed", data_seed, 0),
         }  # fmt: skip
+
+    def inputs(self, windows: Tensor, queries: Tensor) -> Tensor:
+        tokens = windows[:, :-1]
+        if self.params["show_answers"]:
+            return tokens
+        # the answer is the target at the query, not also the next input (module docstring)
+        answered = torch.zeros_like(queries)
+        answered[:, 1:] = queries[:, :-1]
+        return tokens.masked_fill(answered, BLANK_ID)
 
     def generate(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         p = self.params
