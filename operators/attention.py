@@ -19,7 +19,7 @@ from operators import register_operator
 from registry import ConfigError
 
 from . import causal_blocks, flex
-from .base import MixContext, TokenMixer, attention_mask, gather_queries
+from .base import MixContext, TokenMixer, attention_mask, gather_queries, query_count
 
 
 @register_operator("attn", description="multi-head softmax self-attention (fused SDPA)",
@@ -55,7 +55,7 @@ class Attention(TokenMixer):
         q, key_bias, scale = self.score_terms(q, k)
         if ctx.causal and ctx.query_positions is not None:
             y = self._causal_subset(q, k, v, ctx, key_bias, scale)
-        elif ctx.causal and self.dense_causal == "blocks":
+        elif ctx.causal and self._dense_in_blocks(ctx):
             b, _, n, _ = q.shape
             positions = torch.arange(n, device=q.device).expand(b, n)
             y = causal_blocks.blocked_causal_attention(q, k, v, positions,
@@ -94,55 +94,90 @@ class Attention(TokenMixer):
     # on causal tasks). "blocks": scores with a per-key bias (RBF) reach the fused kernel only
     # as an explicit mask, over the whole rectangle (at N 2048 2.2x the blocks' time), so every
     # position runs as a query of causal_blocks (on any device) and is charged those blocks'
-    # pairs. Routed causal queries run in blocks (_causal_subset) and are charged the pairs
-    # those blocks compute (batch_flops). Padded calls without a bias still use an explicit
-    # mask (the rectangle) and are charged the triangle: the dense side errs low.
+    # pairs. Padded full causal calls run in blocks whatever this says: the fused kernel takes
+    # padding only as an explicit mask, which runs (and must be charged) the whole rectangle;
+    # the blocks took 0.80x / 0.69x its fwd+bwd time at N 1024 / 2048 (1.09x at N 256; B 4,
+    # d_model 256, 1 thread).
+    # Routed causal queries run in blocks (_causal_subset) and are charged the pairs those
+    # blocks compute (batch_flops).
     dense_causal = "triangle"
-    blocks_causal_subsets = True  # _causal_subset runs; a subclass with its own mix() says no
+    blocks_causal_subsets = True  # mix() runs causal_blocks; a subclass with its own mix says no
+
+    def _dense_in_blocks(self, ctx: MixContext) -> bool:
+        """Whether a full causal call with this context runs every position in blocks."""
+        return self.blocks_causal_subsets and (self.dense_causal == "blocks"
+                                               or ctx.padding_mask is not None)
 
     def score_pairs(self, n_query: int, n_key: int) -> int:
-        """(query, key) score pairs the kernel computes for one head."""
+        """(query, key) score pairs the kernel computes for one head of an unpadded call."""
         if self.causal and n_query == n_key:
             if self.dense_causal == "blocks":
                 return causal_blocks.score_pairs(causal_blocks.dense_blocks(1, n_query))
             return n_query * (n_query + 1) // 2
         return n_query * n_key
 
-    def subset_score_pairs(self, ctx: MixContext) -> int | None:
-        """Score pairs per head over the batch for a routed causal call, as _causal_subset
-        computes them; None when this call is not one."""
-        if not (self.causal and self.blocks_causal_subsets and ctx.query_positions is not None):
-            return None
-        if flex.available(ctx.query_positions):
-            return flex.score_pairs(ctx.query_positions, ctx.query_mask)
-        return causal_blocks.score_pairs(
-            causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask))
+    def call_score_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        """Score pairs per head over the batch that one call with this context computes, as
+        mix() runs it: routed causal queries in blocks (or FlexAttention's tiles), padded full
+        causal calls in blocks (or, in a subclass with its own mix, the masked rectangle)."""
+        if not self.causal:
+            return batch * query_count(ctx, n_key) * n_key
+        if ctx.query_positions is not None:
+            if not self.blocks_causal_subsets:
+                return batch * ctx.query_positions.shape[1] * n_key  # the masked rectangle
+            if flex.available(ctx.query_positions):
+                return flex.score_pairs(ctx.query_positions, ctx.query_mask)
+            return causal_blocks.score_pairs(
+                causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask))
+        if self._dense_in_blocks(ctx):
+            return batch * causal_blocks.score_pairs(causal_blocks.dense_blocks(1, n_key))
+        if ctx.padding_mask is not None:
+            return batch * n_key * n_key  # a subclass's own mix: the masked rectangle
+        return batch * self.score_pairs(n_key, n_key)
+
+    def _counted_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        """The pairs torch's FLOP counter charges the same call: the blocks' matrix products
+        exactly, fused attention its whole rectangle (even where the kernel skips the
+        triangle)."""
+        n_query = query_count(ctx, n_key)
+        in_blocks = self.causal and (self._dense_in_blocks(ctx) if ctx.query_positions is None
+                                     else self.blocks_causal_subsets)
+        if in_blocks:
+            return self.call_score_pairs(ctx, n_key, batch)
+        return batch * n_query * n_key
 
     def projection_flops(self, n_query: int, n_key: int) -> int:
         d = self.d_model
         return 2 * n_query * d * d + 4 * n_key * d * d + 2 * n_query * d * d  # q, kv, out
 
+    def elementwise_flops(self, n_query: int, n_key: int, batch: int, pairs: int) -> int:
+        """FLOPs of the call's elementwise work, which torch's FLOP counter does not see, for
+        `batch` examples computing `pairs` score pairs per head. Plain attention: none counted
+        (the softmax is not charged, as everywhere in this harness)."""
+        return 0
+
     def flops(self, n_query: int, n_key: int) -> int:
-        core = 4 * self.score_pairs(n_query, n_key) * self.d_model  # q.k and the weighted sum
-        return self.projection_flops(n_query, n_key) + core
+        pairs = self.score_pairs(n_query, n_key)
+        return (self.projection_flops(n_query, n_key) + 4 * pairs * self.d_model
+                + self.elementwise_flops(n_query, n_key, 1, pairs))
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
-        # torch's FLOP counter charges SDPA the full rectangle even when the kernel skips the
-        # causal triangle: the difference is negative (work counted there, skipped here); the
-        # blocks' matrix products it counts exactly
-        if self.causal and n_query == n_key and self.dense_causal == "blocks":
-            return 0
-        return 4 * self.d_model * (self.score_pairs(n_query, n_key) - n_query * n_key)
+        # the blocks' matrix products are counted exactly; fused attention is charged its
+        # rectangle even where the kernel skips the causal triangle (a negative difference)
+        pairs = self.score_pairs(n_query, n_key)
+        blocks = self.causal and n_query == n_key and self.dense_causal == "blocks"
+        counted = pairs if blocks else n_query * n_key
+        return (4 * self.d_model * (pairs - counted)
+                + self.elementwise_flops(n_query, n_key, 1, pairs))
 
     def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        pairs = self.subset_score_pairs(ctx)
-        if pairs is None:
-            return super().batch_flops(ctx, n_key, batch)
-        # padded query slots are projected (they ran) but never reach the core
-        n_query = ctx.query_positions.shape[1]
-        return batch * self.projection_flops(n_query, n_key) + 4 * pairs * self.d_model
+        # padded query slots are projected (they ran); the core is charged what ran
+        n_query, pairs = query_count(ctx, n_key), self.call_score_pairs(ctx, n_key, batch)
+        return (batch * self.projection_flops(n_query, n_key) + 4 * pairs * self.d_model
+                + self.elementwise_flops(n_query, n_key, batch, pairs))
 
     def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        if self.subset_score_pairs(ctx) is None:
-            return super().batch_untracked_flops(ctx, n_key, batch)
-        return 0  # the counter sees exactly the blocks' matrix products
+        pairs = self.call_score_pairs(ctx, n_key, batch)
+        counted = self._counted_pairs(ctx, n_key, batch)
+        return (4 * self.d_model * (pairs - counted)
+                + self.elementwise_flops(query_count(ctx, n_key), n_key, batch, pairs))

@@ -101,14 +101,14 @@ class TokenMixer(nn.Module):
     def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
         """Forward FLOPs of one call on `batch` examples of n_key tokens with this context,
         as it really runs (query positions may matter). Default: batch * flops(Q, n_key)."""
-        return batch * self.flops(_n_query(ctx, n_key), n_key)
+        return batch * self.flops(query_count(ctx, n_key), n_key)
 
     def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
         """batch_flops() minus what torch.utils.flop_counter reports for the same call."""
-        return batch * self.untracked_flops(_n_query(ctx, n_key), n_key)
+        return batch * self.untracked_flops(query_count(ctx, n_key), n_key)
 
 
-def _n_query(ctx: MixContext, n_key: int) -> int:
+def query_count(ctx: MixContext, n_key: int) -> int:
     return n_key if ctx.query_positions is None else ctx.query_positions.shape[1]
 
 
@@ -117,7 +117,7 @@ def executed_flops(op: Any, ctx: MixContext, n_key: int, batch: int) -> tuple[in
     what cost accounting charges. Works for plugins that declare only flops(n_query, n_key)."""
     if hasattr(op, "batch_flops"):
         return op.batch_flops(ctx, n_key, batch), op.batch_untracked_flops(ctx, n_key, batch)
-    q = _n_query(ctx, n_key)
+    q = query_count(ctx, n_key)
     untracked = op.untracked_flops(q, n_key) if hasattr(op, "untracked_flops") else 0
     return batch * op.flops(q, n_key), batch * untracked
 

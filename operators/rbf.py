@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from operators import register_operator
 
 from .attention import Attention
-from .base import MixContext
 
 
 @register_operator("rbf", description="RBF (Gaussian) kernel mixing with a learnable bandwidth "
@@ -45,28 +44,8 @@ class RBFMixer(Attention):
     # full causal calls run in blocks too (Attention.dense_causal)
     dense_causal = "blocks"
 
-    def untracked_flops(self, n_query: int, n_key: int) -> int:
+    def elementwise_flops(self, n_query: int, n_key: int, batch: int, pairs: int) -> int:
         # |k|^2 (square + sum) and its scaling, the query scaling, and the bias added to every
-        # score inside the kernel: elementwise work that FlopCounterMode does not see.
-        return (self._elementwise_flops(n_query, n_key)
-                + self.score_pairs(n_query, n_key) * self.n_heads)
-
-    def _elementwise_flops(self, n_query: int, n_key: int) -> int:
+        # score computed: work that FlopCounterMode does not see
         d, h = self.d_model, self.n_heads
-        return 2 * n_key * d + n_key * h + n_query * d
-
-    def flops(self, n_query: int, n_key: int) -> int:
-        return super().flops(n_query, n_key) + self.untracked_flops(n_query, n_key)
-
-    def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        pairs = self.subset_score_pairs(ctx)
-        if pairs is None:
-            return super().batch_untracked_flops(ctx, n_key, batch)
-        n_query = ctx.query_positions.shape[1]
-        return batch * self._elementwise_flops(n_query, n_key) + pairs * self.n_heads
-
-    def batch_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        tracked = super().batch_flops(ctx, n_key, batch)
-        if self.subset_score_pairs(ctx) is None:
-            return tracked  # flops() already includes the untracked terms
-        return tracked + self.batch_untracked_flops(ctx, n_key, batch)
+        return batch * (2 * n_key * d + n_key * h + n_query * d) + pairs * h

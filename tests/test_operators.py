@@ -321,7 +321,7 @@ def test_routed_causal_queries_are_charged_about_their_own_prefix(name):
     positions = positions.sort().values[None, :]
     ctx = MixContext(causal=True).with_queries(positions, torch.ones_like(positions).bool())
     with patch.object(causal_blocks, "QUERY_BLOCK", 8):
-        pairs = op.subset_score_pairs(ctx)
+        pairs = op.call_score_pairs(ctx, n, 1)
         total, _ = executed_flops(op, ctx, n, 1)
     needed = int((positions + 1).sum())
     assert needed <= pairs <= needed + (n // 4 // 8) * 8 * (n // (n // 4 // 8))
@@ -457,6 +457,25 @@ def test_flops_match_torch_flop_counter(name, causal):
         assert abs(counter.get_total_flops() - (total - untracked)) <= 0.01 * max(total, 1)
         if positions is None:
             assert total == dense
+
+
+@pytest.mark.parametrize("name", ["attn", "rbf"])
+def test_padded_full_causal_calls_run_and_are_charged_the_blocks(name):
+    """With padding, fused attention would take an explicit mask over the whole rectangle; a
+    padded full causal call runs in blocks instead: torch's counter sees exactly what is
+    charged (untracked work aside), well under the rectangle, and the reference is the same
+    call's dense cost (so a padded batch reports no fake saving)."""
+    n, d, b = 64, 32, 3
+    op = OPERATORS.get(name)(d, 4, n, True)
+    ctx = MixContext(padding_mask=right_padding([64, 40, 9], n), causal=True)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        op(torch.randn(b, n, d), ctx)
+    total, untracked = executed_flops(op, ctx, n, b)
+    assert counter.get_total_flops() == total - untracked
+    scores = counter.get_total_flops() - b * op.projection_flops(n, n)
+    assert scores < 0.7 * b * 4 * n * n * d  # the rectangle's score products: 4 n^2 d each
+    pairs = op.call_score_pairs(ctx, n, b)
+    assert b * n * (n + 1) // 2 <= pairs < 0.7 * b * n * n
 
 
 # -- training --------------------------------------------------------------------------------------

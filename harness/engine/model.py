@@ -131,7 +131,9 @@ class MixingLayer(nn.Module):
         """Analytic FLOPs of what each operator ran (``executed_flops``) and the dense
         reference; real tokens routed per operator stay on the device until read."""
         B, N, _ = x.shape
-        full = [float(B * op.flops(N, N)) for op in self.ops]
+        # every token through each operator, as this call's context would run it (a padded
+        # causal call may run differently from an unpadded one)
+        full = [float(executed_flops(op, ctx, N, B)[0]) for op in self.ops]
 
         def executed() -> list[float]:
             return [work_flops(op, w, ctx, N, B, dense) for op, w, dense in
