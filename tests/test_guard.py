@@ -202,3 +202,14 @@ def test_a_router_declaring_a_training_leak_does_not_cover_an_operator_that_leak
     assert "refusing to train a leaking combination" in err
     assert "operator 'leak-train-mode'" in err
     assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_leak_tolerance_scales_with_the_largest_finite_output():
+    """The probes compare outputs within ATOL + RTOL x max finite |output|: an inf or NaN
+    output neither widens the tolerance nor makes it NaN (a NaN tolerance passes any leak)."""
+    from harness.measure.checks import ATOL, RTOL, _tolerance
+
+    ref = torch.tensor([[1.0, -300.0], [float("inf"), float("nan")]])
+    assert _tolerance(ref) == pytest.approx(ATOL + RTOL * 300.0)
+    assert _tolerance(torch.tensor([float("nan"), float("-inf")])) == ATOL
+    assert _tolerance(torch.empty(0)) == ATOL
