@@ -135,16 +135,15 @@ class Attention(TokenMixer):
             return batch * n_key * n_key  # a subclass's own mix: the masked rectangle
         return batch * self.score_pairs(n_key, n_key)
 
-    def _counted_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        """The pairs torch's FLOP counter charges the same call: the blocks' matrix products
-        exactly, fused attention its whole rectangle (even where the kernel skips the
-        triangle)."""
-        n_query = query_count(ctx, n_key)
-        in_blocks = self.causal and (self._dense_in_blocks(ctx) if ctx.query_positions is None
-                                     else self.blocks_causal_subsets)
-        if in_blocks:
-            return self.call_score_pairs(ctx, n_key, batch)
-        return batch * n_query * n_key
+    def _runs_in_blocks(self, ctx: MixContext) -> bool:
+        """Whether this call runs in blocks, whose matrix products torch's FLOP counter sees
+        exactly; fused attention it charges the whole rectangle (even where the kernel skips
+        the triangle)."""
+        if not self.causal:
+            return False
+        if ctx.query_positions is None:
+            return self._dense_in_blocks(ctx)
+        return self.blocks_causal_subsets
 
     def projection_flops(self, n_query: int, n_key: int) -> int:
         d = self.d_model
@@ -177,7 +176,7 @@ class Attention(TokenMixer):
                 + self.elementwise_flops(n_query, n_key, batch, pairs))
 
     def batch_untracked_flops(self, ctx: MixContext, n_key: int, batch: int) -> int:
-        pairs = self.call_score_pairs(ctx, n_key, batch)
-        counted = self._counted_pairs(ctx, n_key, batch)
+        n_query, pairs = query_count(ctx, n_key), self.call_score_pairs(ctx, n_key, batch)
+        counted = pairs if self._runs_in_blocks(ctx) else batch * n_query * n_key
         return (4 * self.d_model * (pairs - counted)
-                + self.elementwise_flops(query_count(ctx, n_key), n_key, batch, pairs))
+                + self.elementwise_flops(n_query, n_key, batch, pairs))
