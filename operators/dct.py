@@ -142,21 +142,14 @@ class _DCTFilter(torch.autograd.Function):
         return dx, dh
 
 
-# Layout changes between (B, N, D) and channels first (B, D, N) copy a piece at a time, so both
-# sides stay in cache and in the TLB: one whole-tensor transpose strides 4 * D bytes per element
-# read and at N=8192 cost 7x the chunked copy (15 ms vs 2 ms, 1 thread), more than its FFT.
-# Into channels first: pieces of this many sequence positions (each reads a few KiB of rows and
-# writes short runs of every channel row). Back to tokens first: pieces of this many channels
-# (each reads that many rows in step and writes short runs of every token row), which measured
-# 1.5-1.8x faster than position pieces that way (N 1024-4096, B 1 and 4) and 2x slower this way.
-# On GPUs one copy kernel does the whole transpose: one piece.
-_TRANSPOSE_ROWS = 64
-_TRANSPOSE_CHANNELS = 32
-
-
-def _pieces(t: Tensor, n: int, step: int) -> list[tuple[int, int]]:
-    step = step if t.device.type == "cpu" else max(n, 1)
-    return [(i, min(i + step, n)) for i in range(0, n, step)]
+# Layout changes between (B, N, D) and channels first (B, D, N) go one example at a time
+# through the fast path of copy_ for a whole transposed matrix (a cache-blocked 2-D transpose;
+# it takes only a (rows, cols) source with strides (1, rows)), plus one row-contiguous copy
+# for the zero padding or the truncation. A strided copy of the whole tensor strides 4 * D
+# bytes per element read and at N=8192 cost 7x (15 ms vs 2 ms, 1 thread), more than its FFT;
+# copying pieces of positions or channels by hand, which this replaced, needed a piece size
+# per machine (the best one on one 2-core machine was 4x slower than it on another). On GPUs
+# one copy kernel does the whole transpose.
 
 
 def _channels_first_padded(x: Tensor, n_fft: int) -> Tensor:
@@ -164,8 +157,11 @@ def _channels_first_padded(x: Tensor, n_fft: int) -> Tensor:
     b, n, d = x.shape
     out = x.new_empty(b, d, n_fft)
     out[..., n:].zero_()
-    for i, j in _pieces(x, n, _TRANSPOSE_ROWS):
-        out[..., i:j].copy_(x[:, i:j].transpose(1, 2))
+    if x.device.type != "cpu":
+        out[..., :n].copy_(x.transpose(1, 2))
+        return out
+    for i in range(b):
+        out[i, :, :n].copy_(x[i].t().contiguous())
     return out
 
 
@@ -173,8 +169,10 @@ def _tokens_first(y: Tensor, n: int) -> Tensor:
     """The first n positions of y (B, D, L) -> (B, n, D), contiguous."""
     b, d, _ = y.shape
     out = y.new_empty(b, n, d)
-    for i, j in _pieces(y, d, _TRANSPOSE_CHANNELS):
-        out[..., i:j].copy_(y[:, i:j, :n].transpose(1, 2))
+    if y.device.type != "cpu":
+        return out.copy_(y[..., :n].transpose(1, 2))
+    for i in range(b):
+        out[i].copy_(y[i, :, :n].contiguous().t())
     return out
 
 
@@ -184,11 +182,12 @@ class _CausalConv(torch.autograd.Function):
 
     The FFTs run along the last axis of the channels-first layout (B, D, n_fft): every transform
     reads one contiguous row (along the strided middle axis of (B, N, D) the same FFT costs
-    about 2.5x). The layout changes are chunked copies (_channels_first_padded, _tokens_first)
-    that also write the zero padding. Backward: dk is the correlation of dy with x (summed over
-    the batch) and dx the correlation of dy with k, both from the forward's spectra, which are
-    saved conjugated. (Running all of this block by block over channels, as _DCTFilter does,
-    measured slower at every N: the per-block calls cost more than the cache saves.)"""
+    about 2.5x). The layout changes are per-example blocked transposes (_channels_first_padded,
+    _tokens_first) that also write the zero padding. Backward: dk is the correlation of dy with
+    x (summed over the batch) and dx the correlation of dy with k, both from the forward's
+    spectra, which are saved conjugated. (Running all of this block by block over channels, as
+    _DCTFilter does, measured slower at every N: the per-block calls cost more than the cache
+    saves.)"""
 
     @staticmethod
     def forward(ctx, x: Tensor, kt: Tensor, n_fft: int) -> Tensor:

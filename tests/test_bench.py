@@ -206,19 +206,17 @@ def test_fused_dct_filter_equals_the_composition(n, block, monkeypatch):
                                                  h.detach().requires_grad_()))
 
 
-@pytest.mark.parametrize("n,taps", [(1, 1), (5, 3), (8, 8), (13, 7)])
-@pytest.mark.parametrize("rows", [None, 3])  # None: one transpose piece; 3: many, one ragged
-def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, rows, monkeypatch):
-    import operators.dct as dct_module
+# (150, 100, 32): each example's transposes are past the 3,600 elements from which copy_ takes
+# its blocked 2-D transpose path; the small shapes take its generic one.
+@pytest.mark.parametrize("n,taps,channels", [(1, 1, 3), (5, 3, 3), (8, 8, 3), (13, 7, 3),
+                                             (150, 100, 32)])
+def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, channels):
     from operators.dct import causal_conv
 
-    if rows is not None:
-        monkeypatch.setattr(dct_module, "_TRANSPOSE_ROWS", rows)
-        monkeypatch.setattr(dct_module, "_TRANSPOSE_CHANNELS", rows - 1)
     g = torch.Generator().manual_seed(n)
-    x = torch.randn(2, n, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    k = torch.randn(taps, 3, dtype=torch.float64, generator=g, requires_grad=True)
-    dy = torch.randn(2, n, 3, dtype=torch.float64, generator=g)
+    x = torch.randn(2, n, channels, dtype=torch.float64, generator=g, requires_grad=True)
+    k = torch.randn(taps, channels, dtype=torch.float64, generator=g, requires_grad=True)
+    dy = torch.randn(2, n, channels, dtype=torch.float64, generator=g)
     n_fft = 1 << (n + taps - 2).bit_length()
     ref = torch.fft.irfft(torch.fft.rfft(x, n=n_fft, dim=1) * torch.fft.rfft(k, n=n_fft, dim=0),
                           n=n_fft, dim=1)[:, :n]
@@ -228,8 +226,10 @@ def test_causal_conv_equals_the_zero_padded_fft_product(n, taps, rows, monkeypat
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k.t(), n_fft),
-                                    (x.detach().requires_grad_(), k.detach().requires_grad_()))
+    if channels * n <= 64:  # numerical gradients cost one forward per input element
+        assert torch.autograd.gradcheck(lambda x, k: causal_conv(x, k.t(), n_fft),
+                                        (x.detach().requires_grad_(),
+                                         k.detach().requires_grad_()))
 
 
 @pytest.mark.parametrize("m,taps,width", [(1, 1, 1), (2, 2, 4), (5, 5, 5), (5, 3, 8),
