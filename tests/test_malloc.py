@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from harness.results.records import provenance
+from harness.results.provenance import provenance
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import records
+from harness.results import provenance, records
 from harness.results.records import RunRecord
 from registry import files
 
@@ -118,7 +118,7 @@ def test_malformed_records_are_reported_by_file_and_skipped(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import time
-    from harness.results import records
+    from harness.results import provenance, records
     sys.path.insert(0, sys.argv[3])
     from test_records import minimal
     who, directory, gate = sys.argv[1], sys.argv[2], records.Path(sys.argv[4])
@@ -161,7 +161,7 @@ def test_a_failed_write_keeps_the_previous_version(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(records.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError):
         files.atomic_write_text(path, "new\n")
     assert path.read_text() == "old\n"
@@ -172,14 +172,14 @@ def test_split_hash_is_canonical_and_sensitive():
     torch = pytest.importorskip("torch")
     a = [(torch.tensor([1, 2, 3]), 0), (torch.tensor([4, 5]), 1)]
     b = [(torch.tensor([1, 2, 3], dtype=torch.int32), 0), (torch.tensor([4, 5]), 1)]
-    h = records.split_hash(a)
+    h = provenance.split_hash(a)
     assert h.startswith("sha256:") and len(h) == 7 + 64
-    assert records.split_hash(b) == h  # storage dtype does not matter
-    assert records.split_hash(list(reversed(a))) != h  # order does
-    assert records.split_hash([(torch.tensor([1, 2, 3]), 1), a[1]]) != h  # labels do
-    assert records.split_hash([(torch.tensor([1, 2, 4]), 0), a[1]]) != h  # tokens do
-    assert records.split_hash(a[:1]) != h
-    assert records.split_hash(iter(a)) == h  # any iterable
+    assert provenance.split_hash(b) == h  # storage dtype does not matter
+    assert provenance.split_hash(list(reversed(a))) != h  # order does
+    assert provenance.split_hash([(torch.tensor([1, 2, 3]), 1), a[1]]) != h  # labels do
+    assert provenance.split_hash([(torch.tensor([1, 2, 4]), 0), a[1]]) != h  # tokens do
+    assert provenance.split_hash(a[:1]) != h
+    assert provenance.split_hash(iter(a)) == h  # any iterable
 
 
 def test_routing_telemetry_collects_gates_and_entropy_histograms():

@@ -13,7 +13,7 @@ from harness.engine.model import band_map
 from harness.measure.collapse import collapse_flags, find_collapses
 from harness.measure.cost import CostMeter
 from harness.measure.groundtruth import GroundTruthMeter
-from harness.results import records
+from harness.results import provenance, records
 from registry import DataError
 from tasks.base import SPLITS
 
@@ -74,12 +74,12 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
     best = best_checkpoint_metrics(trainer, metrics) if status == "finished" else None
     op_bands = bands(trainer.model.op_names, cfg.routing.attn_fraction)
     data = task.describe()
-    data.setdefault("split_hashes", {split: records.split_hash(task.dataset(split))
+    data.setdefault("split_hashes", {split: provenance.split_hash(task.dataset(split))
                                      for split in SPLITS})
     extra = {"status": status, **({"error": error} if error else {})}
     return records.RunRecord(
         run_id=run_id(cfg),
-        created=records.now(),
+        created=provenance.now(),
         task=cfg.data.task,
         router=cfg.routing.router,
         operators=trainer.model.op_names,
@@ -104,7 +104,7 @@ def make_record(trainer: Trainer, status: str = "finished", error: str | None = 
                                     ground_truth=ground_truth,
                                     predictor_accuracy=predictor_accuracy,
                                     routing_history=trainer.progress.routing_history),
-        environment=records.environment(trainer.device, used={
+        environment=provenance.environment(trainer.device, used={
             "operator": list(trainer.model.op_names), "router": [cfg.routing.router],
             "task": [cfg.data.task]}),
         best_checkpoint=best,

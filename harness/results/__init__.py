@@ -1,4 +1,4 @@
-"""What runs leave behind: result records, the leaderboard, plots."""
+"""What runs leave behind: result records and their provenance, the leaderboard, plots."""
 
 # Where a user's runs go by default: records, checkpoints and metrics.jsonl. Git-ignored, so
 # running never writes into tracked files. The committed records (results/runs) are written

@@ -113,14 +113,14 @@ SECTIONS: list[Section] = [
 def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
              measured: dict[str, Any], targets: list[dict[str, Any]], t0: float,
              stem: str) -> dict[str, Any]:
-    from harness.results import records
+    from harness.results import provenance
 
     settings = {k: (str(v) if isinstance(v, torch.device) else
                     dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
                 for k, v in vars(s).items()}
     payload: dict[str, Any] = {
         "kind": "bench",
-        "created": records.now(),
+        "created": provenance.now(),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "settings": settings,
         "environment": env,
@@ -135,7 +135,7 @@ def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.results import records
+    from harness.results import provenance
     from registry import files
 
     if args.threads is not None:
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     s = resolve_settings(args)
     torch.manual_seed(s.seed)
-    env = records.environment(s.device)
+    env = provenance.environment(s.device)
     env["threads"] = torch.get_num_threads()
     env["load_average"] = _load_warning(s)
     t0 = time.perf_counter()
