@@ -156,6 +156,23 @@ def test_end_to_end_table_warns_about_rows_that_kept_page_faulting(capsys):
     assert "single:attn at" not in out
 
 
+def test_end_to_end_plot_is_titled_with_the_steps_own_shape():
+    """The plot names the training step's batch and layers, not the microbenchmark's (batch 1
+    there and 4 here in the committed causal runs)."""
+    from harness.measure.bench.end_to_end_report import end_to_end_title, plot_end_to_end
+
+    point = {"seq_len": 32, "median_ms": 1.0}
+    e2e = {"shape": {"layers": 3, "d_model": 8, "heads": 2, "batch_size": 5, "vocab": 11,
+                     "attn_fraction": 0.375},
+           "tasks": {"lm": {"causal": True, "crossover": {"entropy:dct+attn": 32},
+                            "combos": {"single:attn": [point], "entropy:dct+attn": [point]}}}}
+    title = end_to_end_title(e2e, "some CPU | fp32")
+    assert title.startswith("some CPU | fp32 | ")
+    assert "3 layers" in title and "batch 5" in title and "vocab 11" in title
+    assert "0.375" in title
+    assert plot_end_to_end(e2e, "some CPU | fp32").startswith(b"\x89PNG")
+
+
 def test_crossover_is_the_smallest_n_from_which_on_routing_is_faster():
     from harness.measure.bench.end_to_end import crossover
 

@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if measured["end_to_end"] is not None:  # its own plot: step time vs N
         payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
         files.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
-                                   plot_end_to_end(measured["end_to_end"], plot_title(s, env)))
+                                   plot_end_to_end(measured["end_to_end"],
+                                                   f"{env['hardware']} | {s.dtype}"))
     write_outputs(Path(args.out), stem, payload, png)
     return 0

@@ -70,7 +70,16 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
                   f"its times include first touches of memory: {', '.join(faulting)}")
 
 
-def plot_end_to_end(e2e: dict[str, Any], title: str) -> bytes:
+def end_to_end_title(e2e: dict[str, Any], machine: str) -> str:
+    """The plot's title: the machine, then the step's own shape (not the microbenchmark's)."""
+    sh = e2e["shape"]
+    return (f"{machine} | training step: {sh['layers']} layers, d_model {sh['d_model']}, heads "
+            f"{sh['heads']}, batch {sh['batch_size']}, vocab {sh['vocab']}, attention fraction "
+            f"{sh['attn_fraction']:g}")
+
+
+def plot_end_to_end(e2e: dict[str, Any], machine: str) -> bytes:
+    """Step time vs N per task; ``machine`` is the hardware and dtype part of the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,9 +102,9 @@ def plot_end_to_end(e2e: dict[str, Any], title: str) -> bytes:
         ax.set_title(f"{kind} ({'causal' if entry['causal'] else 'non-causal'})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(end_to_end_title(e2e, machine), fontsize=9)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.11, top=0.86, wspace=0.22)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps the y label whole
     plt.close(fig)
     return buf.getvalue()
