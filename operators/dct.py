@@ -32,7 +32,7 @@ from operators import register_operator
 from registry import ConfigError
 
 from .base import MixContext, TokenMixer
-from .spectral import _even_odd, _twiddle, dct, upcast
+from .spectral import dct, dct_twiddle, even_odd_order, upcast
 
 
 def _fft_flops(length: int, channels: int) -> int:
@@ -50,9 +50,9 @@ def _makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
 
 
 def _build_makhoul_plan(n: int, device: torch.device, dtype: torch.dtype):
-    perm = _even_odd(n, device)
+    perm = even_odd_order(n, device)
     inverse = torch.argsort(perm)
-    twiddle = _twiddle(n, torch.empty(0, dtype=dtype, device=device))
+    twiddle = dct_twiddle(n, torch.empty(0, dtype=dtype, device=device))
     scale2 = torch.full((n,), 2.0 / n, dtype=dtype, device=device)
     scale2[0] = 1.0 / n
     return perm, inverse, twiddle, scale2

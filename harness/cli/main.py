@@ -48,7 +48,7 @@ def _default(value: Any, section: str | None = None, field: str | None = None) -
     return f"(default {value}" + (f"; presets: {by_preset})" if by_preset else ")")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
     try:
         return json.loads(text)
@@ -62,7 +62,7 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = _parse_value(value)
+        out[key.strip()] = parse_value(value)
     return out
 
 

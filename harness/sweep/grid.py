@@ -44,7 +44,7 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    from harness.cli.main import _parse_value
+    from harness.cli.main import parse_value
     from harness.engine.config import deep_merge, load_config_file
 
     grid: dict[str, Any] = {}
@@ -80,7 +80,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got '{item}'")
-        base = deep_merge(base, _nested(key.strip(), _parse_value(value)))
+        base = deep_merge(base, _nested(key.strip(), parse_value(value)))
     return grid, base
 
 

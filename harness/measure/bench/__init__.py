@@ -78,7 +78,7 @@ from .settings import (
     Settings,
     resolve_settings,
 )
-from .timing import _load_warning, paired_ratio
+from .timing import load_average_warning, paired_ratio
 from .train_step import BareTransformer, run_train_step, train_step_comparison
 
 __all__ = [
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(s.seed)
     env = provenance.environment(s.device)
     env["threads"] = torch.get_num_threads()
-    env["load_average"] = _load_warning(s)
+    env["load_average"] = load_average_warning(s)
     t0 = time.perf_counter()
     measured = {section.key: section.measure(s) for section in SECTIONS}
     targets = [t for section in SECTIONS for t in section.targets(measured[section.key], s)]

@@ -30,7 +30,7 @@ import torch
 from harness.cli.args_bench import E2E_DEFAULTS, E2E_QUICK, E2E_REFERENCE
 from registry import ConfigError
 
-from .timing import _median, _timed, _times_summary, page_faults, paired_ratio
+from .timing import median_or_none, page_faults, paired_ratio, time_call, times_summary
 
 REFERENCE, DEFAULTS, QUICK = E2E_REFERENCE, E2E_DEFAULTS, E2E_QUICK
 
@@ -63,7 +63,7 @@ def _combo(text: str) -> tuple[str, list[str]]:
 def resolve(args: argparse.Namespace, quick: bool, vocab: int) -> EndToEndSettings | None:
     if not getattr(args, "end_to_end", False):
         return None
-    from .settings import _int_list
+    from .settings import int_list
 
     base = QUICK if quick else DEFAULTS
 
@@ -84,7 +84,7 @@ def resolve(args: argparse.Namespace, quick: bool, vocab: int) -> EndToEndSettin
     if not 0 < pick("fraction") <= 1:
         raise ConfigError(f"--e2e-fraction must be in (0, 1], got {pick('fraction')}")
     return EndToEndSettings(
-        seq_lens=_int_list(pick("seq_lens"), "--e2e-seq-lens"), combos=combos,
+        seq_lens=int_list(pick("seq_lens"), "--e2e-seq-lens"), combos=combos,
         tasks=list(dict.fromkeys(tasks)), layers=pick("layers"),
         batch_size=pick("batch_size"), fraction=pick("fraction"), repeats=pick("repeats"),
         warmup=base["warmup"], vocab=vocab)
@@ -123,9 +123,9 @@ def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
     from harness.engine.calibrate import calibrate_on
     from harness.engine.model import Model
 
-    from .train_step import _bench_tasks, _harness_step
+    from .train_step import bench_tasks, make_harness_step
 
-    task = _bench_tasks(e.vocab)[kind](n)
+    task = bench_tasks(e.vocab)[kind](n)
     batch = _batch(task, n, e, s.device, gen)
     steps = {}
     for router, ops in e.combos:
@@ -135,7 +135,7 @@ def _steps_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator):
         # without it the thresholds start at their prior and drift (momentum 0.05), and
         # entropy routed 0.19-0.28 of tokens instead of 0.375: a cheaper step, not a fair one
         calibrate_on(model, [batch], s.device)
-        steps[combo_key(router, ops)] = (model, _harness_step(model, task, batch, cfg))
+        steps[combo_key(router, ops)] = (model, make_harness_step(model, task, batch, cfg))
     return steps
 
 
@@ -185,17 +185,17 @@ def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
         order_rng.shuffle(order)
         for key in order:
             bar.set_postfix_str(f"{kind} N={n} round {r + 1} {key}", refresh=False)
-            elapsed, count = _faults_during(functools.partial(_timed, steps[key][1], s.device))
+            elapsed, count = _faults_during(functools.partial(time_call, steps[key][1], s.device))
             times[key].append(elapsed)
             if count is not None:
                 faults[key].append(count)
             bar.update(1)
     rows = {}
     for key, (model, _) in steps.items():
-        rows[key] = {**_times_summary(times[key]),
+        rows[key] = {**times_summary(times[key]),
                      "ratio": paired_ratio(times[key], times[REFERENCE]),
                      "warmup_rounds": warmup_rounds,
-                     "page_faults": _median(faults[key]) if faults[key] else None,
+                     "page_faults": median_or_none(faults[key]) if faults[key] else None,
                      **_routing_measured(model)}
     return rows
 

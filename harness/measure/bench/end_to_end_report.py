@@ -6,7 +6,7 @@ import io
 from typing import Any
 
 from .end_to_end import QUIET_FAULTS, REFERENCE
-from .report import _fmt, _target
+from .report import fmt_value, target_entry
 from .settings import TARGET_E2E, TARGET_E2E_CONTROL, TARGET_E2E_CROSSOVER, Settings
 from .timing import paired_ratio
 
@@ -23,12 +23,12 @@ def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str
     out = []
     for combo, n, bound in TARGET_E2E:
         row = _row(e2e, "lm", combo, n)
-        out.append(_target(f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g},"
+        out.append(target_entry(f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g},"
                            f" N={n}: step / single attn", row and row["ratio"], bound, hint))
     combo, bound = TARGET_E2E_CROSSOVER
     cross = e2e["tasks"].get("lm", {}).get("crossover", {})
     value = cross.get(combo) if combo in cross else None
-    target = _target(f"end to end, causal, {combo}: crossover N", value, bound,
+    target = target_entry(f"end to end, causal, {combo}: crossover N", value, bound,
                      "never below single attention" if combo in cross else hint)
     if combo in cross and value is None:
         target["passed"] = False
@@ -36,7 +36,7 @@ def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str
     routed, control, n, bound = TARGET_E2E_CONTROL
     a, b = _row(e2e, "lm", routed, n), _row(e2e, "lm", control, n)
     value = paired_ratio(a["times_ms"], b["times_ms"]) if a and b else None
-    out.append(_target(f"end to end, causal, N={n}: {routed} step / {control} step", value,
+    out.append(target_entry(f"end to end, causal, N={n}: {routed} step / {control} step", value,
                        bound, hint))
     return out
 
@@ -54,10 +54,10 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
         table = []
         for combo, points in entry["combos"].items():
             for r in points:
-                table.append([kind, combo, r["seq_len"], _fmt(r["median_ms"], 1),
-                              _fmt(r["ratio"]), _fmt(r["attention_token_share"]),
-                              _fmt(r["attention_flop_fraction"]), _fmt(r.get("page_faults"), 0),
-                              r.get("warmup_rounds", "-")])
+                table.append([kind, combo, r["seq_len"], fmt_value(r["median_ms"], 1),
+                              fmt_value(r["ratio"]), fmt_value(r["attention_token_share"]),
+                              fmt_value(r["attention_flop_fraction"]),
+                              fmt_value(r.get("page_faults"), 0), r.get("warmup_rounds", "-")])
         print(tabulate(table, headers=["task", "combination", "N", "step ms", "/ single attn",
                                        "attn tokens", "attn FLOPs", "page faults/step",
                                        "warm-up rounds"]))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .settings import FULL, MODES, TARGET_DCT_SCALING, Settings, dct_target, routed_targets
-from .timing import _autocast, _error_note, _median, _ms, _timed, paired_ratio
+from .timing import autocast_context, error_note, median_or_none, paired_ratio, time_call, to_ms
 
 
 @dataclass
@@ -93,7 +93,7 @@ def _build_ops(names: list[str], s: Settings, n: int) -> dict[str, Any]:
 def _operator_case(n: int, name: str, op: Any, x: Tensor, ctx, full_flops: float) -> Case:
     case = Case(n, name, None)
     if isinstance(op, BaseException):
-        case.skipped = f"not built: {_error_note(op)}"
+        case.skipped = f"not built: {error_note(op)}"
         return case
     if full_flops:
         case.flop_ratio = op.flops(n, n) / full_flops
@@ -108,7 +108,7 @@ def _routed_case(n: int, frac: float, op: Any, x: Tensor, ctx, full_flops: float
 
     case = Case(n, s.routed_op, frac)
     if isinstance(op, BaseException):
-        case.skipped = f"not built: {_error_note(op)}"
+        case.skipped = f"not built: {error_note(op)}"
     elif not op.supports_query_subset:
         case.skipped = f"'{s.routed_op}' does not support query subsets"
     else:
@@ -174,12 +174,12 @@ def _call(case: Case, mode: str, x: Tensor, s: Settings) -> Callable[[], None]:
     assert case.run is not None
     if mode == "fwd":
         def forward() -> None:
-            with torch.no_grad(), _autocast(s.device, s.dtype):
+            with torch.no_grad(), autocast_context(s.device, s.dtype):
                 case.run()
         return forward
 
     def forward_backward() -> None:
-        with _autocast(s.device, s.dtype):
+        with autocast_context(s.device, s.dtype):
             y = case.run()
         if case.grad_out is None or case.grad_out.shape != y.shape:
             case.grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)
@@ -209,7 +209,7 @@ def _warm_up(live: list[Case], mode: str, inputs: dict[int, Tensor], s: Settings
                 fn()
             calls[id(case)] = fn
         except Exception as exc:  # OOM at a large N, a kernel missing on this device...
-            case.skipped = f"{mode}: {_error_note(exc)}"
+            case.skipped = f"{mode}: {error_note(exc)}"
             if s.device.type == "cuda":
                 torch.cuda.empty_cache()
         bar.update(s.warmup)
@@ -226,7 +226,7 @@ def _timed_rounds(active: list[Case], mode: str, calls: dict[int, Callable[[], N
             bar.set_postfix_str(f"{mode} repeat {r + 1} N={case.seq_len} {case.label}",
                                 refresh=False)
             _clear_grads(case, inputs[case.seq_len])
-            case.times[mode].append(_timed(calls[id(case)], s.device))
+            case.times[mode].append(time_call(calls[id(case)], s.device))
             bar.update(1)
 
 
@@ -253,8 +253,8 @@ def measure(cases: list[Case], inputs: dict[int, Tensor], s: Settings) -> None:
 
 def _mode_entry(t: list[float], bt: list[float]) -> dict[str, Any]:
     return {
-        "median_ms": _ms(_median(t)),
-        "min_ms": _ms(min(t)) if t else None,
+        "median_ms": to_ms(median_or_none(t)),
+        "min_ms": to_ms(min(t)) if t else None,
         "times_ms": [round(v * 1e3, 4) for v in t],
         "ratio": paired_ratio(t, bt) if t and bt else None,
         "ratio_of_min": min(t) / min(bt) if t and bt else None,

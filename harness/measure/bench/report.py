@@ -18,7 +18,7 @@ RATIO_DEFINITION = ("median over repeats of (case time / full attention time at 
 # -- targets -----------------------------------------------------------------------------------
 
 
-def _target(name: str, value: float | None, bound: float, missing: str) -> dict[str, Any]:
+def target_entry(name: str, value: float | None, bound: float, missing: str) -> dict[str, Any]:
     return {"target": name, "bound": bound, "value": value,
             "passed": None if value is None else bool(value <= bound),
             "note": None if value is not None else missing}
@@ -32,7 +32,7 @@ def _dct_scaling_target(micro: Microbench, hint: str) -> dict[str, Any]:
     if c1 and c2 and c1.times["fwd+bwd"] and c2.times["fwd+bwd"]:
         value = paired_ratio(c2.times["fwd+bwd"], c1.times["fwd+bwd"])
     nlogn = n2 * math.log2(n2) / (n1 * math.log2(n1))
-    return _target(f"dct fwd+bwd time(N={n2}) / time(N={n1}) (N log N: {nlogn:.1f})",
+    return target_entry(f"dct fwd+bwd time(N={n2}) / time(N={n1}) (N log N: {nlogn:.1f})",
                    value, bound, hint)
 
 
@@ -45,13 +45,13 @@ def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
     mode = "causal " if s.causal else ""
     targets = []
     for n, frac, bound in routed_targets(s.causal):
-        routed = _target(f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
+        routed = target_entry(f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
                          ratio(n, f"{FULL}@{frac:g}"), bound, hint)
         if routed["value"] is not None and s.d_model != 256:
             routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
         targets.append(routed)
     n, bound = dct_target(s.causal)
-    targets.append(_target(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound,
+    targets.append(target_entry(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound,
                            hint))
     return [*targets, _dct_scaling_target(micro, hint)]
 
@@ -61,14 +61,14 @@ def train_step_targets(train: dict[str, Any] | None, s: Settings) -> list[dict[s
     if train is not None:
         ratios = [v["ratio"] for v in train["tasks"].values() if v["ratio"] is not None]
         worst = max(ratios) if ratios else None
-    return [_target("harness full-attention training step / bare reference step "
+    return [target_entry("harness full-attention training step / bare reference step "
                     "(worst task)", worst, TARGET_TRAIN, "not measured: --no-train-step")]
 
 
 # -- tables ------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
+def fmt_value(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -85,9 +85,9 @@ def print_microbench(micro: Microbench, s: Settings, env: dict[str, Any]) -> Non
         table.append([
             r["seq_len"], "attn (full)" if r["key"] == FULL else
             (r["op"] if r["kind"] == "operator" else f"{r['op']} routed {r['fraction']:g}"),
-            _fmt(r["fwd"]["median_ms"], 2), _fmt(r["fwd"]["ratio"]),
-            _fmt(r["fwd+bwd"]["median_ms"], 2), _fmt(r["fwd+bwd"]["ratio"]),
-            _fmt(r["flop_ratio"]), r["skipped"] or "",
+            fmt_value(r["fwd"]["median_ms"], 2), fmt_value(r["fwd"]["ratio"]),
+            fmt_value(r["fwd+bwd"]["median_ms"], 2), fmt_value(r["fwd+bwd"]["ratio"]),
+            fmt_value(r["flop_ratio"]), r["skipped"] or "",
         ])
     print(tabulate(table, headers=["N", "case", "fwd ms", "fwd / attn", "fwd+bwd ms",
                                    "fwd+bwd / attn", "FLOPs / attn", "note"]))
@@ -103,8 +103,8 @@ def print_train_step(train: dict[str, Any] | None, s: Settings, env: dict[str, A
           f"d_model {sh['d_model']}, heads {sh['heads']}, seq_len {sh['seq_len']}, batch "
           f"{sh['batch_size']}, vocab {sh['vocab']}")
     print(tabulate(
-        [[k, _fmt(v["bare"]["median_ms"], 2), _fmt(v["harness"]["median_ms"], 2),
-          _fmt(v["ratio"])] for k, v in train["tasks"].items()],
+        [[k, fmt_value(v["bare"]["median_ms"], 2), fmt_value(v["harness"]["median_ms"], 2),
+          fmt_value(v["ratio"])] for k, v in train["tasks"].items()],
         headers=["task", "bare ms", "harness ms", "harness / bare"]))
 
 
@@ -113,7 +113,7 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
     for t in targets:
         verdict = "-" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
         extra = f"  ({t['note']})" if t["note"] else ""
-        print(f"  {verdict:4}  {t['target']}: {_fmt(t['value'])} <= {t['bound']:g}{extra}")
+        print(f"  {verdict:4}  {t['target']}: {fmt_value(t['value'])} <= {t['bound']:g}{extra}")
 
 
 # -- plot --------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Settings:
     end_to_end: Any = None  # end_to_end.EndToEndSettings, or None: not measured
 
 
-def _int_list(text: str, flag: str) -> list[int]:
+def int_list(text: str, flag: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -128,7 +128,7 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         train = {"layers": pick("train_layers"), "seq_len": pick("train_seq_len"),
                  "batch_size": pick("train_batch_size"), "vocab": pick("train_vocab")}
     return Settings(
-        seq_lens=_int_list(pick("seq_lens"), "--seq-lens"),
+        seq_lens=int_list(pick("seq_lens"), "--seq-lens"),
         fractions=_float_list(pick("fractions"), "--fractions"),
         ops=ops, routed_op=routed_op, causal=args.causal,
         d_model=pick("d_model"), heads=pick("heads"), batch_size=pick("batch_size"),

@@ -15,7 +15,7 @@ import torch
 from .settings import Settings
 
 
-def _autocast(device: torch.device, dtype: str):
+def autocast_context(device: torch.device, dtype: str):
     if dtype == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -26,7 +26,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+def time_call(fn: Callable[[], Any], device: torch.device) -> float:
     _sync(device)
     t0 = time.perf_counter()
     fn()
@@ -45,34 +45,34 @@ def page_faults() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _error_note(exc: BaseException) -> str:
+def error_note(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return "out of memory"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
 
 
-def _median(values: list[float]) -> float | None:
+def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
 def paired_ratio(num: list[float], den: list[float]) -> float | None:
     """Median over repeats of num[r] / den[r]: both measured in the same round."""
     pairs = [a / b for a, b in zip(num, den, strict=False) if b > 0]
-    return _median(pairs)
+    return median_or_none(pairs)
 
 
-def _ms(seconds: float | None) -> float | None:
+def to_ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e3, 4)
 
 
-def _times_summary(times: list[float]) -> dict[str, Any]:
+def times_summary(times: list[float]) -> dict[str, Any]:
     """Median, minimum and every repeat of a non-empty list of times, in ms."""
-    return {"median_ms": _ms(_median(times)), "min_ms": _ms(min(times)),
+    return {"median_ms": to_ms(median_or_none(times)), "min_ms": to_ms(min(times)),
             "times_ms": [round(v * 1e3, 4) for v in times]}
 
 
-def _load_warning(s: Settings) -> float | None:
+def load_average_warning(s: Settings) -> float | None:
     """Warn when other processes keep the CPU busy: multi-threaded kernels then stall on the
     thread that is not scheduled, and small operators suffer most. Returns the 1-min load."""
     try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .settings import FULL, Settings
-from .timing import _timed, _times_summary, paired_ratio
+from .timing import paired_ratio, time_call, times_summary
 
 
 class _BareBlock(nn.Module):
@@ -63,7 +63,7 @@ class BareTransformer(nn.Module):
         return self.head(x if self.causal else x.mean(1))
 
 
-def _bench_tasks(vocab: int):
+def bench_tasks(vocab: int):
     from tasks import ClassificationTask, LanguageModelingTask
 
     class BenchClassification(ClassificationTask):
@@ -86,7 +86,7 @@ def _bench_tasks(vocab: int):
     return {"classification": BenchClassification, "lm": BenchLanguageModeling}
 
 
-def _harness_step(model, task, batch, cfg) -> Callable[[], None]:
+def make_harness_step(model, task, batch, cfg) -> Callable[[], None]:
     """The harness's own optimiser step, ``harness.engine.optim.TrainStep`` (forward, loss,
     finiteness checks, backward, clipping, AdamW, schedule, cost accounting) on a fixed batch:
     the same code the training loop runs."""
@@ -171,7 +171,7 @@ def _interleaved_times(steps: dict[str, Callable[[], None]], n_steps: int, kind:
             pair.reverse()  # alternate who goes first: drift hits both alike
         for label, fn in pair:
             bar.set_postfix_str(f"{kind} {label}", refresh=False)
-            elapsed = _timed(fn, s.device)
+            elapsed = time_call(fn, s.device)
             if i >= n_steps - s.repeats:
                 times[label].append(elapsed)
             bar.update(1)
@@ -188,7 +188,7 @@ def _compare_on(kind: str, task_cls, cfg, s: Settings, gen: torch.Generator, n_s
     batch = _random_batch(task, s, gen)
     torch.manual_seed(s.seed)
     harness = Model(cfg, task, n).to(s.device).train()
-    harness_step = _harness_step(harness, task, batch, cfg)
+    harness_step = make_harness_step(harness, task, batch, cfg)
     torch.manual_seed(s.seed)
     n_out = vocab if task.causal else task.num_classes
     bare = BareTransformer(vocab, n, s.d_model, s.heads, t["layers"], 4.0, n_out,
@@ -197,8 +197,8 @@ def _compare_on(kind: str, task_cls, cfg, s: Settings, gen: torch.Generator, n_s
     times = _interleaved_times({"bare": bare_step, "harness": harness_step}, n_steps, kind,
                                s, bar)
     return {
-        "bare": _times_summary(times["bare"]),
-        "harness": _times_summary(times["harness"]),
+        "bare": times_summary(times["bare"]),
+        "harness": times_summary(times["harness"]),
         "ratio": paired_ratio(times["harness"], times["bare"]),
         "ratio_of_min": min(times["harness"]) / min(times["bare"]),
         "parameters": {"bare": sum(p.numel() for p in bare.parameters()),
@@ -219,7 +219,7 @@ def train_step_comparison(s: Settings) -> dict[str, Any]:
     results: dict[str, Any] = {"shape": _shape(s), "tasks": {}}
     gen = torch.Generator().manual_seed(s.seed)
     n_steps = max(s.warmup, 2) + s.repeats  # AdamW allocates its state on the first step
-    kinds = _bench_tasks(s.train["vocab"])
+    kinds = bench_tasks(s.train["vocab"])
     bar = tqdm(total=2 * n_steps * len(kinds), desc="train step", unit="step", file=sys.stderr,
                dynamic_ncols=True, disable=None)
     for kind, task_cls in kinds.items():

@@ -67,7 +67,7 @@ from harness.results.leaderboard.groups import (
     load_reference,
     mark_superseded,
 )
-from harness.results.leaderboard.render import _claim_lines, render_task
+from harness.results.leaderboard.render import claim_lines, render_task
 from harness.results.leaderboard.rows import (
     EQUAL_COST_TOLERANCE,
     ChanceRow,
@@ -192,7 +192,7 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
         truth_lines, truth_specs = groundtruth.section(board, plots, out)
         lines += truth_lines + groundtruth.analysis_lines(board.task, runs, out)
         all_specs += truth_specs
-    lines += _claim_lines(refs.claims, boards, refs)
+    lines += claim_lines(refs.claims, boards, refs)
     lines += _problem_lines(problems)
     lines += _column_lines(runs_rel)
     text = "\n".join(lines).rstrip("\n") + "\n"

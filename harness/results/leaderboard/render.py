@@ -21,7 +21,7 @@ from harness.results.leaderboard.format import (
 )
 from harness.results.leaderboard.groups import Group, Reference, ReferenceSet
 from harness.results.leaderboard.rows import EQUAL_COST_TOLERANCE, ChanceRow, TaskBoard
-from harness.results.leaderboard.specs import _layer_fractions
+from harness.results.leaderboard.specs import layer_fractions
 from harness.results.leaderboard.stats import ALPHA, mean
 from harness.results.records import RunRecord
 
@@ -367,7 +367,7 @@ def _claim_evidence(cid: Any, boards: list[TaskBoard]) -> list[str]:
                     found.append(f"{b.task} {g.label}: test gate {mean_std(gates, 3)} "
                                  f"({len(gates)} seeds)")
             elif cid == "rbf-rejected" and "rbf" in g.operators:
-                layers = _layer_fractions(g)
+                layers = layer_fractions(g)
                 k = g.operators.index("rbf")
                 if layers is not None:
                     share = mean([row[k] for row in layers])
@@ -376,7 +376,7 @@ def _claim_evidence(cid: Any, boards: list[TaskBoard]) -> list[str]:
     return found
 
 
-def _claim_lines(claims: list[dict[str, Any]], boards: list[TaskBoard],
+def claim_lines(claims: list[dict[str, Any]], boards: list[TaskBoard],
                  refs: ReferenceSet) -> list[str]:
     if not claims:
         return []

@@ -34,7 +34,7 @@ def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
 def _fractions_spec(board: TaskBoard) -> dict[str, Any] | None:
     fractions = []
     for g in board.ranked:
-        layers = _layer_fractions(g)
+        layers = layer_fractions(g)
         if layers is not None:
             fractions.append({"label": g.label, "operators": list(g.operators),
                               "layers": layers})
@@ -109,7 +109,7 @@ def plot_specs(board: TaskBoard, plots_dir: Path,
     return specs
 
 
-def _layer_fractions(g: Group) -> list[list[float]] | None:
+def layer_fractions(g: Group) -> list[list[float]] | None:
     """Mean over seeds of each layer's share per operator; None for single-operator rows and
     soft routers without a weight share (their token shares are 1/K by construction)."""
     if len(g.operators) < 2:
