@@ -159,9 +159,11 @@ class Mix(LanguageModelingTask):
         from tasks import TASKS
 
         cls = TASKS.get(name)
-        if cls is Mix or not getattr(cls, "causal", False) or not hasattr(cls, "lines"):
+        if cls is Mix or not getattr(cls, "causal", False) or not all(
+                hasattr(cls, attr) for attr in ("lines", "source_key", "use_tokenizer")):
             raise ConfigError(f"task 'mix': {name} is not a text corpus for language modelling "
-                              f"(components need a reader of text lines, like wikitext2)")
+                              f"(components need lines(), source_key() and use_tokenizer(), "
+                              f"like wikitext2)")
         data_dir = opts.pop("data_dir", self.data_dir)
         opts = {"tokenizer": kind, **({"vocab_size": vocab} if vocab else {}), **opts}
         return cls(self.seq_len, data_dir=data_dir, seed=self.seed, cache_dir=self.cache_dir,
@@ -182,7 +184,7 @@ class Mix(LanguageModelingTask):
                                               train_texts=texts, vocab_size=vocab,
                                               trained_on="train splits of " + "+".join(self.names))
         for c in self.components:
-            c._tokenizer = self.tokenizer
+            c.use_tokenizer(self.tokenizer)
 
     @property
     def vocab_size(self) -> int:  # type: ignore[override]

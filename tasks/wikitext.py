@@ -301,6 +301,11 @@ class _WikiText(LanguageModelingTask):
             self._tokenizer = tok
         return self._tokenizer
 
+    def use_tokenizer(self, tokenizer: text.HFTokenizer) -> None:
+        """Encode with this tokenizer instead of training one on this corpus (the mix task
+        shares one across its components); call it before any split is encoded."""
+        self._tokenizer = tokenizer
+
     @property
     def vocab_size(self) -> int:  # type: ignore[override]
         if self.shape_only and self._tokenizer is None and self.tokenizer_kind != "bytes":

@@ -189,7 +189,7 @@ class RunRecord(BaseModel):
         if self.task_metric:
             higher = self.higher_is_better
             if higher is None:
-                higher = _infer_direction(self.task_metric)
+                higher = infer_direction(self.task_metric)
             if higher is not None:
                 return self.task_metric, higher
         test = self.metrics.get("test", {})
@@ -228,7 +228,9 @@ def impossible_metric(name: str, value: float) -> str | None:
     return None
 
 
-def _infer_direction(metric: str) -> bool | None:
+def infer_direction(metric: str) -> bool | None:
+    """Whether higher is better for a metric of this name (accuracy: True, perplexity or loss:
+    False), None when the name does not say."""
     name = metric.lower()
     if "accuracy" in name or name in ("f1", "auc"):
         return True

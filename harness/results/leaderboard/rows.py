@@ -141,7 +141,7 @@ def build_task(task: str, groups: list[Group], headline: tuple[str, bool] | None
                references: list[Reference]) -> TaskBoard:
     if headline is None:  # only reference rows
         ref_metric = references[0].metric if references else "metric"
-        headline = (ref_metric, rec._infer_direction(ref_metric) is not False)
+        headline = (ref_metric, rec.infer_direction(ref_metric) is not False)
     metric, higher = headline
     rank_metric = _rank_metric(metric, groups)
     ranked = _rank(groups, rank_metric, higher)
