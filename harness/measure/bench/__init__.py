@@ -57,6 +57,7 @@ from .end_to_end_report import end_to_end_targets, plot_end_to_end, print_end_to
 from .microbench import Case, Microbench, build_cases, measure, run_microbench, summarise
 from .report import (
     RATIO_DEFINITION,
+    machine_label,
     microbench_targets,
     plot,
     plot_title,
@@ -162,6 +163,6 @@ def run(args: argparse.Namespace) -> int:
         payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
         files.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
                                    plot_end_to_end(measured["end_to_end"],
-                                                   f"{env['hardware']} | {s.dtype}"))
+                                                   machine_label(s, env)))
     write_outputs(Path(args.out), stem, payload, png)
     return 0

@@ -23,21 +23,22 @@ def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str
     out = []
     for combo, n, bound in TARGET_E2E:
         row = _row(e2e, "lm", combo, n)
-        out.append(target_entry(f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g},"
-                           f" N={n}: step / single attn", row and row["ratio"], bound, hint))
+        out.append(target_entry(
+            f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g}, N={n}: step / "
+            "single attn", row and row["ratio"], bound, hint))
     combo, bound = TARGET_E2E_CROSSOVER
     cross = e2e["tasks"].get("lm", {}).get("crossover", {})
     value = cross.get(combo) if combo in cross else None
     target = target_entry(f"end to end, causal, {combo}: crossover N", value, bound,
-                     "never below single attention" if combo in cross else hint)
+                          "never below single attention" if combo in cross else hint)
     if combo in cross and value is None:
         target["passed"] = False
     out.append(target)
     routed, control, n, bound = TARGET_E2E_CONTROL
     a, b = _row(e2e, "lm", routed, n), _row(e2e, "lm", control, n)
     value = paired_ratio(a["times_ms"], b["times_ms"]) if a and b else None
-    out.append(target_entry(f"end to end, causal, N={n}: {routed} step / {control} step", value,
-                       bound, hint))
+    out.append(target_entry(f"end to end, causal, N={n}: {routed} step / {control} step",
+                            value, bound, hint))
     return out
 
 

@@ -33,7 +33,7 @@ def _dct_scaling_target(micro: Microbench, hint: str) -> dict[str, Any]:
         value = paired_ratio(c2.times["fwd+bwd"], c1.times["fwd+bwd"])
     nlogn = n2 * math.log2(n2) / (n1 * math.log2(n1))
     return target_entry(f"dct fwd+bwd time(N={n2}) / time(N={n1}) (N log N: {nlogn:.1f})",
-                   value, bound, hint)
+                        value, bound, hint)
 
 
 def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
@@ -45,14 +45,15 @@ def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
     mode = "causal " if s.causal else ""
     targets = []
     for n, frac, bound in routed_targets(s.causal):
-        routed = target_entry(f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
-                         ratio(n, f"{FULL}@{frac:g}"), bound, hint)
+        routed = target_entry(
+            f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
+            ratio(n, f"{FULL}@{frac:g}"), bound, hint)
         if routed["value"] is not None and s.d_model != 256:
             routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
         targets.append(routed)
     n, bound = dct_target(s.causal)
-    targets.append(target_entry(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"), bound,
-                           hint))
+    targets.append(target_entry(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"),
+                                bound, hint))
     return [*targets, _dct_scaling_target(micro, hint)]
 
 
@@ -62,7 +63,7 @@ def train_step_targets(train: dict[str, Any] | None, s: Settings) -> list[dict[s
         ratios = [v["ratio"] for v in train["tasks"].values() if v["ratio"] is not None]
         worst = max(ratios) if ratios else None
     return [target_entry("harness full-attention training step / bare reference step "
-                    "(worst task)", worst, TARGET_TRAIN, "not measured: --no-train-step")]
+                         "(worst task)", worst, TARGET_TRAIN, "not measured: --no-train-step")]
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -188,8 +189,13 @@ def plot(rows: list[dict[str, Any]], s: Settings, title: str) -> bytes:
 # -- files -------------------------------------------------------------------------------------
 
 
+def machine_label(s: Settings, env: dict[str, Any]) -> str:
+    """Where the numbers were measured: hardware and dtype, the start of every plot title."""
+    return f"{env['hardware']} | {s.dtype}"
+
+
 def plot_title(s: Settings, env: dict[str, Any]) -> str:
-    return (f"{env['hardware']} | {s.dtype} | d_model {s.d_model}, heads {s.heads}, "
+    return (f"{machine_label(s, env)} | d_model {s.d_model}, heads {s.heads}, "
             f"batch {s.batch_size} | {'causal' if s.causal else 'non-causal'}")
 
 

@@ -377,7 +377,7 @@ def _claim_evidence(cid: Any, boards: list[TaskBoard]) -> list[str]:
 
 
 def claim_lines(claims: list[dict[str, Any]], boards: list[TaskBoard],
-                 refs: ReferenceSet) -> list[str]:
+                refs: ReferenceSet) -> list[str]:
     if not claims:
         return []
     lines = ["## The paper's other claims, against these records", ""]
