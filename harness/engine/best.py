@@ -10,6 +10,9 @@ an evaluation improves, so they survive a resume like every other file there.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,14 +56,27 @@ def best_checkpoint_metrics(trainer: Trainer, final: dict[str, dict[str, float]]
     if state["step"] != step:
         return {**info, "metrics": {}, "missing": f"{path} holds step {state['step']}, not "
                                                   f"{step}"}
-    final_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    with checkpoint.restoring(path):
-        trainer.model.load_state_dict(state["model"])
     batch_size = trainer.cfg.optim.batch_size
-    metrics = {split: evaluate(trainer.model, task, split, trainer.device, batch_size)
-               for split in ("valid", "test")}
-    trainer.model.load_state_dict(final_weights)
+    with checkpoint.restoring(path), weights_swapped(trainer.model, state["model"]):
+        metrics = {split: evaluate(trainer.model, task, split, trainer.device, batch_size)
+                   for split in ("valid", "test")}
     return {**info, "same_as_final": False, "metrics": metrics}
+
+
+@contextmanager
+def weights_swapped(model: torch.nn.Module, state: dict[str, Any]) -> Iterator[None]:
+    """Run the block with `state` loaded, then put the model's own weights back exactly.
+
+    The copy keeps the state dict's ``_metadata`` (each module's version): a module that
+    migrates older checkpoints in ``_load_from_state_dict`` reads it, and a plain dict of
+    tensors would be taken for a version-1 checkpoint (the causal dct then transposed its
+    spectrum: a size mismatch, or silently wrong weights where d_model == seq_len)."""
+    own = copy.deepcopy(model.state_dict())
+    model.load_state_dict(state)
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
 
 
 def _load(path: Path) -> dict[str, Any]:
