@@ -3,13 +3,13 @@
     from harness.conformance import operator_conformance_tests, router_conformance_tests
     python -m harness.conformance --ops my_mixer --router my_router
 
-The implementation lives in ``harness.measure.conformance``; this path is kept stable.
+The implementation lives in ``harness.probes.conformance.suite``; this path is kept stable.
 """
 
 import sys
 
-from harness.measure.conformance import *  # noqa: F403
-from harness.measure.conformance import __all__, main  # noqa: F401
+from harness.probes.conformance.suite import *  # noqa: F403
+from harness.probes.conformance.suite import __all__, main  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

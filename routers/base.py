@@ -2,7 +2,7 @@
 
 A router decides, per token, which of the K operators of a mixing layer handle it. The
 operators arrive in the order the user gave (``--ops``), which is the band order: index 0 gets
-the lowest band (the cheapest operator, by convention), index K-1 the top band, the
+the lowest band (by convention the cheapest operator), index K-1 the top band, the
 ``attn_fraction`` share (attention). The run prints and records which operator got which
 band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
 ``Routing``.
@@ -74,7 +74,7 @@ class Router(nn.Module):
     exact_fractions: ClassVar[bool] = False
     # Non-empty (the reason) for a router whose training routing sees the future by design while
     # its evaluation routing is causal; the guard then lets causality fail in training mode only
-    # (see harness/engine/guard.py) and the record carries a note.
+    # (see harness/runner/guard.py) and the record carries a note.
     training_noncausal: ClassVar[str] = ""
     registry_name: ClassVar[str] = "?"  # set by the registry
     # the options a subclass pops before calling this constructor (--router-option KEY=V);
@@ -127,8 +127,8 @@ class Router(nn.Module):
 
 
 def band_fractions(n_ops: int, attn_fraction: float) -> list[float]:
-    """Target share of tokens per operator (cheapest first): the most expensive operator gets
-    ``attn_fraction``, the others split the rest equally. One operator gets everything."""
+    """Target share of tokens per operator (in --ops order): the last operator (the top band)
+    gets ``attn_fraction``, the others split the rest equally. One operator gets everything."""
     if n_ops == 1:
         return [1.0]
     rest = (1.0 - attn_fraction) / (n_ops - 1)

@@ -3,8 +3,8 @@ form. Its random control is in ``random.py``.
 
 ``entropy`` and ``random`` share ``CalibratedBandRouter``: a per-token score, and K-1
 thresholds that split the score axis into K bands whose target shares are
-``band_fractions(K, attn_fraction)`` (cheapest operator first). The highest band goes to the
-most expensive operator (index K-1, attention), the lowest to the cheapest (index 0).
+``band_fractions(K, attn_fraction)`` (in ``--ops`` order). The highest band goes to the last
+operator (index K-1, by convention attention), the lowest to the first (index 0).
 
 Thresholds are running quantiles of the score over real tokens, and a token is decided with
 the thresholds as they were *before* its batch, so no decision depends on the batch's other
@@ -57,7 +57,7 @@ def _padding_mask(ctx: Any) -> Tensor | None:
 
 def _hard_routing(assignment: Tensor, n_ops: int, mask: Tensor | None, x: Tensor,
                   **stats: Tensor) -> Routing:
-    """Padding tokens go to the cheapest operator (index 0); weights are one-hot."""
+    """Padding tokens go to the first operator (index 0); weights are one-hot."""
     if mask is not None:
         assignment = assignment.masked_fill(~mask, 0)
     weights = torch.nn.functional.one_hot(assignment, n_ops).to(x.dtype)

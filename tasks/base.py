@@ -41,7 +41,7 @@ class Batch:
     padding_mask: Tensor  # (B, N) bool, True = real token
     targets: Tensor  # (B,) class labels, or (B, N) next-token ids with IGNORE_INDEX where unscored
     # (B, N) bool, ground truth of tasks that know it: True where the token needs a long-range
-    # lookup (attention). Read by the `oracle` router and by harness/measure/groundtruth.py.
+    # lookup (attention). Read by the `oracle` router and by harness/engine/meters/groundtruth.py.
     needs_attention: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:

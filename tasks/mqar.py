@@ -17,7 +17,7 @@ is IGNORE_INDEX). Answering a query needs the token right after the same key, po
 back: a data-dependent lookup that attention does and a fixed convolution (DCT mixing) cannot.
 So the batch carries ``needs_attention``: True exactly at the query positions, the ground truth
 the `oracle` router reads and that every run on this task scores its routing against
-(harness/measure/groundtruth.py).
+(harness/engine/meters/groundtruth.py).
 
 Vocabulary: 0 pad, 1 blank, then ``n_keys`` key ids, then ``n_values`` value ids, with
 ``n_keys = n_values = (vocab_size - 2) // 2`` (Zoology's split of one vocabulary in halves).

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.measure.analyze import attention_probs, spearman_ci, token_measures
+from harness.probes.analyze.command import attention_probs, spearman_ci, token_measures
 from operators import OPERATORS, MixContext
 
 

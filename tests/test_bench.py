@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness.cli.main import main
-from harness.measure.bench import paired_ratio
+from harness.probes.bench.timing import paired_ratio
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_train_step_comparison_and_targets_are_reported(quick_report):
 
 
 def test_end_to_end_section_times_every_combination_against_single_attention(quick_report):
-    from harness.measure.bench.end_to_end import crossover
+    from harness.probes.bench.end_to_end import crossover
 
     out, report = quick_report
     e2e = report["end_to_end"]
@@ -114,7 +114,7 @@ def test_end_to_end_warm_up_goes_on_until_no_step_page_faults(faulting_rounds, e
                                                               monkeypatch):
     """Warm-up runs --warmup interleaved rounds, then more (at most EXTRA_WARMUP_ROUNDS) while
     any step of the last round page-faulted: the first timed rounds would pay first touches."""
-    from harness.measure.bench import end_to_end
+    from harness.probes.bench import end_to_end, settings
 
     assert end_to_end.EXTRA_WARMUP_ROUNDS == 4
     counter = {"faults": 0, "steps": 0}
@@ -132,14 +132,14 @@ def test_end_to_end_warm_up_goes_on_until_no_step_page_faults(faulting_rounds, e
         def update(self, n): ...
         def refresh(self): ...
 
-    e = end_to_end.EndToEndSettings([32], [], ["lm"], 1, 1, 0.375, 1, 1, 64)
+    e = settings.EndToEndSettings([32], [], ["lm"], 1, 1, 0.375, 1, 1, 64)
     rounds = end_to_end._warm_up({"a": (None, step), "b": (None, step)}, "lm", 32, e, Bar())
     assert rounds == expected and counter["steps"] == 2 * expected
 
 
 def test_end_to_end_table_warns_about_rows_that_kept_page_faulting(capsys):
-    from harness.measure.bench.end_to_end import QUIET_FAULTS
-    from harness.measure.bench.end_to_end_report import print_end_to_end
+    from harness.probes.bench.end_to_end import QUIET_FAULTS
+    from harness.probes.bench.end_to_end_report import print_end_to_end
 
     def row(n, faults):
         return {"seq_len": n, "median_ms": 1.0, "ratio": 1.0, "attention_token_share": 0.4,
@@ -159,7 +159,7 @@ def test_end_to_end_table_warns_about_rows_that_kept_page_faulting(capsys):
 def test_end_to_end_plot_is_titled_with_the_steps_own_shape():
     """The plot names the training step's batch and layers, not the microbenchmark's (batch 1
     there and 4 here in the committed causal runs)."""
-    from harness.measure.bench.end_to_end_report import end_to_end_title, plot_end_to_end
+    from harness.probes.bench.end_to_end_report import end_to_end_title, plot_end_to_end
 
     point = {"seq_len": 32, "median_ms": 1.0}
     e2e = {"shape": {"layers": 3, "d_model": 8, "heads": 2, "batch_size": 5, "vocab": 11,
@@ -174,7 +174,7 @@ def test_end_to_end_plot_is_titled_with_the_steps_own_shape():
 
 
 def test_crossover_is_the_smallest_n_from_which_on_routing_is_faster():
-    from harness.measure.bench.end_to_end import crossover
+    from harness.probes.bench.end_to_end import crossover
 
     assert crossover([(256, 1.2), (1024, 0.9), (4096, 0.7)]) == 1024
     assert crossover([(256, 0.9), (1024, 1.1), (4096, 0.7)]) == 4096  # must stay below

@@ -6,11 +6,11 @@ import copy
 
 import torch
 
-from harness.engine import train as train_module
-from harness.engine.best import weights_swapped
-from harness.engine.config import resolve
+from harness.core.config import resolve
 from harness.engine.model import Model
-from harness.engine.train import build_task
+from harness.runner import train as train_module
+from harness.runner.best import weights_swapped
+from harness.runner.train import build_task
 
 
 def _cfg(tmp_path, **budget):

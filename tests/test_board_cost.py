@@ -6,9 +6,9 @@ from pathlib import Path
 
 from test_leaderboard import make_record, write
 
-from harness.results import leaderboard as lb
-from harness.results.leaderboard.groups import collect
-from harness.results.leaderboard.rows import build_task
+from harness.report.leaderboard import board as lb
+from harness.report.leaderboard.groups import collect
+from harness.report.leaderboard.rows import build_task
 
 # router, ops: attention FLOP fraction, mixing FLOPs per token, test accuracy per seed
 ROWS = {

@@ -78,9 +78,9 @@ def test_a_non_finite_token_never_enters_router_state(bad):
 
 
 def test_a_nan_in_training_stops_the_run_with_a_clear_message(causal_task_and_noncausal_op):
-    from harness.engine.config import resolve
+    from harness.core.config import resolve
     from harness.engine.optim import TrainingDiverged, TrainStep
-    from harness.engine.train import Trainer
+    from harness.runner.train import Trainer
 
     cfg = resolve({"preset": "smoke", "routing": {"router": "entropy", "ops": ["dct", "attn"]},
                    "data": {"task": "tiny-lm-test", "seq_len": 16}}, {})
@@ -94,9 +94,9 @@ def test_a_nan_in_training_stops_the_run_with_a_clear_message(causal_task_and_no
 
 
 def test_the_trainer_calibrates_before_step_1(causal_task_and_noncausal_op):
+    from harness.core.config import resolve
     from harness.engine.calibrate import calibrate_routers
-    from harness.engine.config import resolve
-    from harness.engine.train import Trainer
+    from harness.runner.train import Trainer
 
     cfg = resolve({"preset": "smoke", "routing": {"router": "entropy", "ops": ["dct", "attn"]},
                    "data": {"task": "tiny-lm-test", "seq_len": 16}}, {})

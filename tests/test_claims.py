@@ -1,4 +1,4 @@
-"""The claims' verdict rules (harness/claims/) against synthetic records: supported,
+"""The claims' verdict rules (harness/report/claims/) against synthetic records: supported,
 contradicted and not testable here, plus the statistics and the page's freshness check."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import json
 import pytest
 from scipy import stats
 
-from harness.claims.chiar_former import CLAIMS
-from harness.claims.evidence import Evidence, spec_digest
-from harness.claims.render import judge, render
-from harness.claims.reproduce import run as reproduce
-from harness.claims.rules import CONTRADICTED, NOT_TESTABLE, SUPPORTED
-from harness.claims.runs import SPEC_BY_KEY
-from harness.claims.stats import compare
-from harness.results.records import RunRecord
+from harness.core.records import RunRecord
+from harness.report.claims.chiar_former import CLAIMS
+from harness.report.claims.evidence import Evidence, spec_digest
+from harness.report.claims.render import judge, render
+from harness.report.claims.reproduce import run as reproduce
+from harness.report.claims.rules import CONTRADICTED, NOT_TESTABLE, SUPPORTED
+from harness.report.claims.runs import SPEC_BY_KEY
+from harness.report.claims.stats import compare
 
 CLAIM = {c.number: c for c in CLAIMS}
 _DIGESTS: dict[tuple[str, str], str] = {}
@@ -166,7 +166,7 @@ def test_check_fails_on_a_stale_page_and_passes_on_a_fresh_one(tmp_path, capsys)
 
 
 def test_reproduce_cells_are_seed_major_and_skip_finished_records(tmp_path):
-    from harness.claims.sweep_runs import cells_for, run_missing
+    from harness.report.claims.sweep_runs import cells_for, run_missing
     from harness.sweep import record_path_of
 
     specs = [SPEC_BY_KEY["listops-attn"], SPEC_BY_KEY["mix-attn"], SPEC_BY_KEY["lm-attn"]]
@@ -186,7 +186,7 @@ def test_the_committed_listops_records_are_the_claims_cells():
     """The claims reuse the committed ListOps runs: their cells resolve to those records."""
     from pathlib import Path
 
-    from harness.claims.runs import overrides
+    from harness.report.claims.runs import overrides
     from harness.sweep import record_path_of
 
     for key in ("listops-attn", "listops-entropy", "listops-meta"):

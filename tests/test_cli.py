@@ -40,7 +40,7 @@ def test_smoke_run_end_to_end_writes_a_complete_record(tmp_path):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["task"] == "listops" and record["router"] == "entropy"
-    assert record["operators"] == ["dct", "attn"]  # ordered by cost, cheapest first
+    assert record["operators"] == ["dct", "attn"]  # in --ops order
     assert record["config"]["routing"]["attn_fraction"] == 0.375
     assert 0 <= record["metrics"]["test"]["accuracy"] <= 1
     assert "majority_accuracy" in record["metrics"]["test"]
@@ -148,8 +148,8 @@ def test_leaky_variant_refused_on_causal_task_unless_allowed(causal_task_and_non
 
 # -- start-up: the parser and --help import no heavy module ------------------------------------
 
-HEAVY = ("torch", "scipy", "pydantic", "harness.measure.bench", "harness.results.leaderboard",
-         "harness.measure.conformance")
+HEAVY = ("torch", "scipy", "pydantic", "harness.probes.bench.command",
+         "harness.report.leaderboard.board", "harness.probes.conformance.suite")
 COMMANDS = ["run", "check", "list", "bench", "leaderboard", "sweep", "conformance"]
 
 
@@ -227,7 +227,7 @@ def test_check_help_lists_only_what_check_uses():
 def test_stated_defaults_are_the_config_defaults_and_the_presets():
     """The help states defaults without importing pydantic; they must be the real ones."""
     from harness.cli.main import _RUN_FIELDS
-    from harness.engine.config import HARNESS_PRESETS, RunConfig
+    from harness.core.config import HARNESS_PRESETS, RunConfig
 
     cfg, checked = RunConfig(), 0
     parser = argparse.ArgumentParser()
@@ -263,13 +263,13 @@ def test_conformance_is_a_subcommand(capsys):
 
 def test_argument_specs_have_one_definition():
     """bench, leaderboard and conformance take their arguments from the light cli modules."""
-    import harness.cli.args_bench as args_bench
-    import harness.cli.args_conformance as args_conformance
-    import harness.cli.args_leaderboard as args_leaderboard
-    import harness.measure.bench as bench
-    import harness.measure.bench.settings as settings
-    import harness.measure.conformance.cli as conformance
-    import harness.results.leaderboard as leaderboard
+    import harness.probes.bench.args as args_bench
+    import harness.probes.bench.command as bench
+    import harness.probes.bench.settings as settings
+    import harness.probes.conformance.args as args_conformance
+    import harness.probes.conformance.cli as conformance
+    import harness.report.leaderboard.args as args_leaderboard
+    import harness.report.leaderboard.board as leaderboard
 
     assert bench.add_arguments is args_bench.add_arguments
     assert settings.DEFAULTS is args_bench.DEFAULTS and settings.FULL is args_bench.FULL

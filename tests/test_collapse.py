@@ -1,11 +1,11 @@
-"""Routing collapse (harness/measure/collapse.py): detection, the record flag, the board."""
+"""Routing collapse (harness/engine/meters/collapse.py): detection, the record flag, the board."""
 
 from __future__ import annotations
 
 import json
 
 from harness.cli.main import main
-from harness.measure.collapse import (
+from harness.engine.meters.collapse import (
     collapse_flags,
     collapsed_ops,
     final_shares,

@@ -25,10 +25,10 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from harness.cli.main import main
+from harness.core import records
+from harness.core.config import RunConfig
 from harness.engine import checkpoint
-from harness.engine.config import RunConfig
-from harness.engine.train import Trainer
-from harness.results import records
+from harness.runner.train import Trainer
 from registry import files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def stopped_run(_stopped, tmp_path) -> Path:
 
 # -- 1. one writer per run ---------------------------------------------------------------------
 
-HOLD = ("import sys, time; from pathlib import Path; from harness.engine.lock import RunLock; "
+HOLD = ("import sys, time; from pathlib import Path; from harness.runner.lock import RunLock; "
         "lock = RunLock(Path(sys.argv[1])); lock.__enter__(); print('held', flush=True); "
         "time.sleep(120)")
 
@@ -141,9 +141,9 @@ def test_second_process_on_a_run_is_refused_and_a_killed_holder_is_taken_over(
 
 def test_sweep_cell_on_a_held_run_fails_naming_the_holder(tmp_path):
     from harness import sweep
-    from harness.engine.config import resolve
-    from harness.engine.lock import RunLock
-    from harness.engine.train import run_paths
+    from harness.core.config import resolve
+    from harness.runner.lock import RunLock
+    from harness.runner.train import run_paths
     from harness.sweep.cell import run_cell
     from harness.sweep.driver import cell_spec, finish
     from tasks import TASKS
@@ -244,7 +244,7 @@ def test_records_reject_impossible_metrics(finished_run, split, metric, value):
 
 
 def test_board_warns_and_skips_a_record_with_impossible_accuracy(finished_run, tmp_path):
-    from harness.results import leaderboard as lb
+    from harness.report.leaderboard import board as lb
 
     data = json.loads(record_file(finished_run).read_text())
     runs = tmp_path / "board"

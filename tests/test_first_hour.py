@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import build_parser, main, resolve_config
-from harness.results import LOCAL_RUNS
+from harness.core.paths import LOCAL_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -60,7 +60,7 @@ def test_a_run_with_default_paths_leaves_git_status_clean(tmp_path):
     before = git_status()
     argv = ["run", "--preset", "smoke", "--seed", "90417", "--max-steps", "2"]
     cfg = resolve_config(build_parser(argv).parse_args(argv))
-    from harness.engine.train import run_paths
+    from harness.runner.train import run_paths
 
     record, work = run_paths(cfg)
     assert record.parent == Path(LOCAL_RUNS) and work.parent == Path(LOCAL_RUNS)
@@ -130,7 +130,7 @@ def test_a_board_of_local_runs_alone_says_so(tmp_path, monkeypatch, capsys):
 
 def test_rows_never_mix_presets(tmp_path):
     """Two presets are two rankings, even if the records claimed the same config hash."""
-    from harness.results import leaderboard as lb
+    from harness.report.leaderboard import board as lb
 
     runs = tmp_path / "runs"
     for src in sorted(COMMITTED.glob("listops__single__attn__*.json")):
@@ -157,7 +157,7 @@ def test_check_needs_no_data_set(capsys, tmp_path):
 
 
 def test_a_shape_only_task_refuses_to_read_data():
-    from harness.engine.train import build_task
+    from harness.runner.train import build_task
 
     argv = ["check", "--task", "wikitext2", "--preset", "smoke"]
     task = build_task(resolve_config(build_parser(argv).parse_args(argv)), shape_only=True)
@@ -198,7 +198,7 @@ def test_a_terminal_gets_a_live_bar_with_eta(tmp_path):
 
 
 def test_best_checkpoint_survives_an_interrupted_run(tmp_path, monkeypatch):
-    from harness.engine import train as train_mod
+    from harness.runner import train as train_mod
 
     common = ["run", "--preset", "smoke", "--max-steps", "8", "--eval-every", "2",
               "--ckpt-every", "2", "--cache-dir", str(tmp_path / "cache")]
@@ -225,12 +225,12 @@ def test_best_checkpoint_survives_an_interrupted_run(tmp_path, monkeypatch):
 
 def test_an_unreadable_best_checkpoint_keeps_the_run_and_says_why(tmp_path, monkeypatch,
                                                                   capsys):
-    from harness.engine import best as best_mod
-    from harness.engine import train as train_mod
+    from harness.runner import best as best_mod
+    from harness.runner import train as train_mod
 
-    def torn(trainer, step):
-        (trainer.work_dir / best_mod.BEST_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (trainer.work_dir / best_mod.BEST_FILE).write_bytes(b"torn")
+    def torn(work_dir, step, config_hash, model):
+        (work_dir / best_mod.BEST_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (work_dir / best_mod.BEST_FILE).write_bytes(b"torn")
 
     monkeypatch.setattr(train_mod, "save_best", torn)
     assert main(["run", "--preset", "smoke", "--max-steps", "8", "--eval-every", "2",

@@ -30,10 +30,10 @@ def test_the_ends_are_exact_at_every_step(name, fraction, n_ops, seed, steps):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fraction_one_equals_single_attention_exactly(causal_task_and_noncausal_op, padded,
                                                        mode):
-    from harness.engine.config import resolve
+    from harness.core.config import resolve
     from harness.engine.model import Model
-    from harness.engine.train import build_task
-    from harness.measure.checks import random_batch
+    from harness.probes.checks import random_batch
+    from harness.runner.train import build_task
 
     task_name = "listops" if padded else "tiny-lm-test"
     base = {"preset": "smoke", "model": {"layers": 2},

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.cli.main import main
-from harness.engine.config import resolve
+from harness.core.config import resolve
 from harness.engine.model import Model
 from tasks import TASKS
 
@@ -30,7 +30,7 @@ def _model(router: str, ops: list[str], execution: str, seq_len: int = 256):
 
 @pytest.mark.parametrize("ops", [["dct", "attn"], ["dct", "rbf", "attn"]])
 def test_routed_equals_dense_on_cuda(ops):
-    from harness.measure.checks import random_batch
+    from harness.probes.checks import random_batch
 
     routed, task = _model("entropy", ops, "routed")
     dense, _ = _model("entropy", ops, "dense")

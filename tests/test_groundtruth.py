@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.engine.config import resolve
-from harness.engine.guard import refuse_leaks
-from harness.measure.groundtruth import GroundTruthMeter, confusion, scores
+from harness.core.config import resolve
+from harness.engine.meters.groundtruth import GroundTruthMeter, confusion, scores
+from harness.runner.guard import refuse_leaks
 from operators import MixContext
 from registry import ConfigError
 from routers import ROUTERS
@@ -133,8 +133,9 @@ def test_meter_scores_each_layer_of_a_model(tmp_path):
     for _ in range(5):
         model(batch)
     model.eval()
-    with GroundTruthMeter(model.mixing_layers) as meter, torch.no_grad():
-        model(batch)
+    meter = GroundTruthMeter(len(model.mixing_layers))
+    with torch.no_grad():
+        meter.update(model(batch))
     truth, predictor = meter.summary()
     assert predictor is None and len(truth) == 2
     for layer in truth:
@@ -146,8 +147,8 @@ def test_meter_scores_each_layer_of_a_model(tmp_path):
 
 @pytest.mark.slow
 def test_mod_trains_with_a_note_because_only_its_training_routing_sees_the_future(tmp_path):
-    from harness.engine.train import train
-    from harness.results.records import load_record
+    from harness.core.records import load_record
+    from harness.runner.train import train
 
     over = {"preset": "smoke", "out": str(tmp_path), "seed": 0,
             "data": {"task": "mqar", "cache_dir": str(tmp_path / "cache")},

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from test_leaderboard import make_record, write
 
-from harness.results import leaderboard as lb
-from harness.results.leaderboard.format import fmt, mean_std
-from harness.results.leaderboard.stats import mean
+from harness.report.leaderboard import board as lb
+from harness.report.leaderboard.format import fmt, mean_std
+from harness.report.leaderboard.stats import mean
 
 ORACLE_FLAG = "oracle: routes by the task's ground truth (privileged information; an upper bound)"
 # router: (attention share, recall per seed, accuracy per seed)

@@ -1,4 +1,4 @@
-"""The pre-training leak guard (harness/engine/guard.py) against plugin-style operators that
+"""The pre-training leak guard (harness/runner/guard.py) against plugin-style operators that
 pass a naive check: each leaks only under one condition a run really meets."""
 
 import json
@@ -147,9 +147,9 @@ def test_allow_leaky_runs_and_flags_the_record(leaky_plugins, tmp_path, capsys):
 
 
 def _guard(task_name, router, ops, seq_len=16, batch=8, **routing):
-    from harness.engine.config import resolve
-    from harness.engine.guard import guard_leaks
-    from harness.engine.train import build_task
+    from harness.core.config import resolve
+    from harness.runner.guard import guard_leaks
+    from harness.runner.train import build_task
 
     cfg = resolve({"preset": "smoke", "allow_leaky": True,
                    "routing": {"router": router, "ops": ops, **routing},
@@ -207,7 +207,7 @@ def test_a_router_declaring_a_training_leak_does_not_cover_an_operator_that_leak
 def test_leak_tolerance_scales_with_the_largest_finite_output():
     """The probes compare outputs within ATOL + RTOL x max finite |output|: an inf or NaN
     output neither widens the tolerance nor makes it NaN (a NaN tolerance passes any leak)."""
-    from harness.measure.checks import ATOL, RTOL, _tolerance
+    from harness.probes.checks import ATOL, RTOL, _tolerance
 
     ref = torch.tensor([[1.0, -300.0], [float("inf"), float("nan")]])
     assert _tolerance(ref) == pytest.approx(ATOL + RTOL * 300.0)

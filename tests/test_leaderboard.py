@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.engine.config import RunConfig
-from harness.results import leaderboard as lb
-from harness.results import records
+from harness.core import records
+from harness.core.config import RunConfig
+from harness.report.leaderboard import board as lb
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from harness.results.provenance import provenance
+from harness.engine.provenance import provenance
 
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc")
 
 
 def _setting_in_fresh_process(env_value: str) -> str:
     """Before / what the CLI's main() set / after, in a fresh interpreter."""
-    code = ("import sys; from harness.engine.malloc import malloc_setting; "
+    code = ("import sys; from harness.core.malloc import malloc_setting; "
             "before = malloc_setting(); from harness.cli.main import main; "
             "rc = main(['list']); print(rc, '|', before, '|', malloc_setting(), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -36,6 +36,6 @@ def test_cli_policy_can_be_turned_off():
 
 
 def test_records_carry_the_policy_of_the_process():
-    from harness.engine.malloc import malloc_setting
+    from harness.core.malloc import malloc_setting
 
     assert provenance()["malloc"] == malloc_setting()

@@ -1,13 +1,13 @@
-"""`run --dry-run` (harness/engine/plan.py): parameters, FLOPs, memory, GPU-hours, no data."""
+"""`run --dry-run` (harness/runner/plan.py): parameters, FLOPs, memory, GPU-hours, no data."""
 
 from __future__ import annotations
 
 import pytest
 
 from harness.cli.main import main
-from harness.engine.config import resolve
+from harness.core.config import resolve
 from harness.engine.model import Model, count_parameters
-from harness.engine.plan import H100_BF16_PEAK, MFU, make_plan
+from harness.runner.plan import H100_BF16_PEAK, MFU, make_plan
 from tasks import TASKS
 
 

@@ -9,8 +9,8 @@ from routers import ROUTERS
 
 
 def _trainer(router_options, fraction=0.375):
-    from harness.engine.config import resolve
-    from harness.engine.train import Trainer
+    from harness.core.config import resolve
+    from harness.runner.train import Trainer
 
     cfg = resolve({"preset": "smoke", "routing": {"router": "random", "ops": ["dct", "attn"],
                                                   "attn_fraction": fraction,
@@ -24,16 +24,16 @@ def _trainer(router_options, fraction=0.375):
 @pytest.mark.parametrize("target", [0.6, 0.8])
 def test_match_flops_spends_the_target_attention_fraction(target):
     from harness.engine.calibrate import (
-        attention_flop_fraction,
         calibrate_routers,
         calibration_batches,
+        spent_flop_fraction,
     )
 
     trainer = _trainer({"match": "flops", "flop_fraction": target})
     line = calibrate_routers(trainer.model, trainer.task, trainer.device, 8)
     assert "matched on attention FLOPs" in line
     batches = calibration_batches(trainer.task, 8)
-    spent = attention_flop_fraction(trainer.model, batches, trainer.device)
+    spent = spent_flop_fraction(trainer.model, batches, trainer.device)
     assert abs(spent - target) < 0.01
     # the share found is state: a checkpoint carries it
     router = trainer.model.mixing_layers[0].router
@@ -65,7 +65,7 @@ def test_bad_match_options_say_what_to_pass(options, message):
 def test_the_chance_table_says_what_the_control_matched(tmp_path):
     from test_leaderboard import make_record, write
 
-    from harness.results import leaderboard as lb
+    from harness.report.leaderboard import board as lb
 
     d = tmp_path / "results" / "runs"
     d.mkdir(parents=True)

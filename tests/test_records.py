@@ -8,12 +8,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
 
-from harness.results import provenance, records
-from harness.results.records import RunRecord
+from harness.core import records
+from harness.core.records import RunRecord
+from harness.engine import provenance
 from registry import files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +120,8 @@ def test_malformed_records_are_reported_by_file_and_skipped(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     import time
-    from harness.results import provenance, records
+    from harness.core import records
+    from harness.engine import provenance
     sys.path.insert(0, sys.argv[3])
     from test_records import minimal
     who, directory, gate = sys.argv[1], sys.argv[2], records.Path(sys.argv[4])
@@ -182,45 +185,34 @@ def test_split_hash_is_canonical_and_sensitive():
     assert provenance.split_hash(iter(a)) == h  # any iterable
 
 
-def test_routing_telemetry_collects_gates_and_entropy_histograms():
+def test_entropy_histograms_bin_each_real_token_by_its_operator():
     torch = pytest.importorskip("torch")
+    from harness.engine.meters.telemetry import EntropyHistogramMeter
     from routers import Routing
 
-    class Layer(torch.nn.Module):
-        """Routes token 0 of each example to operator 1, the rest to 0; reports a gate."""
+    class Report:
+        """Token 0 of each example routed to operator 1, the rest to 0; the last is padding."""
 
-        def forward(self, x, ctx):
+        def __init__(self, x):
             assignment = torch.zeros(x.shape[:2], dtype=torch.long)
             assignment[:, 0] = 1
             weights = torch.nn.functional.one_hot(assignment, 2).float()
-            self.last_routing = Routing(assignment, weights, torch.zeros(()),
-                                        {"gate": torch.full((x.shape[0],), 0.25)})
-            return x, torch.zeros(())
+            self.routing = Routing(assignment, weights, torch.zeros(()), {})
+            self.x = x
+            self.ctx = types.SimpleNamespace(
+                padding_mask=torch.tensor([[True, True, True, False]] * 2))
 
-    class Ctx:
-        padding_mask = torch.tensor([[True, True, True, False]] * 2)
-
-    layers = [Layer(), Layer()]
-    tel = records.RoutingTelemetry(layers, ["dct", "attn"], bins=10)
+    meter = EntropyHistogramMeter(2, ["dct", "attn"], "test", bins=10)
     x = torch.randn(2, 4, 8)
-    for layer in layers:
-        layer.train()
-        layer(x, Ctx())
-    tel.gate_checkpoint(5)
-    tel.gate_checkpoint(6)  # nothing new: no point
-    with tel.collect_histogram("test"):
-        for layer in layers:
-            layer.eval()
-            layer(x, Ctx())
-            layer(x, Ctx())
-    tel.close()
-    layers[0](x, Ctx())  # detached: ignored
-    summary = tel.summary()
-    assert [p.model_dump() for p in summary.gate_history] == [{"step": 5, "gate": [0.25, 0.25]}]
-    h = summary.entropy_histogram
+    out = types.SimpleNamespace(layers=[Report(x), Report(x)])
+    meter.update(out)
+    meter.update(out)
+    h = meter.summary()
     assert h.split == "test" and len(h.bin_edges) == 11
     totals = h.totals()
     # 2 layers x 2 forwards x 2 examples: 1 token to attn, 2 real ones to dct (padding skipped)
     assert sum(totals["attn"]) == 8 and sum(totals["dct"]) == 16
+    assert EntropyHistogramMeter(2, ["dct", "attn"]).summary() is None  # nothing seen
+    summary = records.Telemetry(entropy_histogram=h)
     record = RunRecord.model_validate(minimal(telemetry=summary.model_dump()))
     assert record.telemetry == summary

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.cli.main import main
-from harness.engine.config import resolve
+from harness.core.config import resolve
 from harness.engine.model import Model
-from harness.measure.checks import check_causality, check_routed_equals_dense, random_batch
+from harness.probes.checks import check_causality, check_routed_equals_dense, random_batch
 from routers import ROUTERS
 from tasks import TASKS
 
@@ -87,7 +87,7 @@ def test_causal_attention_flop_fraction_follows_the_routed_share():
     """At attention fraction 0.375 on a causal task the attention-FLOP fraction is near 0.375
     plus the share of the K/V projection (computed for every token), not the ~0.75 that a
     masked rectangle per routed query would be charged."""
-    from harness.measure.cost import CostMeter
+    from harness.engine.meters.cost import CostMeter
 
     n = 256
     model, task, g = build_causal("random", ["dct", "attn"], n, 0)
@@ -96,8 +96,8 @@ def test_causal_attention_flop_fraction_follows_the_routed_share():
     meter = CostMeter(model, d, attn.n_heads, n, causal=True)
     with torch.no_grad():
         for _ in range(3):
-            model(random_batch(task, 4, n, g))
-            meter.update(4 * n, n, 4)
+            batch = random_batch(task, 4, n, g)
+            meter.update(model(batch), batch)
     fraction = meter.summary()["attention_flop_fraction"]
     share = 0.375 * attn.flops(n, n) + 4 * n * d * d * (1 - 0.375)  # routed + K/V of the rest
     assert fraction < 1.15 * share / attn.flops(n, n)
@@ -108,9 +108,9 @@ def test_routed_execution_skips_attention_work_and_says_so():
     model, task, g = build("entropy", ["dct", "attn"], 32, 0)
     batch = random_batch(task, 4, 32, g)
     with torch.no_grad():
-        model(batch)
-    for layer in model.mixing_layers:
-        cost = layer.last_cost
+        out = model(batch)
+    for report in out.layers:
+        cost = report.cost
         attn = cost.names.index("attn")
         routed = cost.routed[attn]
         assert 0 < routed < 4 * 32
@@ -128,9 +128,9 @@ def test_dense_execution_and_soft_routers_claim_no_saving():
         for layer in model.mixing_layers:
             layer.execution = execution
         with torch.no_grad():
-            model(random_batch(task, 4, 32, g))
-        for layer in model.mixing_layers:
-            assert layer.last_cost.flops == layer.last_cost.full_flops
+            out = model(random_batch(task, 4, 32, g))
+        for report in out.layers:
+            assert report.cost.flops == report.cost.full_flops
 
 
 def test_check_command_fails_a_leaky_combination(causal_task_and_noncausal_op, capsys):

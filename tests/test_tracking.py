@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli.main import main
-from harness.engine import tracking
+from harness.runner import tracking
 
 SMOKE = ["run", "--preset", "smoke", "--router", "entropy", "--ops", "dct,attn",
          "--task", "listops", "--log-every", "1"]
@@ -43,7 +43,7 @@ def test_missing_tracker_extra_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_tracker_does_not_change_the_run_identity():
-    from harness.engine.config import resolve
+    from harness.core.config import resolve
 
     plain = resolve({"preset": "smoke"}, {})
     tracked = resolve({"preset": "smoke", "tracker": "tensorboard"}, {})

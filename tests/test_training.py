@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from harness.cli.main import main
-from harness.engine.config import load_config_file, resolve
+from harness.core.config import load_config_file, resolve
 from registry import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Command line: ``python -m harness {run,check,list,bench,leaderboard,sweep,conformance}``.
 
-Flags map onto the pydantic ``RunConfig`` (harness/engine/config.py); only flags given
+Flags map onto the pydantic ``RunConfig`` (harness/core/config.py); only flags given
 explicitly override the preset. Input errors print one line on stderr and exit with status 2.
 Building the parser imports no torch, scipy or pydantic: ``--help`` answers at once.
 """
@@ -16,9 +16,10 @@ import warnings
 from typing import Any
 
 from harness.cli import texts
-from harness.engine.malloc import keep_freed_memory
-from harness.engine.presets import HARNESS_PRESETS, PRESETS
-from harness.results import LOCAL_RUNS
+from harness.core.malloc import keep_freed_memory
+from harness.core.paths import LOCAL_RUNS
+from harness.core.presets import HARNESS_PRESETS, PRESETS
+from harness.core.values import parse_value
 from registry import ChiaroscuroError, ConfigError
 
 EXIT_USAGE = 2
@@ -46,14 +47,6 @@ def _default(value: Any, section: str | None = None, field: str | None = None) -
     """'(default 2; presets: smoke 1, cpu 2, paper 4)'."""
     by_preset = _presets(section, field) if field else ""
     return f"(default {value}" + (f"; presets: {by_preset})" if by_preset else ")")
-
-
-def parse_value(text: str) -> Any:
-    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -260,7 +253,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace):
     import torch
 
-    from harness.engine.config import deep_merge, load_config_file, resolve
+    from harness.core.config import deep_merge, load_config_file, resolve
     from tasks import TASKS
 
     overrides = overrides_from_args(args)
@@ -277,11 +270,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from harness.cli import summary
-    from harness.engine.train import run_paths, train
+    from harness.core.paths import run_paths
+    from harness.runner.train import train
 
     cfg = resolve_config(args)
     if getattr(args, "dry_run", False):
-        from harness.engine.plan import print_plan
+        from harness.runner.plan import print_plan
 
         return print_plan(cfg)
     record_path, work_dir = run_paths(cfg)
@@ -304,7 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
         print(f"test accuracy {test['accuracy']:.4f} (final checkpoint) {verdict} the "
               f"majority-class baseline {test['majority_accuracy']:.4f}")
-    from harness.measure.groundtruth import report_lines
+    from harness.engine.meters.groundtruth import report_lines
 
     for line in report_lines(record):  # tasks with ground truth: did the router find it?
         print(line)
@@ -318,8 +312,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from harness.engine.train import build_task, seq_len_of
-    from harness.measure.checks import run_checks
+    from harness.core.config import seq_len_of
+    from harness.engine.data import build_task
+    from harness.probes.checks import run_checks
 
     cfg = resolve_config(args)
     # the task's shape only (vocabulary, seq_len, causal): the checks perturb random inputs
@@ -331,7 +326,7 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"d_model {cfg.model.d_model}); no data is read")
     results = run_checks(cfg, task, seq_len, seed=cfg.seed)
     # the per-component conformance suite: dtypes, padding, query subsets, gradients
-    from harness.measure.conformance import conformance_check_results
+    from harness.probes.conformance.suite import conformance_check_results
 
     results += conformance_check_results(cfg, task.causal, seq_len=min(seq_len, 32),
                                          seed=cfg.seed)
@@ -366,17 +361,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 # nothing heavy, so that building the parser (and --help) never imports torch, scipy or
 # pydantic. The work module is imported only when the command runs.
 _MODULE_COMMANDS = [
-    ("analyze", "harness.measure.analyze", "harness.cli.args_analyze",
+    ("analyze", "harness.probes.analyze.command", "harness.probes.analyze.args",
      "spectral entropy vs attention distance per token and layer of a trained attn run"),
-    ("bench", "harness.measure.bench", "harness.cli.args_bench",
+    ("bench", "harness.probes.bench.command", "harness.probes.bench.args",
      "microbenchmarks of operators and routed layers (times and ratios)"),
-    ("leaderboard", "harness.results.leaderboard", "harness.cli.args_leaderboard",
+    ("leaderboard", "harness.report.leaderboard.board", "harness.report.leaderboard.args",
      "generate the leaderboard from run records (committed ones by default)"),
     ("sweep", "harness.sweep", "harness.sweep",
      "run a grid of routers x operator sets x tasks x seeds, resumably"),
-    ("reproduce", "harness.claims.reproduce", "harness.cli.args_reproduce",
+    ("reproduce", "harness.report.claims.reproduce", "harness.report.claims.args",
      "run the runs a paper's claims need (skipping finished ones), write results/CLAIMS.md"),
-    ("conformance", "harness.measure.conformance.cli", "harness.cli.args_conformance",
+    ("conformance", "harness.probes.conformance.cli", "harness.probes.conformance.args",
      "the conformance suite on operators and a router (built-in or plugin)"),
 ]
 
@@ -452,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # imported lazily: these modules are loaded only by the commands that raise them
-        train = sys.modules.get("harness.engine.train")
+        train = sys.modules.get("harness.runner.train")
         if train is not None and isinstance(exc, train.Interrupted):
             print(f"interrupted: {exc}", file=sys.stderr)
             return 130

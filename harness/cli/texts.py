@@ -1,7 +1,7 @@
 """The descriptions and examples of the commands defined in harness/cli/main.py (the module
-commands keep theirs beside their arguments, in harness/cli/args_*.py)."""
+commands keep theirs beside their arguments, in the args.py of their own package)."""
 
-from harness.results import LOCAL_RUNS
+from harness.core.paths import LOCAL_RUNS
 
 DESCRIPTION = """\
 Train and measure router x operators x task combinations: quality and honest cost (attention

@@ -18,6 +18,7 @@ import torch
 
 from harness.engine.data import by_length
 from harness.engine.device import autocast
+from harness.engine.meters.cost import attention_flop_fraction
 from harness.engine.model import Model
 from tasks import Batch, Task
 
@@ -75,21 +76,18 @@ def calibrate_routers(model: Model, task: Task, device: torch.device,
     return line + (f"; {matched}" if matched else "")
 
 
-def attention_flop_fraction(model: Model, batches: list[Batch], device: torch.device) -> float:
+def spent_flop_fraction(model: Model, batches: list[Batch], device: torch.device) -> float:
     """FLOPs the top operator executed / FLOPs it costs on every token, over the batches, in
     eval mode: the definition of the record's ``attention_flop_fraction``."""
-    executed = full = 0.0
+    costs = []
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for batch in batches:
             with autocast(device):
-                model(batch.to(device))
-            for layer in model.mixing_layers:
-                executed += layer.last_cost.flops[-1]
-                full += layer.last_cost.full_flops[-1]
+                costs += [report.cost for report in model(batch.to(device)).layers]
     model.train(was_training)
-    return executed / full if full else 1.0
+    return attention_flop_fraction(costs)
 
 
 def match_flops(model: Model, batches: list[Batch], device: torch.device) -> str | None:
@@ -105,7 +103,7 @@ def match_flops(model: Model, batches: list[Batch], device: torch.device) -> str
         for router in routers:
             router.set_top_share(share)
         calibrate_on(model, batches, device)  # thresholds for the new bands
-        return attention_flop_fraction(model, batches, device)
+        return spent_flop_fraction(model, batches, device)
 
     lo, hi = 0.0, 1.0
     for _ in range(SEARCH_STEPS):  # the spend grows with the share

@@ -20,9 +20,24 @@ from typing import Any
 import torch
 import torch.utils.data
 
-from tasks import Batch, Task
+from harness.core.config import RunConfig, seq_len_of
+from tasks import TASKS, Batch, Task
 
 BUCKET_BATCHES = 50
+
+
+def build_task(cfg: RunConfig, *, shape_only: bool = False) -> Task:
+    """The run's task; ``shape_only``: for checks on random inputs, it reads no data."""
+    task_cls = TASKS.get(cfg.data.task)
+    task = task_cls(
+        seq_len_of(cfg),
+        data_dir=cfg.data.data_dir,
+        seed=cfg.seed,
+        cache_dir=cfg.data.cache_dir,
+        **cfg.data.task_options,
+    )
+    task.shape_only = shape_only
+    return task
 
 
 class EpochBatches:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import torch
 from torch.utils.data import DataLoader
 
 from harness.engine.data import by_length
 from harness.engine.device import autocast
-from harness.engine.model import Model
-from harness.measure.cost import CostMeter
-from tasks import Task
+from harness.engine.model import Model, ModelOutput
+from tasks import Batch, Task
+
+
+class Meter(Protocol):
+    """Anything that accumulates what a forward measured (harness/engine/meters)."""
+
+    def update(self, out: ModelOutput, batch: Batch) -> Any: ...
 
 
 @torch.no_grad()
@@ -20,8 +28,10 @@ def evaluate(
     device: torch.device,
     batch_size: int,
     max_batches: int | None = None,
-    cost: CostMeter | None = None,
+    meters: Sequence[Meter] = (),
 ) -> dict[str, float]:
+    """The task's metrics on `split` (the first `max_batches` batches, or all); each of
+    `meters` also sees every forward's output."""
     was_training = model.training
     model.eval()
     meter = task.meter(split)
@@ -32,10 +42,10 @@ def evaluate(
             break
         batch = batch.to(device)
         with autocast(device):
-            logits, _ = model(batch)
-        meter.update(logits, batch)
-        if cost is not None:
-            cost.update(int(batch.padding_mask.sum()), batch.tokens.shape[1], len(batch))
+            out = model(batch)
+        meter.update(out.logits, batch)
+        for m in meters:
+            m.update(out, batch)
     model.train(was_training)
     return meter.compute()
 

@@ -4,25 +4,29 @@
     for each block:  x = x + MixingLayer(LN(x));  x = x + MLP(LN(x))
     logits = task.head(LN(x))
 
-A MixingLayer holds K operators ordered by declared cost (cheapest first) and a router. With a
-hard router and ``execution="routed"``, an operator that supports query subsets computes only
-the tokens routed to it (gathered per example, keys/values = the whole sequence, scattered
-back); this is where compute is really saved. ``execution="dense"`` computes every operator on
-every token and selects: the reference that routed execution must equal.
+A MixingLayer holds K operators in the ``--ops`` order (band 0 first, the top band last) and a
+router. With a hard router and ``execution="routed"``, an operator that supports query subsets
+computes only the tokens routed to it (gathered per example, keys/values = the whole sequence,
+scattered back); this is where compute is really saved. ``execution="dense"`` computes every
+operator on every token and selects: the reference that routed execution must equal.
 
-Every forward leaves a ``LayerCost`` on each mixing layer (``layer.last_cost``) with the work the
-operators were asked to do, so savings are counted from what ran, not from what was hoped.
+The forward returns what it measured, as nanoGPT's returns its loss: ``ModelOutput`` holds the
+logits, the routers' auxiliary loss and one ``LayerReport`` per mixing layer (its routing, and a
+``LayerCost`` with the work the operators were asked to do), so savings are counted from what
+ran, not from what was hoped. The meters (harness/engine/meters) read these reports; nothing is
+left on the modules for others to read later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from harness.engine.config import RunConfig
+from harness.core.config import RunConfig
 from operators import OPERATORS, MixContext, TokenMixer
 from operators.base import executed_flops
 from routers import ROUTERS, Router, Routing
@@ -63,6 +67,23 @@ class LayerCost:
 
 
 @dataclass
+class LayerReport:
+    """What one mixing layer did in one forward: the router's decision, the work each operator
+    ran, and the input it decided on (the tokens the router scored) with its context."""
+
+    routing: Routing
+    cost: LayerCost
+    x: Tensor  # (B, N, D): the mixing layer's input
+    ctx: MixContext
+
+
+class ModelOutput(NamedTuple):
+    logits: Tensor
+    aux_loss: Tensor  # the routers' auxiliary losses, summed over layers
+    layers: list[LayerReport]
+
+
+@dataclass
 class OpWork:
     """What one operator of a mixing layer computes in one forward."""
 
@@ -83,16 +104,12 @@ class MixingLayer(nn.Module):
         self.ops = nn.ModuleList([op for _, op in ops])
         self.router = router
         self.execution = execution
-        self.last_cost: LayerCost | None = None
-        self.last_routing: Routing | None = None
 
-    def forward(self, x: Tensor, ctx: MixContext) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, ctx: MixContext) -> tuple[Tensor, LayerReport]:
         routing = self.router(x, ctx)
         work = self.plan(routing, x, ctx)
         out = sum(self.run(op, w, x, ctx) for op, w in zip(self.ops, work, strict=True))
-        self.last_routing = routing
-        self.last_cost = self.account(routing, work, x, ctx)
-        return out, routing.aux_loss
+        return out, LayerReport(routing, self.account(routing, work, x, ctx), x, ctx)
 
     def plan(self, routing: Routing, x: Tensor, ctx: MixContext) -> list[OpWork]:
         """Per operator: its weights, and under routed execution of a hard routing the query
@@ -224,11 +241,11 @@ class Block(nn.Module):
         self.mlp = MLP(d_model, mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, ctx: MixContext) -> tuple[Tensor, Tensor]:
-        mixed, aux = self.mixing(self.ln_mix(x), ctx)
+    def forward(self, x: Tensor, ctx: MixContext) -> tuple[Tensor, LayerReport]:
+        mixed, report = self.mixing(self.ln_mix(x), ctx)
         x = x + self.drop(mixed)
         x = x + self.mlp(self.ln_mlp(x))
-        return x, aux
+        return x, report
 
 
 class Model(nn.Module):
@@ -273,8 +290,8 @@ class Model(nn.Module):
     def mixing_layers(self) -> list[MixingLayer]:
         return [b.mixing for b in self.blocks]
 
-    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Returns (logits, auxiliary router loss summed over layers)."""
+    def forward(self, batch: Batch) -> ModelOutput:
+        """Logits, the routers' auxiliary loss summed over layers, and each layer's report."""
         tokens = batch.tokens
         n = tokens.shape[1]
         if n > self.seq_len:
@@ -288,10 +305,12 @@ class Model(nn.Module):
         ctx = MixContext(padding_mask=batch.padding_mask if has_padding else None,
                          causal=self.causal, needs_attention=batch.needs_attention)
         aux = x.new_zeros(())
+        reports = []
         for block in self.blocks:
-            x, layer_aux = block(x, ctx)
-            aux = aux + layer_aux
-        return self.head(self.ln_f(x), batch), aux
+            x, report = block(x, ctx)
+            aux = aux + report.routing.aux_loss
+            reports.append(report)
+        return ModelOutput(self.head(self.ln_f(x), batch), aux, reports)
 
 
 def build_operators(
@@ -303,11 +322,11 @@ def build_operators(
     causal: bool,
 ) -> list[tuple[str, TokenMixer]]:
     """Instantiate the operators in the order given. Routers rely on this order: index 0 gets
-    the lowest band (the cheapest operator, by convention), index -1 the top band
-    (--attn-fraction, the attention). The order is never changed behind the user's back:
-    declared costs flip with causality (causal attention is charged its triangle, rbf its
-    rectangle), so a cost sort would silently hand the top band to another operator. The run
-    prints and records which operator got which band (``band_map``)."""
+    the lowest band, index -1 the top band (--attn-fraction; by convention the attention).
+    The order is never changed behind the user's back: declared costs flip with causality
+    (causal attention is charged its triangle, rbf its rectangle), so a cost sort would
+    silently hand the top band to another operator. The run prints and records which operator
+    got which band (``band_map``)."""
     built = []
     for name in names:
         entry = OPERATORS.entry(name)

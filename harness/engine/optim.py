@@ -8,15 +8,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from harness.engine.config import RunConfig
+from harness.core.config import RunConfig
 from harness.engine.device import autocast
 from harness.engine.distributed import Dist, all_reduce_sum
-from harness.engine.model import Model
-from harness.measure.cost import CostMeter
+from harness.engine.meters.cost import CostMeter
+from harness.engine.model import Model, ModelOutput
 from registry import ChiaroscuroError
 from routers.base import NonFiniteRouting
 from tasks import Batch, Task
@@ -24,6 +25,12 @@ from tasks import Batch, Task
 
 class TrainingDiverged(ChiaroscuroError):
     """The loss or the gradient norm became NaN or infinite."""
+
+
+class StepResult(NamedTuple):
+    loss: float  # mean over the micro-batches
+    tokens: int  # real tokens of the global batch
+    routing_stats: list[dict[str, torch.Tensor]]  # per layer, the last micro-batch's (detached)
 
 
 def make_optimizer(model: Model, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -72,9 +79,8 @@ class TrainStep:
     def lr(self) -> float:
         return self.schedule.get_last_lr()[0]
 
-    def __call__(self, micro_batch: Callable[[int], Batch], step: int) -> tuple[float, int]:
-        """Take step `step` (0-based); `micro_batch(i)` gives micro-batch i of this process.
-        Returns (mean loss, real tokens of the global batch)."""
+    def __call__(self, micro_batch: Callable[[int], Batch], step: int) -> StepResult:
+        """Take step `step` (0-based); `micro_batch(i)` gives micro-batch i of this process."""
         n_micro = self.cfg.optim.grad_accum
         distributed = self.dist is not None and self.dist.enabled
         self.optimizer.zero_grad(set_to_none=True)
@@ -84,31 +90,32 @@ class TrainStep:
             sync = micro == n_micro - 1 or not distributed
             context = nullcontext() if sync else self.forward_model.no_sync()
             with context:
-                loss = self._backward(batch, step, n_micro)
+                loss, out = self._backward(batch, step, n_micro)
+            self.cost.update(out, batch)
             loss_sum += loss / n_micro
-            n_tokens = int(batch.padding_mask.sum())
-            tokens += n_tokens
-            self.cost.update(n_tokens, batch.tokens.shape[1], len(batch))
+            tokens += int(batch.padding_mask.sum())
         self._clip_and_step(step)
         if distributed:  # the global batch's token count, not this rank's times world
             tokens = all_reduce_sum(tokens, self.device)
-        return loss_sum, tokens
+        stats = [{k: v.detach() for k, v in report.routing.stats.items()} for report in out.layers]
+        return StepResult(loss_sum, tokens, stats)
 
-    def _backward(self, batch: Batch, step: int, n_micro: int) -> float:
+    def _backward(self, batch: Batch, step: int, n_micro: int) -> tuple[float, ModelOutput]:
         with autocast(self.device):
             try:
-                logits, aux = self.forward_model(batch)
+                out = self.forward_model(batch)
             except NonFiniteRouting as exc:
                 raise TrainingDiverged(f"{exc} at step {step + 1}; lower --lr (now "
                                        f"{self.cfg.optim.lr}) or check the operators") from exc
-            loss = self.task.loss(logits, batch)
-            total = (loss + self.cfg.routing.aux_weight * aux) / n_micro
+            loss = self.task.loss(out.logits, batch)
+            total = (loss + self.cfg.routing.aux_weight * out.aux_loss) / n_micro
         if not torch.isfinite(total):
             raise TrainingDiverged(
-                f"loss became {loss.item()} at step {step + 1} (router aux {aux.item()}); "
-                f"lower --lr (now {self.cfg.optim.lr}) or check the operators")
+                f"loss became {loss.item()} at step {step + 1} (router aux "
+                f"{out.aux_loss.item()}); lower --lr (now {self.cfg.optim.lr}) or check the "
+                f"operators")
         total.backward()
-        return loss.item()
+        return loss.item(), out
 
     def _clip_and_step(self, step: int) -> None:
         clip = self.cfg.optim.grad_clip

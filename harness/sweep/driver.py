@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import harness
 from harness.sweep.cell import CellResult, CellSpec, finished_record
 from harness.sweep.executors import load_executor
 from harness.sweep.grid import Cell, expand, grid_from_args, record_path_of
@@ -52,7 +51,7 @@ def cell_spec(cell: Cell, log_dir: Path) -> CellSpec:
     return CellSpec(
         label=cell.label, overrides=cell.overrides, record_path=str(record_path),
         log_path=str(log_dir / (record_path.stem + ".log")), cwd=str(Path.cwd()),
-        pythonpath=str(Path(harness.__file__).resolve().parents[1]))
+        pythonpath=str(Path(__file__).resolve().parents[2]))
 
 
 def finish(cell: Cell, result: CellResult) -> None:

@@ -44,8 +44,8 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    from harness.cli.main import parse_value
-    from harness.engine.config import deep_merge, load_config_file
+    from harness.core.config import deep_merge, load_config_file
+    from harness.core.values import parse_value
 
     grid: dict[str, Any] = {}
     base: dict[str, Any] = {}
@@ -85,7 +85,7 @@ def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
-    from harness.engine.config import deep_merge
+    from harness.core.config import deep_merge
 
     cells = []
     for task in grid["tasks"]:
@@ -110,8 +110,8 @@ def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
 
 def validate(overrides: dict[str, Any]) -> str | None:
     """Why this cell cannot run here, from declarations alone (cheap), or None."""
-    from harness.engine.config import resolve
-    from harness.engine.guard import refuse_leaks
+    from harness.core.config import resolve
+    from harness.runner.guard import refuse_leaks
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS
@@ -136,8 +136,8 @@ def validate(overrides: dict[str, Any]) -> str | None:
 
 
 def record_path_of(overrides: dict[str, Any]) -> Path:
-    from harness.engine.config import resolve
-    from harness.engine.train import run_paths
+    from harness.core.config import resolve
+    from harness.core.paths import run_paths
     from tasks import TASKS
 
     task_cls = TASKS.get(overrides["data"]["task"])

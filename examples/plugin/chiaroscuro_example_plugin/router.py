@@ -8,8 +8,8 @@ Score of a token x in R^d: how evenly its magnitude is spread over the features,
 scale invariant, so it still varies after the block's LayerNorm (which fixes every token's L2
 norm: a plain norm threshold would see identical scores at initialisation).
 
-Tokens whose score is above a threshold go to the more expensive operator (index 1; the
-harness orders operators cheapest first), the rest to the cheaper one (index 0). The threshold
+Tokens whose score is above a threshold go to the second operator (index 1; the harness keeps
+the --ops order, by convention cheapest first), the rest to the first (index 0). The threshold
 is a buffer: in training mode each batch is decided with the current threshold and *then* the
 threshold moves toward the batch's (1 - attn_fraction) quantile of scores (the first training
 batch sets it, later ones move it by an exponential moving average, option ``momentum``); in

@@ -1,0 +1,37 @@
+"""Where a run's files go: its id, its record and its work folder, from the config alone.
+Light (no pydantic, no torch): the command line imports it to print its defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.core.config import RunConfig
+
+# Where a user's runs go by default: records, checkpoints and metrics.jsonl. Git-ignored, so
+# running never writes into tracked files. The committed records (results/runs) are written
+# only on purpose, with `--out results/runs`.
+LOCAL_RUNS = "runs"
+
+
+def run_id(cfg: RunConfig) -> str:
+    ops = "+".join(cfg.routing.ops)
+    return f"{cfg.data.task}__{cfg.routing.router}__{ops}__{cfg.digest()}__seed{cfg.seed}"
+
+
+def record_filename(run_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_.+=@" else "_" for c in run_id)
+    return f"{safe.lstrip('.') or 'run'}.json"
+
+
+def results_dir(cfg: RunConfig) -> Path:
+    """The record's folder: the local, git-ignored one unless --out says otherwise."""
+    return Path(cfg.out) if cfg.out else Path(LOCAL_RUNS)
+
+
+def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
+    """(record path, work directory for checkpoint and metrics log) of a run."""
+    rid = run_id(cfg)
+    work = Path(cfg.work_dir) if cfg.work_dir else results_dir(cfg)
+    return results_dir(cfg) / record_filename(rid), work / rid

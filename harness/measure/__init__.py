@@ -1,1 +1,0 @@
-"""Measuring a combination: cost accounting, invariant checks, conformance, benchmarks."""

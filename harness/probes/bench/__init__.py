@@ -1,0 +1,2 @@
+"""``python -m harness bench``: see ``command`` for what is timed; its flags (``args``) import
+nothing heavy."""

@@ -1,0 +1,168 @@
+"""``python -m harness bench``: microbenchmarks of operators and routed attention, and of a
+training step of the harness against a bare reference transformer.
+
+What is timed, on the current device (``--device``), for each ``--seq-lens`` N:
+
+- every operator of ``--ops`` on x (B, N, D): ``op(x, ctx)``;
+- routed attention: the code path routed training runs, ``MixingLayer._run_on_subset`` (gather
+  the routed queries per example, the operator with ``ctx.query_positions``, weight, scatter
+  back), on a fixed random subset of ``fraction`` of the tokens of each example, for each of
+  ``--fractions``; fraction 1 routes every token (ratio ~1: what gather + scatter cost);
+
+each in two modes: ``fwd`` (under ``torch.no_grad``) and ``fwd+bwd`` (backward into the
+parameters and into x, from a fixed random output gradient).
+
+Ratios are measured in the same run: after warm-up, every repeat times every case once (in a
+shuffled order), and a case's ratio is the median over repeats of (its time / the time of full
+attention at the same N *in the same repeat*), so machine noise hits numerator and denominator
+alike. Times are wall-clock (``time.perf_counter``, with ``torch.cuda.synchronize`` around each
+call on CUDA); the table shows the median (and the JSON also the minimum and every repeat).
+
+The training-step comparison times one optimizer step (forward, loss, backward, gradient
+clipping, AdamW) of a bare pre-norm transformer written here with no harness code (embedding,
+blocks of LN -> qkv -> SDPA -> proj and LN -> MLP, head) against the harness's own step
+(``harness.engine.model.Model`` with router ``single`` and operator ``attn``, the loop body of
+``harness.runner.train.train``) of the same shape, on a classification and a language-modelling
+task.
+
+Output: a table (absolute ms and ratios), a "targets" section (PASS/FAIL, for humans; the exit
+status stays 0 unless something crashed), and ``<name>.json`` + ``<name>.png`` under ``--out``,
+written atomically.
+
+Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (timers, paired
+ratios, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
+``train_step`` (harness step vs bare reference), ``end_to_end`` (training step of single
+attention vs routed combinations over N, its crossover; ``end_to_end_report``: its table,
+targets and plot), ``report`` (targets, tables, PNG, JSON). Each
+measurement is a ``Section`` of ``SECTIONS``: to add one, append it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.probes.bench.args import add_arguments
+from registry import ConfigError
+
+from .end_to_end import run_end_to_end
+from .end_to_end_report import end_to_end_targets, plot_end_to_end, print_end_to_end
+from .microbench import Case, Microbench, build_cases, measure, run_microbench, summarise
+from .report import (
+    RATIO_DEFINITION,
+    machine_label,
+    microbench_targets,
+    plot,
+    plot_title,
+    print_microbench,
+    print_targets,
+    print_train_step,
+    train_step_targets,
+    write_outputs,
+)
+from .settings import (
+    DEFAULTS,
+    FULL,
+    MODES,
+    QUICK,
+    TARGET_DCT,
+    TARGET_DCT_SCALING,
+    TARGET_ROUTED,
+    TARGET_TRAIN,
+    Settings,
+    resolve_settings,
+)
+from .timing import load_average_warning, paired_ratio
+from .train_step import BareTransformer, run_train_step, train_step_comparison
+
+__all__ = [
+    "DEFAULTS", "FULL", "MODES", "QUICK", "SECTIONS", "TARGET_DCT", "TARGET_DCT_SCALING",
+    "TARGET_ROUTED", "TARGET_TRAIN", "BareTransformer", "Case", "Microbench", "Section",
+    "Settings", "add_arguments", "build_cases", "measure", "paired_ratio", "plot",
+    "resolve_settings", "run", "summarise", "train_step_comparison",
+]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One measurement of the bench, run in the order of SECTIONS."""
+
+    key: str  # where its result goes in the JSON
+    measure: Callable[[Settings], Any]  # its result; None when the settings switch it off
+    to_json: Callable[[Any], Any]
+    print_table: Callable[[Any, Settings, dict[str, Any]], None]
+    targets: Callable[[Any, Settings], list[dict[str, Any]]]
+
+
+SECTIONS: list[Section] = [
+    Section("results", run_microbench, lambda m: m.rows, print_microbench, microbench_targets),
+    Section("train_step", run_train_step, lambda t: t, print_train_step, train_step_targets),
+    Section("end_to_end", run_end_to_end, lambda e: e, print_end_to_end, end_to_end_targets),
+]
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
+             measured: dict[str, Any], targets: list[dict[str, Any]], t0: float,
+             stem: str) -> dict[str, Any]:
+    from harness.engine import provenance
+
+    settings = {k: (str(v) if isinstance(v, torch.device) else
+                    dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                for k, v in vars(s).items()}
+    payload: dict[str, Any] = {
+        "kind": "bench",
+        "created": provenance.now(),
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "settings": settings,
+        "environment": env,
+        "ratio_definition": RATIO_DEFINITION,
+    }
+    for section in SECTIONS:
+        result = measured[section.key]
+        payload[section.key] = None if result is None else section.to_json(result)
+    payload.update({"targets": targets, "wall_seconds": time.perf_counter() - t0,
+                    "plot": f"{stem}.png"})
+    return payload
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.engine import provenance
+    from registry import files
+
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    s = resolve_settings(args)
+    torch.manual_seed(s.seed)
+    env = provenance.environment(s.device)
+    env["threads"] = torch.get_num_threads()
+    env["load_average"] = load_average_warning(s.device)
+    t0 = time.perf_counter()
+    measured = {section.key: section.measure(s) for section in SECTIONS}
+    targets = [t for section in SECTIONS for t in section.targets(measured[section.key], s)]
+    for section in SECTIONS:
+        if measured[section.key] is not None:
+            section.print_table(measured[section.key], s, env)
+    print_targets(targets)
+
+    stem = args.name or f"bench-{s.device.type}{'-quick' if args.quick else ''}"
+    payload = _payload(args, s, env, measured, targets, t0, stem)
+    png = plot(measured["results"].rows, s, plot_title(s, env))
+    if measured["end_to_end"] is not None:  # its own plot: step time vs N
+        payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
+        files.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
+                                   plot_end_to_end(measured["end_to_end"],
+                                                   machine_label(s, env)))
+    write_outputs(Path(args.out), stem, payload, png)
+    return 0

@@ -1,0 +1,1 @@
+"""The conformance suite (``suite``); plugin authors import it as ``harness.conformance``."""

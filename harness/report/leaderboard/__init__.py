@@ -1,0 +1,1 @@
+"""``python -m harness leaderboard``: the board (``board``), its flags (``args``)."""

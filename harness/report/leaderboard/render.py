@@ -1,0 +1,394 @@
+"""The markdown of one task's board: the ranked table, its notes, the chance comparison and
+the plot links; and the paper's other claims against the records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.core.records import RunRecord
+from harness.report.leaderboard.format import (
+    REPORTED,
+    cell,
+    fmt,
+    fmt_p,
+    fmt_signed,
+    md_table,
+    mean_std,
+    metric_digits,
+    metric_label,
+    options_text,
+    rel_link,
+)
+from harness.report.leaderboard.groups import Group, Reference, ReferenceSet
+from harness.report.leaderboard.rows import EQUAL_COST_TOLERANCE, ChanceRow, TaskBoard
+from harness.report.leaderboard.specs import layer_fractions
+from harness.report.leaderboard.stats import ALPHA, mean
+
+
+def _columns(board: TaskBoard) -> list[tuple[str, str]]:
+    cols = [("test", board.rank_metric)]
+    if board.rank_metric != board.metric:
+        cols.append(("test", board.metric))
+    cols.append(("valid", board.metric))
+    return cols
+
+
+def _steps_text(g: Group) -> str:
+    budget = g.first.budget
+    max_steps = budget.get("max_steps")
+    done = sorted({int(s) for s in g.training_values("steps")})
+    if not done:
+        return f"{max_steps} steps" if max_steps else "—"
+    if max_steps and done == [int(max_steps)]:
+        return f"{max_steps} steps"
+    span = str(done[0]) if len(done) == 1 else f"{done[0]}–{done[-1]}"
+    return f"{span} of {max_steps} steps (time budget {budget.get('max_time')} s)"
+
+
+def _measured_text(g: Group) -> str | None:
+    """Measured cost, wall time and memory, as means over seeds; None when none is recorded."""
+    measured = []
+    flops = g.cost_values("model_flops_per_token")
+    if flops:
+        measured.append(f"{mean(flops):.3g} model FLOPs/token (forward)")
+    wall = g.training_values("wall_seconds")
+    if wall:
+        measured.append(f"wall {mean(wall):,.0f} s")
+    memory = g.training_values("peak_memory_mb")
+    if memory:
+        measured.append(f"peak memory {mean(memory):,.0f} MB")
+    return ", ".join(measured) + " (mean over seeds)" if measured else None
+
+
+def _config_details(g: Group) -> str:
+    c = g.first.config
+    m, d, o = c.get("model", {}), c.get("data", {}), c.get("optim", {})
+    r = c.get("routing", {})
+    parts = [f"preset {g.first.preset}" if g.first.preset else "no preset"]
+    if m:
+        layers = m.get("layers")
+        parts.append(f"{layers} layer{'' if layers == 1 else 's'} × d_model {m.get('d_model')}, "
+                     f"{m.get('heads')} heads")
+    seq = d.get("seq_len") or g.first.data.get("seq_len")
+    if seq:
+        parts.append(f"seq_len {seq}")
+    if d.get("task_options"):
+        parts.append(f"task options {options_text(d['task_options'])}")
+    if r:
+        parts.append(f"attn_fraction {r.get('attn_fraction')}, {r.get('execution')} execution")
+    parts.append(_steps_text(g) + (f", batch {o.get('batch_size')}, lr {o.get('lr')}" if o else ""))
+    unused = {k: v for k, v in g.first.operator_options.items() if k not in g.operators}
+    if unused:
+        parts.append("operator options " + "; ".join(f"{k}: {options_text(v)}"
+                                                     for k, v in sorted(unused.items())))
+    measured = _measured_text(g)
+    if measured:
+        parts.append(measured)
+    hashes = sorted({r_.split_hashes.get("test", "") for r_ in g.records} - {""})
+    if len(hashes) == 1:
+        parts.append(f"test set {hashes[0][:19]}")
+    elif hashes:
+        parts.append(f"test set differs across seeds ({len(hashes)} hashes)")
+    return "; ".join(parts)
+
+
+# -- the ranked table ---------------------------------------------------------------------------
+
+
+def _intro(board: TaskBoard) -> list[str]:
+    direction = "higher is better" if board.higher else "lower is better"
+    n_runs = sum(len(g.records) for g in board.ranked)
+    if board.ranked:
+        text = (f"{len(board.ranked)} configurations, {n_runs} runs. Ranked by test "
+                f"{metric_label(board.rank_metric)} ({direction}) of the final checkpoint, "
+                f"mean ± sample standard deviation over seeds (records made since the "
+                f"best-validation checkpoint is kept also hold its metrics, "
+                f"`best_checkpoint`).")
+    else:
+        text = f"No runs recorded for this task; only the paper's numbers ({REPORTED})."
+    return [f"## {board.task}", "", text, ""]
+
+
+def _group_row(board: TaskBoard, g: Group, rank: int, cols: list[tuple[str, str]]) -> list[str]:
+    verdict = board.vs_best.get(g.key, ("—", None))[0]
+    x = g.attention_fraction
+    params = sorted({r.parameters for r in g.records})
+    tps = g.training_values("tokens_per_second")
+    row = [str(rank) if not g.flagged else "—", g.router_text, g.operators_text,
+           g.config_hash, str(len(g.records))]
+    row += [mean_std(g.values(split, metric), metric_digits(metric)) for split, metric in cols]
+    row += [
+        "—" if x is None else fmt(x, 3),
+        "—" if g.mixing_flops is None else
+        f"{g.mixing_flops:,.0f}" + (" ◆" if g.key in board.pareto else ""),
+        f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}",
+        f"{mean(tps):,.0f}" if tps else "—",
+        "; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
+        verdict,
+        g.mark,
+    ]
+    return row
+
+
+def _reference_row(r: Reference, i: int, cols: list[tuple[str, str]]) -> list[str]:
+    row = ["ref", r.router, r.operators, "—", "—"]
+    placed = False
+    for split, metric in cols:
+        if (split, metric) == (r.split, r.metric):
+            row.append(fmt(r.value, metric_digits(metric)))
+            placed = True
+        else:
+            row.append("")
+    flags = f"{REPORTED} [ref {i}]"
+    if not placed:
+        flags += f"; {r.split} {metric_label(r.metric)} {fmt(r.value, 2)}"
+    x = ("—" if r.attention_flop_fraction is None else fmt(r.attention_flop_fraction, 3))
+    if r.flops:
+        x += f" ({r.flops})"
+    return row + [x, "—", r.parameters or "—", "—", "—", "—", flags]
+
+
+def _table(board: TaskBoard) -> list[str]:
+    cols = _columns(board)
+    headers = ["rank", "router", "operators", "config", "seeds"]
+    headers += [f"{split} {metric_label(metric)}" for split, metric in cols]
+    headers += ["attn FLOP frac", "mixing FLOPs/token", "params", "tokens/s", "hardware",
+                "vs best", "flags"]
+    rows = []
+    rank = 0
+    for g in board.ranked:
+        if not g.flagged:
+            rank += 1
+        rows.append(_group_row(board, g, rank, cols))
+    rows += [_reference_row(r, i, cols) for i, r in enumerate(board.references, 1)]
+    return [md_table(headers, rows), ""]
+
+
+# -- notes under the table ----------------------------------------------------------------------
+
+
+def _column_notes(board: TaskBoard) -> list[str]:
+    if not board.ranked:
+        return []
+    notes = [
+        f"**vs best**: Welch's two-sided t-test (unequal variances) over seeds between each "
+        f"honest row and the best honest row, on test {metric_label(board.rank_metric)}. "
+        f"*tied* means p > {ALPHA} (not shown to differ; with few seeds the test has little "
+        f"power, so this is not evidence of equality); *behind* means p ≤ {ALPHA}; *n/a* "
+        f"needs at least 2 seeds on both sides. No correction for multiple comparisons.",
+        "**attn FLOP frac**: analytic FLOPs the attention operator executed on the "
+        "test set / FLOPs of attention on every token (1.000 = nothing skipped). "
+        "**mixing FLOPs/token**: analytic forward FLOPs of all mixing operators per real "
+        "test token, the total cost of the mix (a low attention fraction saves nothing if "
+        "the other operators cost more). ◆ marks the Pareto front of honest rows on total "
+        "mixing FLOPs (no honest row has both fewer mixing FLOPs per token and a better "
+        "metric).",
+    ]
+    if board.rank_metric == "word_perplexity":
+        notes.append("Language modelling ranks on word-level perplexity (exp of total NLL / "
+                     "words), which compares across tokenizers; token PPL is per token of "
+                     "each row's own tokenizer.")
+    return notes
+
+
+def _flagged_notes(board: TaskBoard) -> list[str]:
+    flagged = [g for g in board.ranked if g.flagged]
+    if not flagged:
+        return []
+    lines = ["- **⚠ rows** carry a warning flag and are listed after every honest row, "
+             "unranked:"]
+    for g in flagged:
+        lines.append(f"  - `{g.config_hash}` {g.router} {'+'.join(g.operators)}: "
+                     + "; ".join(cell(f) for f in g.warning_flags))
+    return lines
+
+
+def _data_notes(board: TaskBoard) -> list[str]:
+    lines = []
+    if board.metric == "accuracy":
+        majority = sorted({fmt(v, 4) for g in board.ranked
+                           for v in g.values("test", "majority_accuracy")})
+        if majority:
+            lines.append(f"- Majority-class baseline (test): {', '.join(majority)}.")
+    test_sets = {h for g in board.ranked for r in g.records
+                 if (h := r.split_hashes.get("test"))}
+    if len(test_sets) > 1:
+        lines.append(f"- Records in this table were scored on {len(test_sets)} different test "
+                     f"sets (see the test-set hashes below): compare rows with care.")
+    return lines
+
+
+def _reference_notes(board: TaskBoard, refs: ReferenceSet) -> list[str]:
+    if not board.references:
+        return []
+    lines = [f"- **Reference rows ({REPORTED})**: {refs.caveat}"]
+    for i, r in enumerate(board.references, 1):
+        note = f" {r.note[:1].upper()}{r.note[1:]}." if r.note else ""
+        lines.append(f"  - [ref {i}] {r.label}: {r.split} {metric_label(r.metric)} "
+                     f"{fmt(r.value, 2)}. Source: {refs.source_text(r.source)}.{note}")
+    return lines
+
+
+def _configuration_notes(board: TaskBoard) -> list[str]:
+    if not board.ranked:
+        return []
+    lines = ["- Configurations:"]
+    seen = set()
+    for g in board.ranked:
+        if g.config_hash in seen:
+            continue
+        seen.add(g.config_hash)
+        lines.append(f"  - `{g.config_hash}` ({g.router} {'+'.join(g.operators)}): "
+                     f"{cell(_config_details(g))}")
+    return lines
+
+
+def _notes(board: TaskBoard, refs: ReferenceSet) -> list[str]:
+    lines = [f"- {n}" for n in _column_notes(board)]
+    lines += _flagged_notes(board)
+    lines += _data_notes(board)
+    lines += _reference_notes(board, refs)
+    lines += _configuration_notes(board)
+    return lines + [""]
+
+
+def _plot_links(specs: list[dict[str, Any]], out: Path) -> list[str]:
+    if not specs:
+        return []
+    lines = ["### Plots", ""]
+    for s in specs:
+        lines += [f"![{s['title']}]({rel_link(Path(s['path']), out)})", ""]
+    return lines
+
+
+def render_task(board: TaskBoard, specs: list[dict[str, Any]], out: Path,
+                refs: ReferenceSet) -> list[str]:
+    lines = _intro(board) + _table(board) + _notes(board, refs)
+    if board.chance or board.no_control:
+        lines += _render_chance(board)
+    return lines + _plot_links(specs, out)
+
+
+# -- routing against chance ---------------------------------------------------------------------
+
+
+def _chance_intro(board: TaskBoard) -> list[str]:
+    m = board.rank_metric
+    return ["### Does routing beat chance?", "",
+            f"Each routed configuration against the `random` control with the same "
+            f"configuration (same operators, token shares, model, data and budget; only the "
+            f"routing decision differs). Δ = router − random on test {metric_label(m)} "
+            f"({'higher' if board.higher else 'lower'} is better) with its 95% Welch "
+            f"confidence interval; p from Welch's t-test over seeds. *matched on* is what the "
+            f"control holds equal: the share of tokens in the top band (default), or the "
+            f"attention FLOPs (`--router-option match=flops --router-option flop_fraction=F` "
+            f"with F the row's attn FLOP frac); both are shown, router / random. The "
+            f"comparison is at "
+            f"equal cost only when the measured attention FLOP fractions agree within "
+            f"{EQUAL_COST_TOLERANCE}; pairs that do not are marked and listed last.", ""]
+
+
+def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str:
+    w = c.welch
+    if w is None:
+        verdict = "too few seeds"
+    elif w.p > ALPHA:
+        verdict = "no significant difference"
+    elif board.better(gm, rm):
+        verdict = f"{c.group.router} better"
+    else:
+        verdict = "random better"
+    if not c.equal_cost:
+        gap = c.cost_gap
+        verdict += (" (⚠ not at equal cost: attention fraction unknown)" if gap is None
+                    else f" (⚠ not at equal cost: fractions differ by {fmt(gap, 3)})")
+    if c.group.flagged or c.control.flagged:
+        verdict += " (⚠ flagged row)"
+    return verdict
+
+
+def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
+    m = board.rank_metric
+    d = metric_digits(m)
+    g, r, w = c.group, c.control, c.welch
+    gv, rv = g.values("test", m), r.values("test", m)
+    if w is None:
+        delta, p = fmt_signed(mean(gv) - mean(rv), d), "—"
+    else:
+        delta = f"{fmt_signed(w.diff, d)} [{fmt_signed(w.ci[0], d)}, {fmt_signed(w.ci[1], d)}]"
+        p = fmt_p(w.p)
+    return [g.router_text, g.operators_text, g.config_hash, r.config_hash,
+            f"{len(gv)} / {len(rv)}", r.matched_on,
+            _pair(g.top_token_share, r.top_token_share),
+            _pair(g.attention_fraction, r.attention_fraction),
+            mean_std(gv, d), mean_std(rv, d), delta, p,
+            _chance_verdict(board, c, mean(gv), mean(rv))]
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{'—' if a is None else fmt(a, 3)} / {'—' if b is None else fmt(b, 3)}"
+
+
+def _render_chance(board: TaskBoard) -> list[str]:
+    lines = _chance_intro(board)
+    if board.chance:
+        m = metric_label(board.rank_metric)
+        headers = ["router", "operators", "config", "random config", "seeds", "matched on",
+                   "top-band token share", "attn FLOP frac", f"router {m}", f"random {m}",
+                   "Δ [95% CI]", "p", "verdict"]
+        lines += [md_table(headers, [_chance_row(board, c) for c in board.chance]), ""]
+    for g in board.no_control:
+        lines.append(f"- No `random` control with the same configuration for {g.router} "
+                     f"{'+'.join(g.operators)} `{g.config_hash}`: run it with `--router random` "
+                     f"and otherwise identical options.")
+    if board.no_control:
+        lines.append("")
+    return lines
+
+
+# -- the paper's other claims -------------------------------------------------------------------
+
+
+def _mean_gate(r: RunRecord) -> float | None:
+    layers = (r.cost.get("test") or {}).get("per_layer") if isinstance(r.cost, dict) else None
+    gates = [float(layer["gate_mean"]) for layer in layers or []
+             if isinstance(layer, dict) and isinstance(layer.get("gate_mean"), (int, float))]
+    return mean(gates) if gates else None
+
+
+def _claim_evidence(cid: Any, boards: list[TaskBoard]) -> list[str]:
+    found = []
+    for b in boards:
+        for g in b.ranked:
+            if cid == "meta-gate":
+                gates = [x for x in (_mean_gate(r) for r in g.records) if x is not None]
+                if gates:
+                    found.append(f"{b.task} {g.label}: test gate {mean_std(gates, 3)} "
+                                 f"({len(gates)} seeds)")
+            elif cid == "rbf-rejected" and "rbf" in g.operators:
+                layers = layer_fractions(g)
+                k = g.operators.index("rbf")
+                if layers is not None:
+                    share = mean([row[k] for row in layers])
+                    found.append(f"{b.task} {g.label}: rbf share {fmt(share, 3)} (mean over "
+                                 f"layers and seeds)")
+    return found
+
+
+def claim_lines(claims: list[dict[str, Any]], boards: list[TaskBoard],
+                refs: ReferenceSet) -> list[str]:
+    if not claims:
+        return []
+    lines = ["## The paper's other claims, against these records", ""]
+    for claim in claims:
+        cid = claim.get("id")
+        src = refs.source_text(str(claim.get("source", "")))
+        note = str(claim.get("note", ""))
+        note = f" {note[:1].upper()}{note[1:]}." if note else ""
+        lines.append(f"- **{claim.get('text', cid)}** ({REPORTED}; {src}).{note}")
+        if cid in ("meta-gate", "rbf-rejected"):
+            found = _claim_evidence(cid, boards)
+            lines += [f"  - here: {f}" for f in found] or ["  - here: no records bear on it yet."]
+    lines.append("")
+    return lines

@@ -1,0 +1,133 @@
+"""What may train: leaky variants refused from their declarations, and an empirical check
+before training that nothing sees the future or the rest of the batch.
+
+Declarations can be wrong, plugins included, so before every run (causal task or not) the
+guard probes the assembled model the way the run will use it:
+
+- with its parameters moved away from their initial values, over several random draws (a leak
+  gated by a parameter that starts at zero, or at the identity, shows);
+- in training mode with autograd on, at the training micro-batch size, and in eval mode
+  without autograd, at the evaluation batch size (a component may peek only in one mode, or
+  only in batches of five or more);
+- at the run's full sequence length (a leak may start late in the sequence).
+
+Checks: causality (causal tasks) and batch independence (every task). A failing combination
+is refused unless --allow-leaky, in which case the record is flagged.
+
+One declared exception: a router whose *training* routing is non-causal by design
+(``training_noncausal``, a reason; Mixture-of-Depths' per-sequence top-k) may fail causality in
+training mode, and only there, and only when the router alone is at fault. Evaluation mode is
+checked as for everyone, so every number a record reports comes from causal routing; the
+record carries a note with what the guard measured. An operator that leaks in training mode
+next to such a router is still refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from harness.core.config import RunConfig
+from operators import OPERATORS
+from registry import ConfigError
+from routers import ROUTERS
+from tasks import Task
+
+if TYPE_CHECKING:
+    from harness.probes.checks import CheckResult
+
+DRAWS = 2  # random parameter draws; each probes both modes
+
+
+def leak_flags(cfg: RunConfig, causal_task: bool) -> list[str]:
+    """Why this combination may leak (future tokens or other examples), from declarations.
+    Empty for an honest combination."""
+    reasons = []
+    router = ROUTERS.get(cfg.routing.router)
+    if getattr(router, "leaky", False) or not router.batch_independent:
+        reasons.append(f"router '{cfg.routing.router}' is a leaky variant")
+    elif causal_task and not router.causal:
+        reasons.append(f"router '{cfg.routing.router}' is not causal")
+    if causal_task:
+        for name in cfg.routing.ops:
+            if getattr(OPERATORS.get(name), "leaky", False):
+                reasons.append(f"operator '{name}' is a leaky variant (sees future tokens)")
+    return reasons
+
+
+def refuse_leaks(cfg: RunConfig, causal_task: bool) -> list[str]:
+    reasons = leak_flags(cfg, causal_task)
+    if reasons and not cfg.allow_leaky:
+        raise ConfigError(
+            f"{'; '.join(reasons)} on task '{cfg.data.task}': its results would not be honest. "
+            f"Use an honest variant, or pass --allow-leaky to run it anyway (the record is then "
+            f"marked leaky)"
+        )
+    return reasons
+
+
+def guard_leaks(cfg: RunConfig, task: Task, seq_len: int, train_batch: int, eval_batch: int,
+                log: Callable[[str], None], device: torch.device | str = "cpu") -> list[str]:
+    """Probe the run's model for leaks (see the module docstring); refuse a leaking
+    combination unless --allow-leaky. Returns the record's flags for what failed."""
+    from harness.probes.checks import (
+        blame,
+        build_checked_model,
+        check_batch_independence,
+        check_causality,
+    )
+
+    t0 = time.perf_counter()
+    checks = [check_causality] if task.causal else []
+    checks.append(check_batch_independence)
+    failed: dict[str, CheckResult] = {}
+    declared: CheckResult | None = None  # a train-mode failure the router declares
+    names: list[str] = []
+    for draw in range(DRAWS):
+        model = build_checked_model(cfg, task, seq_len, cfg.seed + 7919 * draw, device)
+        g = torch.Generator().manual_seed(cfg.seed + 7919 * draw + 2)
+        for check in checks:
+            for mode, batch in (("train", train_batch), ("eval", eval_batch)):
+                result = check(model, task, seq_len, g, batch, modes=(mode,))
+                if not result.passed and result.name not in failed:
+                    blame(result, cfg, task, seq_len, g, batch)
+                    if mode == "train" and declares_training_leak(cfg, result):
+                        declared = declared or result
+                    else:
+                        failed[result.name] = result
+                if result.name not in names:
+                    names.append(result.name)
+    seconds = time.perf_counter() - t0
+    for name in names:
+        if name not in failed:
+            log(f"check {name}: pass ({DRAWS} parameter draws moved from init; train mode with "
+                f"autograd at batch {train_batch}, eval mode at batch {eval_batch}; length "
+                f"{seq_len}; {seconds:.1f} s)")
+    for result in failed.values():
+        log(f"check {result.name}: FAIL ({result.detail})")
+    notes = []
+    if declared is not None and "causality" not in failed:
+        why = ROUTERS.get(cfg.routing.router).training_noncausal
+        finding = (f"causality fails in training mode only, through router "
+                   f"'{cfg.routing.router}' as it declares ({why}); evaluation mode passes, "
+                   f"so the reported metrics come from causal routing")
+        notes.append(f"note: {finding}")
+        log(f"check causality (train mode): fails as declared, {finding}")
+    if failed and not cfg.allow_leaky:
+        raise ConfigError(
+            "refusing to train a leaking combination: "
+            + "; ".join(f"check '{r.name}' failed: {r.detail}" for r in failed.values())
+            + ". Fix the component, or pass --allow-leaky (the record is then marked leaky)"
+        )
+    return notes + [f"leaky: check '{r.name}' failed ({r.detail})" for r in failed.values()]
+
+
+def declares_training_leak(cfg: RunConfig, result: CheckResult) -> bool:
+    """Whether a failed train-mode check is the one the run's router declares: causality,
+    with the router as the only component at fault."""
+    router = ROUTERS.get(cfg.routing.router)
+    return (result.name == "causality" and bool(getattr(router, "training_noncausal", ""))
+            and result.culprits == (f"router '{cfg.routing.router}'",))

@@ -1,0 +1,34 @@
+"""How far a run has come: the counters a checkpoint carries and the record reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    best: dict[str, Any] | None = None  # the history entry with the best validation metric
+    evals_since_best: int = 0
+    stop_reason: str | None = None
+    finished: bool = False
+    gate_history: list[dict[str, Any]] = field(default_factory=list)
+    # per logged step, each layer's share of tokens per operator (harness/engine/meters/collapse.py)
+    routing_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.train_tokens / max(self.train_seconds, 1e-9)
+
+    def to_json(self) -> str:
+        """Plain JSON, so a checkpoint loads under ``torch.load(weights_only=True)``."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Progress:
+        return cls(**json.loads(text))

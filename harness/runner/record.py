@@ -1,0 +1,156 @@
+"""The result record of a run, built from the run's values (config, counters, measurements).
+
+``final_evaluation`` measures the trained model (full valid and test splits, test cost, entropy
+histograms, ground truth, the best-validation checkpoint); ``build_record`` assembles the
+record from that and from what training counted. Neither sees the training driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.core import records
+from harness.core.config import RunConfig
+from harness.core.paths import run_id
+from harness.engine import provenance
+from harness.engine.evaluate import evaluate
+from harness.engine.meters.collapse import collapse_flags, find_collapses
+from harness.engine.meters.cost import CostMeter
+from harness.engine.meters.groundtruth import GroundTruthMeter
+from harness.engine.meters.telemetry import EntropyHistogramMeter
+from harness.engine.model import Model, band_map
+from harness.runner.best import best_checkpoint_metrics
+from harness.runner.progress import Progress
+from registry import DataError
+from tasks import Task
+from tasks.base import SPLITS
+
+
+@dataclass
+class FinalEvaluation:
+    """What the trained model measured on the full splits."""
+
+    metrics: dict[str, dict[str, float]]
+    test_cost: dict[str, Any]
+    entropy_histogram: records.EntropyHistogram | None = None
+    ground_truth: list[dict[str, float]] | None = None
+    predictor_accuracy: list[float] | None = None
+    best_checkpoint: dict[str, Any] | None = None
+
+
+def final_evaluation(model: Model, task: Task, device: torch.device, cfg: RunConfig,
+                     seq_len: int, progress: Progress, work_dir: Path) -> FinalEvaluation:
+    """Full valid and test splits of the final weights (with the test split's cost, the
+    spectral entropy of the tokens each operator received and the routing against the task's
+    ground truth), then the best-validation weights' valid and test metrics."""
+    batch_size = cfg.optim.batch_size
+    cost = CostMeter(model, d_model=cfg.model.d_model, heads=cfg.model.heads, seq_len=seq_len,
+                     causal=task.causal)
+    n_layers = len(model.mixing_layers)
+    histogram = EntropyHistogramMeter(n_layers, model.op_names, "test")
+    truth = GroundTruthMeter(n_layers)
+    metrics = {"valid": evaluate(model, task, "valid", device, batch_size),
+               "test": evaluate(model, task, "test", device, batch_size,
+                                meters=(cost, histogram, truth))}
+    ground_truth, predictor_accuracy = truth.summary()
+
+    def both_splits() -> dict[str, dict[str, float]]:
+        return {split: evaluate(model, task, split, device, batch_size)
+                for split in ("valid", "test")}
+
+    best = best_checkpoint_metrics(model, both_splits, work_dir, progress.best, progress.step,
+                                   metrics, task.metric)
+    return FinalEvaluation(metrics, cost.summary(), histogram.summary(), ground_truth,
+                           predictor_accuracy, best)
+
+
+def bands(names: list[str], attn_fraction: float) -> list[dict]:
+    """Which operator got which band, lowest scores first (the record's answer to "who got
+    the top band")."""
+    return [{"operator": op, "target_share": share} for op, share in band_map(names,
+                                                                             attn_fraction)]
+
+
+def bands_text(names: list[str], attn_fraction: float) -> str:
+    return ", ".join(f"{op} {share:.1%}" for op, share in band_map(names, attn_fraction))
+
+
+def training_summary(progress: Progress, wall_seconds: float | None,
+                     peak_memory_mb: float | None, processes: int) -> dict:
+    p = progress
+    return {
+        "steps": p.step,
+        "stop_reason": p.stop_reason,
+        "train_tokens": p.train_tokens,
+        "tokens_per_second": p.tokens_per_second,
+        "train_seconds": p.train_seconds,
+        "wall_seconds": wall_seconds,
+        "peak_memory_mb": peak_memory_mb,
+        "processes": processes,
+        "history": p.history,
+    }
+
+
+def task_data(task: Task) -> dict[str, Any]:
+    """``task.describe()`` with the hash of each split's exact examples."""
+    data = task.describe()
+    data.setdefault("split_hashes", {split: provenance.split_hash(task.dataset(split))
+                                     for split in SPLITS})
+    return data
+
+
+def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters: int,
+                 flags: list[str], progress: Progress, train_cost: dict[str, Any],
+                 final: FinalEvaluation | None, device: torch.device, processes: int,
+                 wall_seconds: float | None, peak_memory_mb: float | None,
+                 status: str = "finished", error: str | None = None) -> records.RunRecord:
+    """The record of a run; ``final`` is None for a run that did not finish (diverged)."""
+    op_bands = bands(op_names, cfg.routing.attn_fraction)
+    collapses = find_collapses(progress.routing_history, op_names,
+                               targets=[b["target_share"] for b in op_bands])
+    extra = {"status": status, **({"error": error} if error else {})}
+    return records.RunRecord(
+        run_id=run_id(cfg),
+        created=provenance.now(),
+        task=cfg.data.task,
+        router=cfg.routing.router,
+        operators=op_names,
+        seed=cfg.seed,
+        preset=cfg.preset,
+        config=cfg.model_dump(),
+        config_hash=cfg.digest(),
+        flags=flags + collapse_flags(collapses),
+        metrics=final.metrics if final else {},
+        cost={"test": final.test_cost if final else None, "train": train_cost,
+              "execution": cfg.routing.execution, "bands": op_bands},
+        training=training_summary(progress, wall_seconds, peak_memory_mb, processes),
+        parameters=parameters,
+        data=task_data(task),
+        task_metric=task.metric,
+        higher_is_better=task.higher_is_better,
+        telemetry=records.Telemetry(
+            entropy_histogram=final.entropy_histogram if final else None,
+            gate_history=progress.gate_history,
+            ground_truth=final.ground_truth if final else None,
+            predictor_accuracy=final.predictor_accuracy if final else None,
+            routing_history=progress.routing_history),
+        environment=provenance.environment(device, used={
+            "operator": list(op_names), "router": [cfg.routing.router],
+            "task": [cfg.data.task]}),
+        best_checkpoint=final.best_checkpoint if final else None,
+        **extra,
+    )
+
+
+def load_finished(path: Path) -> records.RunRecord:
+    """The record of a finished run. A bad one is named: the checkpoint can write it again."""
+    try:
+        return records.load_record(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"record {path} of this finished run cannot be read "
+                        f"({records.describe_error(exc)}); delete it and re-run the same command "
+                        f"to write it again from the checkpoint") from exc

@@ -1,0 +1,367 @@
+"""Training one router x operators x task combination: build, resume, the loop, the record.
+
+The pieces live beside this file: ``optim.TrainStep`` (one optimiser step), ``evaluate``,
+``guard`` (what may train), ``record`` (the result record), ``progress`` (the counters a
+checkpoint carries). Re-running the same config on the same --out continues from the last
+checkpoint; a finished run is not redone.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.core import records
+from harness.core.config import RunConfig, seq_len_of
+from harness.core.paths import run_paths
+from harness.engine import checkpoint, distributed
+from harness.engine.calibrate import calibrate_routers
+from harness.engine.data import EpochBatches, build_task
+from harness.engine.device import peak_memory_mb, resolve_device, seed_everything
+from harness.engine.evaluate import better, evaluate
+from harness.engine.model import Model, count_parameters
+from harness.engine.optim import StepResult, TrainingDiverged, TrainStep
+from harness.runner import metrics_log, tracking
+from harness.runner.best import save_best
+from harness.runner.console import ProgressDisplay
+from harness.runner.guard import guard_leaks, refuse_leaks
+from harness.runner.lock import RunLock
+from harness.runner.progress import Progress
+from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
+from registry import ChiaroscuroError, ConfigError, files
+
+__all__ = ["Interrupted", "Trainer", "TrainingDiverged", "train"]
+
+
+class Interrupted(ChiaroscuroError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+
+def router_flags(cfg: RunConfig) -> list[str]:
+    """Flags a router class declares for every record it produces (``record_flags``): oracle
+    marks itself privileged, mod notes that its training routed by a non-causal top-k."""
+    from routers import ROUTERS
+
+    return list(getattr(ROUTERS.get(cfg.routing.router), "record_flags", ()))
+
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint written
+    on the way out is consistent."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """One run: build, (resume,) train, evaluate, record."""
+
+    def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.dist, device_name = distributed.setup(cfg.device)
+        self.log = log if self.dist.is_main else (lambda msg: None)
+        self.device = resolve_device(device_name)
+        if cfg.threads and self.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        self.record_path, self.work_dir = run_paths(cfg)
+        self.ckpt_path = self.work_dir / "checkpoint.pt"
+        self.metrics_path = self.work_dir / "metrics.jsonl"
+        o = cfg.optim
+        if o.batch_size % (self.dist.world * o.grad_accum):
+            raise ConfigError(
+                f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
+                f"({self.dist.world} x {o.grad_accum})")
+        self.progress = Progress()
+        self.saved_step: int | None = None  # step of the checkpoint on disk, once known
+        self.tracker = tracking.open_tracker(cfg, self.work_dir, self.dist.is_main)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def build(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.task = build_task(cfg)
+        self.flags = [f"leaky: {r}" for r in refuse_leaks(cfg, self.task.causal)]
+        if cfg.preset:
+            self.flags.append(f"preset:{cfg.preset}")
+        self.flags += router_flags(cfg)
+        self.seq_len = seq_len_of(cfg)
+        micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
+        self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,
+                                  self.log, self.device)
+        seed_everything(cfg.seed)
+        self.model = Model(cfg, self.task, self.seq_len).to(self.device)
+        self.n_params = count_parameters(self.model)
+        self._log_model()
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.batches = EpochBatches(self.task.dataset("train"), cfg.optim.batch_size, cfg.seed,
+                                    bucket=cfg.data.length_bucketing)
+        self.step_fn = TrainStep(self.model, self.task, cfg, self.device, self.seq_len,
+                                 forward_model=self._forward_model(), dist=self.dist)
+
+
+    def _forward_model(self) -> torch.nn.Module:
+        """The model as the step calls it: wrapped in DDP and/or torch.compile when asked."""
+        forward: torch.nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # routed execution can leave an operator without tokens in a step
+            forward = DDP(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=len(self.cfg.routing.ops) > 1)
+        if self.cfg.compile:
+            forward = torch.compile(forward)
+        return forward
+
+    def _log_model(self) -> None:
+        cfg = self.cfg
+        processes = f" x {self.dist.world} processes" if self.dist.enabled else ""
+        layers = f"{cfg.model.layers} layer{'' if cfg.model.layers == 1 else 's'}"
+        self.log(f"model: {layers}, d_model {cfg.model.d_model}, "
+                 f"{self.n_params:,} parameters; bands in --ops order (lowest first): "
+                 f"{bands_text(self.model.op_names, cfg.routing.attn_fraction)}; router: "
+                 f"{cfg.routing.router}; device: {self.device}{processes}")
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.model_dump_json(),
+            "config_hash": self.cfg.digest(),
+            "model": self.model.state_dict(),
+            **self.step_fn.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "progress": self.progress.to_json(),
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            checkpoint.save(self.ckpt_path, self.state())
+        self.saved_step = self.progress.step
+        distributed.barrier(self.dist)
+
+    def maybe_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            self._truncate_metrics_log(0)  # starting over: every line is written again
+            return False
+        state = checkpoint.load(self.ckpt_path)
+        with checkpoint.restoring(self.ckpt_path):
+            if state["config_hash"] != self.cfg.digest() or \
+                    json.loads(state["config"])["seed"] != self.cfg.seed:
+                raise ConfigError(
+                    f"{self.ckpt_path} belongs to a run with a different configuration; use "
+                    f"another --out, or delete {self.work_dir} to start over")
+            self.model.load_state_dict(state["model"])
+            self.step_fn.load_state_dict(state)
+            checkpoint.set_rng_state(state["rng"])
+            self.progress = Progress.from_json(state["progress"])
+        self.saved_step = self.progress.step
+        self._truncate_metrics_log(self.progress.step)
+        self.log(f"resumed from {self.ckpt_path} at step {self.progress.step}")
+        return True
+
+    def _truncate_metrics_log(self, step: int) -> None:
+        """Drop log lines written after the checkpoint (they will be written again) and a torn
+        tail (see metrics_log)."""
+        if self.dist.is_main:
+            metrics_log.cut_back(self.metrics_path, step, self.log)
+
+    def what_is_kept(self) -> str:
+        """For messages on the way out: what a re-run will resume from."""
+        if self.ckpt_path.exists():
+            at = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"the last good checkpoint{at} is kept in {self.ckpt_path}"
+        return "no checkpoint had been written yet: a re-run starts from the beginning"
+
+    # -- training ---------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> StepResult:
+        """One optimiser step over the global batch (this rank's shards, accumulated)."""
+        n_micro = self.cfg.optim.grad_accum
+
+        def micro_batch(micro: int):
+            return self.batches.batch(self.task, step, self.dist.rank, self.dist.world,
+                                      micro, n_micro)
+
+        return self.step_fn(micro_batch, step)
+
+    def fit(self) -> None:
+        cfg, p = self.cfg, self.progress
+        bar = ProgressDisplay(cfg.budget.max_steps, p.step, log=self.log,
+                              desc=f"{cfg.data.task} {cfg.routing.router} "
+                                   f"{'+'.join(cfg.routing.ops)}", enabled=self.dist.is_main,
+                              eval_every=cfg.budget.eval_every)
+        if p.step == 0 and (line := calibrate_routers(self.model, self.task, self.device,
+                                                      cfg.optim.batch_size)):
+            self.log(line)
+        self.model.train()
+        with _StopSignals() as signals:
+            while p.step < cfg.budget.max_steps:
+                t0 = time.perf_counter()
+                result = self.train_step(p.step)
+                p.step += 1
+                p.train_tokens += result.tokens
+                p.train_seconds += time.perf_counter() - t0
+                bar.step(p.step, result.loss, p.tokens_per_second)
+                if self._after_step(result, bar, signals):
+                    break
+        bar.close()
+        p.stop_reason = p.stop_reason or "max_steps"
+        p.finished = True
+        self.save_checkpoint()
+
+    def _after_step(self, result: StepResult, bar: Any, signals: _StopSignals) -> bool:
+        """Logging, evaluation, budgets, signals and checkpoints after a step; True to stop."""
+        b, p = self.cfg.budget, self.progress
+        step, last, loss = p.step, p.step == b.max_steps, result.loss
+        if step % b.log_every == 0 or last:
+            self._log_metrics(step, result)
+        if step % b.eval_every == 0 or last:
+            self._evaluate_during_training(step, loss, bar)
+        stop = self._budget_exhausted()
+        if stop:
+            p.stop_reason = stop
+            return True
+        if distributed.any_rank(self.dist, signals.received is not None, self.device):
+            self.save_checkpoint()
+            bar.close()
+            by = signals.received or "(to another rank)"
+            raise Interrupted(f"stopped by signal {by} at step {step}; "
+                              f"checkpoint saved, re-run the same command to resume")
+        if step % b.ckpt_every == 0:
+            self.save_checkpoint()
+        return False
+
+    @staticmethod
+    def _telemetry(result: StepResult) -> dict[str, Any]:
+        layers = []
+        for stats in result.routing_stats:
+            entry = {}
+            if "fractions" in stats:
+                entry["fractions"] = [round(float(f), 5) for f in stats["fractions"]]
+            if "gate" in stats:
+                entry["gate"] = round(float(stats["gate"].float().mean()), 5)
+            layers.append(entry)
+        return {"layers": layers}
+
+    def _log_metrics(self, step: int, result: StepResult) -> None:
+        telemetry = self._telemetry(result)
+        entry = {"step": step, "loss": result.loss, "lr": self.step_fn.lr,
+                 "tokens_per_second": self.progress.tokens_per_second, **telemetry}
+        if self.dist.is_main:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        self.tracker.log(step, entry, self.model.op_names)
+        gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]
+        if gates:
+            self.progress.gate_history.append({"step": step, "gate": gates})
+        fractions = [layer.get("fractions") for layer in telemetry["layers"]]
+        if len(self.model.op_names) > 1 and all(fractions):
+            self.progress.routing_history.append({"step": step, "fractions": fractions})
+
+    def evaluate_valid(self, limit: int | None) -> dict[str, float]:
+        return evaluate(self.model, self.task, "valid", self.device,
+                        self.cfg.optim.batch_size, limit)
+
+    def _evaluate_during_training(self, step: int, loss: float, bar: Any) -> None:
+        p, task = self.progress, self.task
+        val = self.evaluate_valid(self.cfg.budget.eval_batches)
+        entry = {"step": step, "train_loss": loss, "lr": self.step_fn.lr, "valid": val,
+                 "tokens_per_second": p.tokens_per_second}
+        p.history.append(entry)
+        self.tracker.log(step, {"valid": val}, self.model.op_names)
+        if p.best is None or better(task, val, p.best["valid"]):
+            p.best, p.evals_since_best = entry, 0
+            if self.dist.is_main:
+                save_best(self.work_dir, step, self.cfg.digest(), self.model)
+        else:
+            p.evals_since_best += 1
+        bar.evaluated(step, task.metric, val)
+
+    def _budget_exhausted(self) -> str | None:
+        b, p = self.cfg.budget, self.progress
+        if b.max_time is not None and p.train_seconds >= b.max_time:
+            return "max_time"
+        if b.max_tokens is not None and p.train_tokens >= b.max_tokens:
+            return "max_tokens"
+        if b.patience is not None and p.evals_since_best >= b.patience:
+            return "early_stopping"
+        return None
+
+    # -- results ----------------------------------------------------------------------------
+
+    def make_record(self, status: str = "finished", error: str | None = None,
+                    t_start: float | None = None) -> records.RunRecord:
+        final = (final_evaluation(self.model, self.task, self.device, self.cfg, self.seq_len,
+                                  self.progress, self.work_dir)
+                 if status == "finished" else None)
+        return build_record(
+            self.cfg, task=self.task, op_names=self.model.op_names, parameters=self.n_params,
+            flags=self.flags, progress=self.progress, train_cost=self.step_fn.cost.summary(),
+            final=final, device=self.device, processes=self.dist.world,
+            wall_seconds=time.perf_counter() - t_start if t_start else None,
+            peak_memory_mb=peak_memory_mb(self.device), status=status, error=error)
+
+    def write(self, record: records.RunRecord) -> Path:
+        if self.dist.is_main:
+            records.write_record(record, self.record_path.parent)
+        distributed.barrier(self.dist)
+        return self.record_path
+
+
+def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[records.RunRecord, Path]:
+    """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
+    t_start = time.perf_counter()
+    trainer = Trainer(cfg, log)
+    lock = RunLock(trainer.work_dir, log)
+    try:
+        if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
+            lock.acquire()
+        trainer.build()
+        resumed = trainer.maybe_resume()
+        if resumed and trainer.progress.finished and trainer.record_path.exists():
+            log(f"already finished: {trainer.record_path}")
+            return load_finished(trainer.record_path), trainer.record_path
+        try:
+            trainer.fit()
+        except TrainingDiverged as exc:
+            diverged = TrainingDiverged(f"{exc}; {trainer.what_is_kept()}")
+            trainer.write(trainer.make_record("diverged", str(diverged), t_start))
+            raise diverged from exc
+        record = trainer.make_record(t_start=t_start)
+        return record, trainer.write(record)
+    except (OSError, files.DiskFull) as exc:
+        full = files.disk_full(exc, trainer.what_is_kept())
+        if full is None:
+            raise
+        raise full from exc
+    finally:
+        trainer.tracker.close()
+        lock.release()
+        distributed.teardown()
