@@ -100,8 +100,11 @@ def carve_index(lines: list[str]) -> int:
 
 class _WikiText(LanguageModelingTask):
     title: ClassVar[str] = "WikiText"
-    hub_config: ClassVar[str] = ""
+    hub_config: ClassVar[str] = ""  # "": the corpus has no hub copy, only local files
     folders: ClassVar[tuple[str, ...]] = ()
+    # a split's file in a --data-dir: f"{file_stem}.{split}.{ext}", first extension found
+    file_stem: ClassVar[str] = "wiki"
+    extensions: ClassVar[tuple[str, ...]] = ("tokens", "raw")
 
     def __init__(
         self,
@@ -145,8 +148,12 @@ class _WikiText(LanguageModelingTask):
 
     # -- where the splits come from ---------------------------------------------------------
 
+    def _file(self, split: str, ext: str | None = None) -> str:
+        return f"{self.file_stem}.{split}.{ext or self.extensions[0]}"
+
     def _expected(self) -> str:
-        return ", ".join(f"wiki.{s}.tokens" for s in SPLITS) + " (or wiki.*.raw)"
+        others = "".join(f" (or {self.file_stem}.*.{e})" for e in self.extensions[1:])
+        return ", ".join(self._file(s) for s in SPLITS) + others
 
     def _local_hint(self) -> str:
         hub = [s for s in SPLITS if self.sources[s].kind == "hub"]
@@ -154,11 +161,11 @@ class _WikiText(LanguageModelingTask):
             return (
                 f"the {'/'.join(hub)} split has no file: pass "
                 f"{' and '.join(f'--{s}-file FILE' for s in hub)} (or put "
-                f"{', '.join(f'wiki.{s}.tokens' for s in SPLITS)} in a folder and pass "
+                f"{', '.join(self._file(s) for s in SPLITS)} in a folder and pass "
                 f"--data-dir DIR)"
             )
         return (
-            f"put {', '.join(f'wiki.{s}.tokens' for s in SPLITS)} in a folder and pass "
+            f"put {', '.join(self._file(s) for s in SPLITS)} in a folder and pass "
             f"--data-dir DIR (or --train-file/--valid-file/--test-file)"
         )
 
@@ -172,7 +179,7 @@ class _WikiText(LanguageModelingTask):
                        p.is_dir()), None)
         if folder is not None:
             raise DataError(f"{self.title}: {split}_file {given} is a folder, not a file; pass "
-                            f"a file (e.g. {folder / f'wiki.{split}.tokens'}), or the folder "
+                            f"a file (e.g. {folder / self._file(split)}), or the folder "
                             f"as --data-dir")
         where = f" (nor in {self.data_dir})" if self.data_dir is not None else ""
         raise DataError(f"{self.title}: {split}_file {given} does not exist{where}")
@@ -184,24 +191,24 @@ class _WikiText(LanguageModelingTask):
             raise DataError(f"{self.title}: --data-dir {root} is not a folder")
         candidates = [root, *(root / f for f in self.folders)]
         for folder in candidates:
-            present = sorted(p.name for p in folder.glob("wiki.*.*")) if folder.is_dir() else []
+            present = (sorted(p.name for p in folder.glob(f"{self.file_stem}.*.*"))
+                       if folder.is_dir() else [])
             if not present:
                 continue
-            for ext in ("tokens", "raw"):
-                found = {s: folder / f"wiki.{s}.{ext}" for s in needed}
+            for ext in self.extensions:
+                found = {s: folder / self._file(s, ext) for s in needed}
                 if all(p.is_file() for p in found.values()):
                     return found
-            missing = [f"wiki.{s}.tokens" for s in needed
-                       if not (folder / f"wiki.{s}.tokens").is_file()]
+            missing = [self._file(s) for s in needed if not (folder / self._file(s)).is_file()]
             hint = ""
-            if "wiki.train.tokens" in missing:
+            if self._file("train") in missing:
                 hint = " (to train on another split, pass --train-file FILE)"
             raise DataError(
                 f"{self.title}: {folder} lacks {', '.join(missing)} (found: {', '.join(present)});"
                 f" expected {self._expected()}{hint}"
             )
         raise DataError(
-            f"{self.title}: no WikiText files in {root}: expected {self._expected()} there"
+            f"{self.title}: no {self.title} files in {root}: expected {self._expected()} there"
             f"{' or in ' + '/, '.join(self.folders) + '/' if self.folders else ''}"
         )
 
@@ -237,6 +244,8 @@ class _WikiText(LanguageModelingTask):
     # -- reading ------------------------------------------------------------------------------
 
     def _hub_dataset(self) -> Any:
+        if not self.hub_config:
+            raise DataError(f"{self.title} has no hub copy: {self._local_hint()}")
         if self._hub is None:
             self._hub = text.load_hub_dataset(
                 HUB_NAME, self.hub_config, what=self.title, local_hint=self._local_hint()

@@ -93,6 +93,7 @@ _RUN_FIELDS = {
     "eval_batches": ("budget", "eval_batches"),
     "max_tokens": ("budget", "max_tokens"),
     "patience": ("budget", "patience"),
+    "min_delta": ("budget", "min_delta"),
     "ckpt_every": ("budget", "ckpt_every"),
     "log_every": ("budget", "log_every"),
     "grad_accum": ("optim", "grad_accum"),
@@ -192,7 +193,11 @@ def add_run_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> N
     g.add_argument("--max-tokens", type=int, default=S, metavar="N",
                    help="stop after this many real training tokens (default none)")
     g.add_argument("--patience", type=int, default=S, metavar="N",
-                   help="stop after this many evaluations without improvement (default none)")
+                   help="to the plateau: stop after this many evaluations without an "
+                        "improvement by more than --min-delta (default none: --max-steps)")
+    g.add_argument("--min-delta", type=float, default=S, metavar="R",
+                   help="relative improvement of the validation metric that resets "
+                        "--patience " + _default(0.0))
     g.add_argument("--ckpt-every", type=int, default=S, metavar="N",
                    help="steps between checkpoints " + _default(500))
     g.add_argument("--log-every", type=int, default=S, metavar="N",

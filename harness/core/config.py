@@ -83,9 +83,17 @@ class BudgetConfig(_Strict):
     max_tokens: int | None = Field(None, gt=0)  # real training tokens
     eval_every: int = Field(200, gt=0)
     eval_batches: int | None = Field(None, gt=0)  # cap on validation batches during training
-    patience: int | None = Field(None, gt=0)  # early stop after this many evals w/o improvement
+    # To the plateau: stop once `patience` evaluations in a row have not improved the validation
+    # metric by more than `min_delta` (relative) over the best so far; max_steps is the cap.
+    patience: int | None = Field(None, gt=0)
+    min_delta: float = Field(0.0, ge=0, lt=1)
     ckpt_every: int = Field(500, gt=0)
     log_every: int = Field(10, gt=0)  # steps between metrics.jsonl lines
+
+
+# Fields added after records were committed, with their defaults: at the default they are left
+# out of the digest, so every earlier configuration keeps its hash (and its board row).
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("budget", "min_delta"): 0.0}
 
 
 class RunConfig(_Strict):
@@ -112,6 +120,9 @@ class RunConfig(_Strict):
                                            "device": True, "compile": True, "threads": True,
                                            "tracker": True,
                                            "budget": {"ckpt_every", "log_every"}})
+        for (section, name), default in ADDED_FIELDS.items():
+            if payload[section][name] == default:  # absent from older configs: same hash
+                del payload[section][name]
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

@@ -14,7 +14,8 @@ class Progress:
     train_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
     best: dict[str, Any] | None = None  # the history entry with the best validation metric
-    evals_since_best: int = 0
+    evals_since_best: int = 0  # evaluations since the last improvement by more than min_delta
+    improved_at: float | None = None  # the validation metric at that improvement
     stop_reason: str | None = None
     finished: bool = False
     gate_history: list[dict[str, Any]] = field(default_factory=list)

@@ -79,12 +79,24 @@ def bands_text(names: list[str], attn_fraction: float) -> str:
     return ", ".join(f"{op} {share:.1%}" for op, share in band_map(names, attn_fraction))
 
 
+def plateau(progress: Progress, patience: int | None, min_delta: float) -> dict | None:
+    """Whether the run reached its plateau: `patience` evaluations in a row without an
+    improvement by more than `min_delta` (relative), whether that stopped it or the cap did."""
+    if patience is None:
+        return None
+    return {"reached": progress.evals_since_best >= patience, "patience": patience,
+            "min_delta": min_delta, "evals_since_improvement": progress.evals_since_best}
+
+
 def training_summary(progress: Progress, wall_seconds: float | None,
-                     peak_memory_mb: float | None, processes: int) -> dict:
+                     peak_memory_mb: float | None, processes: int,
+                     budget: dict[str, Any] | None = None) -> dict:
     p = progress
+    budget = budget or {}
     return {
         "steps": p.step,
         "stop_reason": p.stop_reason,
+        "plateau": plateau(p, budget.get("patience"), budget.get("min_delta", 0.0)),
         "train_tokens": p.train_tokens,
         "tokens_per_second": p.tokens_per_second,
         "train_seconds": p.train_seconds,
@@ -127,7 +139,8 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         metrics=final.metrics if final else {},
         cost={"test": final.test_cost if final else None, "train": train_cost,
               "execution": cfg.routing.execution, "bands": op_bands},
-        training=training_summary(progress, wall_seconds, peak_memory_mb, processes),
+        training=training_summary(progress, wall_seconds, peak_memory_mb, processes,
+                                  cfg.budget.model_dump()),
         parameters=parameters,
         data=task_data(task),
         task_metric=task.metric,

@@ -53,6 +53,16 @@ def router_flags(cfg: RunConfig) -> list[str]:
 
 
 
+def improves(value: float, reference: float | None, higher_is_better: bool,
+             min_delta: float) -> bool:
+    """Whether a validation metric improves on the reference by more than `min_delta` of it
+    (relative): what resets the plateau's patience."""
+    if reference is None:
+        return True
+    margin = min_delta * abs(reference)
+    return value > reference + margin if higher_is_better else value < reference - margin
+
+
 class _StopSignals:
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint written
     on the way out is consistent."""
@@ -297,9 +307,12 @@ class Trainer:
         p.history.append(entry)
         self.tracker.log(step, {"valid": val}, self.model.op_names)
         if p.best is None or better(task, val, p.best["valid"]):
-            p.best, p.evals_since_best = entry, 0
+            p.best = entry
             if self.dist.is_main:
                 save_best(self.work_dir, step, self.cfg.digest(), self.model)
+        value = val[task.metric]
+        if improves(value, p.improved_at, task.higher_is_better, self.cfg.budget.min_delta):
+            p.improved_at, p.evals_since_best = value, 0
         else:
             p.evals_since_best += 1
         bar.evaluated(step, task.metric, val)
@@ -311,7 +324,7 @@ class Trainer:
         if b.max_tokens is not None and p.train_tokens >= b.max_tokens:
             return "max_tokens"
         if b.patience is not None and p.evals_since_best >= b.patience:
-            return "early_stopping"
+            return "plateau"
         return None
 
     # -- results ----------------------------------------------------------------------------

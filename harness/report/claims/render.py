@@ -80,8 +80,8 @@ def render(ev: Evidence, command: str) -> str:
         "(arXiv 2606.08327); ours come from small runs on this project's machine and compare "
         "configurations at equal budget, not absolute perplexities with the paper's.",
         "",
-        "Verdicts are computed by code (`harness/report/claims/`), one rule per claim, stated below "
-        "it: **supported**, **contradicted**, or **not testable here** (with what it would "
+        "Verdicts are computed by code (`harness/report/claims/`), one rule per claim, stated "
+        "below it: **supported**, **contradicted**, or **not testable here** (with what it would "
         "take). Ours: mean ± sample std over seeds (n = seeds). Tests: paired t-test by seed "
         "where both sides ran the same seeds (`scipy.stats.ttest_rel`), Welch's otherwise; "
         "95% confidence intervals of A − B; alpha 0.05. ⚠ leaky marks runs of the paper's "

@@ -1,6 +1,7 @@
 """Verdict rules: measurements in, one of three verdicts out. Each rule is a small function of
-the evidence with its thresholds as arguments; the claims (harness/report/claims/chiar_former.py) pick
-a rule and its numbers, and the page prints the rule's text next to the verdict.
+the evidence with its thresholds as arguments; the claims
+(harness/report/claims/chiar_former.py) pick a rule and its numbers, and the page prints the
+rule's text next to the verdict.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import records as rec
+from harness.report.leaderboard import groundtruth
 from harness.report.leaderboard.args import (
     DEFAULT_OUT,
     DEFAULT_PLOTS,
@@ -41,7 +42,6 @@ from harness.report.leaderboard.args import (
     add_arguments,
     resolve_paths,
 )
-from harness.report.leaderboard import groundtruth
 from harness.report.leaderboard.format import (
     REPORTED,
     cell,

@@ -1,0 +1,61 @@
+"""The Shakespeare corpus: its files, its splits, its preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.core.config import resolve
+from registry import DataError
+from tasks import TASKS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "shakespeare"
+
+
+def _corpus(folder: Path) -> Path:
+    folder.mkdir()
+    works = {"train": "To be, or not to be, that is the question:\nWhether 'tis nobler\n" * 40,
+             "valid": "Now is the winter of our discontent\n" * 20,
+             "test": "All the world's a stage,\nAnd all the men and women merely players\n" * 8}
+    for split, text in works.items():
+        (folder / f"shakespeare.{split}.txt").write_text(text)
+    return folder
+
+
+def test_reads_its_three_files_and_counts_words_and_lines(tmp_path):
+    task = TASKS.get("shakespeare")(16, data_dir=_corpus(tmp_path / "shakespeare"),
+                                    cache_dir=tmp_path / "cache", vocab_size=300)
+    assert task.causal and task.metric == "perplexity"
+    # whitespace words plus one <eos> per line
+    assert task.words_in_split("valid") == 20 * (7 + 1)
+    assert task.words_in_split("test") == 8 * (5 + 1) + 8 * (8 + 1)
+    source = task.describe()["source"]
+    assert source["train"]["file"].endswith("shakespeare.train.txt")
+    assert len(task.dataset("train")) > 0
+
+
+def test_without_files_it_says_where_they_go(tmp_path):
+    with pytest.raises(DataError, match=r"shakespeare\.train\.txt.*--data-dir"):
+        TASKS.get("shakespeare")(16, cache_dir=tmp_path).lines("train")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no Shakespeare files"):
+        TASKS.get("shakespeare")(16, data_dir=empty, cache_dir=tmp_path)
+
+
+def test_its_cpu_preset_is_the_plateau_setting():
+    cfg = resolve({"preset": "cpu", "data": {"task": "shakespeare"}},
+                  TASKS.get("shakespeare").presets)
+    assert (cfg.model.layers, cfg.model.d_model, cfg.data.seq_len) == (4, 128, 256)
+    assert cfg.data.task_options == {"vocab_size": 300}
+    assert cfg.budget.eval_batches is None  # the plateau is judged on the full split
+    assert (cfg.budget.patience, cfg.budget.min_delta) == (3, 0.002)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/shakespeare")
+def test_the_real_corpus_has_the_word_counts_of_its_readme(tmp_path):
+    task = TASKS.get("shakespeare")(256, data_dir=SHARED, cache_dir=tmp_path, vocab_size=300)
+    lines = {split: task.lines(split) for split in ("train", "valid", "test")}
+    words = {split: sum(len(line.split()) for line in ls) for split, ls in lines.items()}
+    assert words == {"train": 742_650, "valid": 91_923, "test": 70_445}
