@@ -12,3 +12,11 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def nested(dotted: str, value: Any) -> dict[str, Any]:
+    """'optim.lr', 0.001 -> {'optim': {'lr': 0.001}}: a dotted key as a config override."""
+    out: dict[str, Any] = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out

@@ -5,6 +5,7 @@
     python -m harness sweep --file sweeps/listops.toml
     python -m harness sweep ... --executor ray [--ray-address HOST:6379]
     python -m harness sweep ... --executor slurm --slurm-partition gpu --slurm-time 240
+    python -m harness sweep ... --tune optim.lr=1e-3,2e-3,4e-3 --seeds 0,1,2 --jobs 2
 
 Each cell is an ordinary ``run`` (its own process, its own record and checkpoint), so a sweep
 inherits resume for free: finished cells are skipped, interrupted ones continue from their
@@ -13,9 +14,10 @@ checkpoint. Invalid cells (a router given the wrong number of operators, a leaky
 ``single`` takes one operator, so with an operator set it runs once per operator: the baselines.
 
 Where cells run is the executor's business (``executors/``): ``local`` (the default) runs them
-one after another, or one per visible GPU at a time; ``ray`` makes each cell a Ray task;
-``slurm`` submits them as one submitit job array. Whatever the executor, finished cells are
-skipped before anything is dispatched and the summary table is the same.
+one after another, one per visible GPU at a time, or ``--jobs N`` side by side on the CPU;
+``ray`` makes each cell a Ray task; ``slurm`` submits them as one submitit job array. Whatever
+the executor, finished cells are skipped before anything is dispatched and the summary table is
+the same.
 
 A sweep file::
 
@@ -29,6 +31,11 @@ A sweep file::
     preset = "cpu"
     [base.budget]
     max_steps = 400
+
+Tuning (``--tune optim.lr=1e-3,2e-3,4e-3``): each value runs at the first seed; per
+configuration, the value whose record has the best validation metric (of its best-validation
+checkpoint) is chosen, on validation only, and runs the remaining seeds. Every record stays:
+the board shows the grid and the chosen value.
 
 This module is imported to build the parser: it imports nothing heavy at module level.
 """
@@ -69,6 +76,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="let leaky variants run (their records are marked leaky)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", default=[],
                    help="any run option for every cell, e.g. --set model.layers=4")
+    p.add_argument("--tune", action="append", metavar="SECTION.KEY=V1,V2,...", default=[],
+                   help="tune an option on validation: every value runs at the first seed, "
+                        "the value with the best validation metric (its best-validation "
+                        "checkpoint) runs the other seeds; e.g. --tune optim.lr=1e-3,2e-3,4e-3")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="local executor on CPU: N cells side by side, one thread each "
+                        "(default 1)")
     p.add_argument("--gpus", type=int, default=None,
                    help="local: cells in parallel, one per GPU (default: all visible GPUs; "
                         "0 = serial)")

@@ -1,9 +1,11 @@
-"""The default executor: cells one after another, or one per visible GPU at a time."""
+"""The default executor: cells one after another, one per visible GPU at a time, or (CPU,
+``--jobs N``) N at a time, each run with one thread (the sweep sets ``threads`` for them)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,18 +23,25 @@ def execute(pending: list[tuple[Cell, CellSpec]], args: argparse.Namespace,
 
         gpus = torch.cuda.device_count()
     bar = tqdm(total=len(pending), unit="cell", file=sys.stderr, disable=None)
-    if gpus and gpus > 1:
-        # one worker per GPU, each pinned to its device through CUDA_VISIBLE_DEVICES
+    jobs = getattr(args, "jobs", 1) or 1
+    if (gpus and gpus > 1) or jobs > 1:
+        # one worker per GPU, each pinned to its device through CUDA_VISIBLE_DEVICES; or, on
+        # the CPU, `jobs` workers side by side
         queue = list(pending)
+        lock = threading.Lock()
 
-        def worker(gpu: int) -> None:
-            while queue:
-                cell, spec = queue.pop(0)
-                done(cell, run_cell(spec, gpu))
+        def worker(slot: int) -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    cell, spec = queue.pop(0)
+                done(cell, run_cell(spec, slot if gpus and gpus > 1 else None))
                 bar.update(1)
 
-        with ThreadPoolExecutor(gpus) as pool:
-            list(pool.map(worker, range(gpus)))
+        workers = gpus if gpus and gpus > 1 else jobs
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(worker, range(workers)))
     else:
         for cell, spec in pending:
             bar.set_postfix_str(cell.label)
