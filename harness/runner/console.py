@@ -58,14 +58,17 @@ class ProgressDisplay:
         """An evaluation line follows at this step: no plain line of its own."""
         return step == self.total or bool(self.eval_every and step % self.eval_every == 0)
 
-    def evaluated(self, step: int, metric: str, values: dict[str, float]) -> None:
-        """A validation-subset evaluation: shown on the bar and as a line of its own."""
+    def evaluated(self, step: int, metric: str, values: dict[str, float],
+                  full: bool = False) -> None:
+        """A validation evaluation (a subset, or the `full` split): shown on the bar and as a
+        line of its own."""
         size = next((f"{int(values[k]):,} {k}" for k in ("examples", "tokens") if k in values),
                     "subset")
         short = {"accuracy": "val_acc", "perplexity": "val_ppl"}.get(metric, f"val_{metric}")
         self.valid = {short: f"{values[metric]:.4f}"}
         msg = (f"step {step}/{self.total}: train loss {self._last.get('loss', float('nan')):.4f}"
-               f", valid {metric} {values[metric]:.4f} (subset of {size}), ETA {self.eta()}")
+               f", valid {metric} {values[metric]:.4f} ({'full split' if full else 'subset'} of "
+               f"{size}), ETA {self.eta()}")
         if self.tty:
             self.bar.write(msg, file=sys.stderr)
         elif self.enabled:

@@ -302,8 +302,8 @@ class Trainer:
     def _evaluate_during_training(self, step: int, loss: float, bar: Any) -> None:
         p, task = self.progress, self.task
         val = self.evaluate_valid(self.cfg.budget.eval_batches)
-        entry = {"step": step, "train_loss": loss, "lr": self.step_fn.lr, "valid": val,
-                 "tokens_per_second": p.tokens_per_second}
+        entry = {"step": step, "train_tokens": p.train_tokens, "train_loss": loss,
+                 "lr": self.step_fn.lr, "valid": val, "tokens_per_second": p.tokens_per_second}
         p.history.append(entry)
         self.tracker.log(step, {"valid": val}, self.model.op_names)
         if p.best is None or better(task, val, p.best["valid"]):
@@ -315,7 +315,7 @@ class Trainer:
             p.improved_at, p.evals_since_best = value, 0
         else:
             p.evals_since_best += 1
-        bar.evaluated(step, task.metric, val)
+        bar.evaluated(step, task.metric, val, full=self.cfg.budget.eval_batches is None)
 
     def _budget_exhausted(self) -> str | None:
         b, p = self.cfg.budget, self.progress
