@@ -39,11 +39,11 @@ def load_or_build(path: str | Path, built_from: str, build: Callable[[], dict[st
         warnings.warn(f"{what}: rebuilding the cache {path}: {problem}", UserWarning,
                       stacklevel=2)
     data = build()
-    save(path, built_from, data, what=what)
+    _save(path, built_from, data, what=what)
     return data
 
 
-def save(path: Path, built_from: str, data: dict[str, Any], *, what: str) -> None:
+def _save(path: Path, built_from: str, data: dict[str, Any], *, what: str) -> None:
     entry = {"built_from": built_from, "data": data}
     try:
         if path.suffix == ".json":
