@@ -5,14 +5,24 @@ and data caches): one atomic writer, so there is one place that gets it right.
   crash at any moment leaves the previous version intact;
 - the user's umask decides the mode, as for any file a user makes (``tempfile.mkstemp``
   would make 0600);
-- a full disk (or a spent quota) is one line, ``DiskFull``, that says what was kept.
+- a full disk (or a spent quota) is one line, ``DiskFull``, that says what was kept;
+- a writer killed between creating its temp file and renaming it (SIGKILL, a power cut) leaves
+  the temp file behind; the next write of the same file removes it. A temp file's name says
+  which process on which machine made it, so only temporaries of dead writers go: those of a
+  process of this machine that no longer runs, and any older than a day (another machine's,
+  or from before the names said whose they were).
 """
 
 from __future__ import annotations
 
 import errno
+import glob
+import hashlib
 import os
+import re
 import secrets
+import socket
+import time
 from pathlib import Path
 
 from registry.errors import DataError
@@ -21,10 +31,11 @@ from registry.errors import DataError
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same directory, fsync, rename: readers never see half a
     file, and a crash at any moment leaves the previous version intact. Results, checkpoints,
-    bench outputs: every file the harness writes goes through here. A full disk raises
+    bench outputs, task caches: every file the harness writes goes through here. A full disk raises
     ``DiskFull`` (one line, the temp file removed, the previous version untouched)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = _new_temp_file(path)
     try:
         try:
@@ -45,15 +56,68 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _new_temp_file(path: Path) -> tuple[int, Path]:
-    """A fresh temp file beside ``path``. Created with mode 0666 so that the umask decides, as
-    for any file a user makes (``tempfile.mkstemp`` makes 0600: records unreadable by others)."""
+    """A fresh temp file beside ``path``, named ``.<name>.<machine>-<pid>.<random>.tmp``.
+    Created with mode 0666 so that the umask decides, as for any file a user makes
+    (``tempfile.mkstemp`` makes 0600: records unreadable by others)."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = path.parent / f".{path.name}.{_machine()}-{os.getpid()}.{secrets.token_hex(6)}.tmp"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+# A temp file older than this cannot belong to a write still under way: even a checkpoint of a
+# large model is written in minutes. It covers the writers this machine cannot ask about.
+STALE_AFTER_S = 24 * 3600
+
+_OWNER = re.compile(r"\.(?P<machine>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[0-9a-f]{12}\.tmp$")
+
+
+def _machine() -> str:
+    """This machine in a temp file's name (a shared folder may be written from several)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temp files of writers of ``path`` that died before their rename; returns
+    them. A temp file of a live writer (this process included) is left alone."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if _is_stale(tmp):
+            try:
+                tmp.unlink()
+            except OSError:  # cleaned by another writer first, or not ours to remove
+                continue
+            removed.append(tmp)
+    return removed
+
+
+def _is_stale(tmp: Path) -> bool:
+    try:
+        age = time.time() - tmp.lstat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_AFTER_S:
+        return True
+    owner = _OWNER.search(tmp.name)
+    if owner is None or owner["machine"] != _machine():
+        return False  # another machine's writer, or an old name: only its age can tell
+    return not _process_alive(int(owner["pid"]))
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)

@@ -251,7 +251,8 @@ class IMDB(ClassificationTask):
             assert self.source_path is not None
             self._source_key = text.digest("imdb-tar", text.sha256_file(self.source_path))
             key = text.digest("imdb-parsed", self._source_key, FORMAT_VERSION)
-            parsed = text.cached_tensors(self.cache_dir, key, self._read_local)
+            parsed = text.cached_tensors(self.cache_dir, key, self._read_local,
+                                         needs=("train", "test"), what="IMDB")
         else:  # a folder or the hub: the content must be read to be identified anyway
             parsed = self._read_local() if self.source_kind == "folder" else self._read_hub()
             h = hashlib.sha256()
@@ -344,7 +345,9 @@ class IMDB(ClassificationTask):
                     return {"flat": torch.from_numpy(flat), "offsets": torch.from_numpy(offsets),
                             "labels": official["labels"][index].clone()}
 
-                enc = text.cached_tensors(self.cache_dir, key, build)
+                enc = text.cached_tensors(self.cache_dir, key, build,
+                                          needs=("flat", "offsets", "labels"),
+                                          what=f"IMDB {split}")
                 enc["index"] = torch.arange(len(enc["labels"]))
                 enc["add"] = torch.tensor(0)
                 self._encoded[split] = enc

@@ -32,12 +32,9 @@ seed does not reproduce LRA's released files (those were never seeded anyway).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +48,7 @@ from torch import Tensor
 from registry import ConfigError, DataError
 from tasks import register_task
 
+from . import cache
 from .base import SPLITS, ClassificationTask
 
 # -- vocabulary ---------------------------------------------------------------------------------
@@ -504,74 +502,39 @@ class ListOps(ClassificationTask):
 
     # -- generated data -------------------------------------------------------------------------
 
-    def cache_key(self) -> str:
+    def built_from(self) -> str:
+        """The generated data's full hash (format, generator, parameters): what its cache file
+        must carry to be used."""
         blob = json.dumps(
             {"format": FORMAT_VERSION, "generator": GENERATOR, **self.params}, sort_keys=True
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def cache_key(self) -> str:
+        return self.built_from()[:16]
 
     def cache_path(self) -> Path:
         return self.cache_dir / "listops" / f"{self.cache_key()}.pt"
 
-    def _load_cache(self, path: Path) -> dict[str, Any] | None:
-        if not path.is_file():
-            return None
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            n = self.params["n_train"] + self.params["n_valid"] + self.params["n_test"]
-            ok = (
-                blob["format"] == FORMAT_VERSION
-                and blob["params"] == self.params
-                and blob["tokens"].dtype == torch.uint8
-                and len(blob["offsets"]) == n + 1
-                and len(blob["labels"]) == n
-                and int(blob["offsets"][-1]) == len(blob["tokens"])
-            )
-        except Exception as exc:  # a corrupt or foreign file: regenerate it
-            warnings.warn(f"listops: ignoring unreadable cache {path} ({exc})", stacklevel=3)
-            return None
-        if not ok:
-            warnings.warn(f"listops: ignoring cache {path}: it does not match", stacklevel=3)
-            return None
-        return blob
-
-    def _save_cache(self, path: Path, blob: dict[str, Any]) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            warnings.warn(f"listops: cannot cache generated data in {path.parent}: {exc}",
-                          stacklevel=3)
-            return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+    def _generate_blob(self) -> dict[str, Any]:
+        p = self.params
+        trees, labels = generate(
+            min_length=p["min_length"], max_length=p["max_length"],
+            max_depth=p["max_depth"], max_args=p["max_args"],
+            n=p["n_train"] + p["n_valid"] + p["n_test"], data_seed=p["data_seed"],
+        )  # fmt: skip
+        tokens, offsets = _pack(trees)
+        return {
+            "tokens": tokens,
+            "offsets": torch.tensor(offsets, dtype=torch.int64),
+            "labels": torch.tensor(labels, dtype=torch.uint8),
+        }
 
     def _generate_all(self) -> dict[str, ListOpsExamples]:
         if self._generated is None:
             p = self.params
-            path = self.cache_path()
-            blob = self._load_cache(path)
-            if blob is None:
-                trees, labels = generate(
-                    min_length=p["min_length"], max_length=p["max_length"],
-                    max_depth=p["max_depth"], max_args=p["max_args"],
-                    n=p["n_train"] + p["n_valid"] + p["n_test"], data_seed=p["data_seed"],
-                )  # fmt: skip
-                tokens, offsets = _pack(trees)
-                blob = {
-                    "format": FORMAT_VERSION,
-                    "params": dict(p),
-                    "tokens": tokens,
-                    "offsets": torch.tensor(offsets, dtype=torch.int64),
-                    "labels": torch.tensor(labels, dtype=torch.uint8),
-                }
-                self._save_cache(path, blob)
+            blob = cache.load_or_build(self.cache_path(), self.built_from(), self._generate_blob,
+                                       needs=("tokens", "offsets", "labels"), what="listops")
             offsets = blob["offsets"].tolist()
             labels = blob["labels"].tolist()
             bounds = list(accumulate((p["n_train"], p["n_valid"], p["n_test"]), initial=0))

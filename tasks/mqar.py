@@ -32,14 +32,11 @@ Generated from ``data_seed`` only (not the run's seed), all splits in one draw, 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-import warnings
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +45,7 @@ from torch import Tensor
 from registry import ConfigError
 from tasks import register_task
 
+from . import cache
 from .base import IGNORE_INDEX, SPLITS, Batch, LanguageModelingTask, PerplexityMeter
 
 PAD_ID, BLANK_ID, FIRST_ID = 0, 1, 2
@@ -116,32 +114,26 @@ class RecallTask(LanguageModelingTask):
     def generate(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def cache_path(self) -> Any:
+    def built_from(self) -> str:
+        """The draw's full hash (format, sequence length, parameters): what its cache file must
+        carry to be used."""
         blob = json.dumps({"format": FORMAT_VERSION, "seq_len": self.seq_len, **self.params},
                           sort_keys=True)
-        key = hashlib.sha256(blob.encode()).hexdigest()[:16]
-        return self.cache_dir / self.registry_name / f"{key}.pt"
+        return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _draw(self) -> dict[str, Tensor]:
-        path = self.cache_path()
-        if path.is_file():
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # a corrupt or foreign file: regenerate it
-                warnings.warn(f"{self.registry_name}: ignoring unreadable cache {path} ({exc})",
-                              stacklevel=3)
+    def cache_path(self) -> Path:
+        return self.cache_dir / self.registry_name / f"{self.built_from()[:16]}.pt"
+
+    def _generate_blob(self) -> dict[str, Tensor]:
         sizes = [self.params[f"n_{split}"] for split in SPLITS]
         g = torch.Generator().manual_seed(self.params["data_seed"])
         windows, queries = self.generate(sum(sizes), g)
         dtype = torch.uint8 if self.vocab_size <= 256 else torch.int16
-        blob = {"windows": windows.to(dtype), "queries": queries}
-        with contextlib.suppress(OSError):  # a read-only cache folder only costs regeneration
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-            os.replace(tmp, path)
-        return blob
+        return {"windows": windows.to(dtype), "queries": queries}
+
+    def _draw(self) -> dict[str, Tensor]:
+        return cache.load_or_build(self.cache_path(), self.built_from(), self._generate_blob,
+                                   needs=("windows", "queries"), what=self.registry_name)
 
     def load_split(self, split: str) -> RecallExamples:
         if self._blob is None:

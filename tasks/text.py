@@ -26,12 +26,13 @@ Tokenizers (special ids are the same for every kind: ``<pad>`` = 0, so ``Task.pa
       the training split by decreasing frequency (ties alphabetical), optionally capped to
       ``vocab_size`` ids. Words not in the vocabulary (and a literal ``<unk>``) map to ``<unk>``.
 
-Caches (under ``cache_dir``; every write is a temp file in the same folder + ``os.replace``)
+Caches (under ``cache_dir``, through ``tasks.cache``: each file carries its full key and is
+rebuilt, with a warning naming it, when it cannot be read, carries another key or lacks a field)
     - ``tokenizers/<key>.json``: key = sha256 of (kind, options, the training data's sha256,
       ``FORMAT_VERSION``). A second construction loads the file and never retrains.
     - ``encoded/<key>.pt``: dicts of tensors (int32 ids etc.), loaded with
       ``torch.load(weights_only=True)``; key = sha256 of (source sha256, the tokenizer's own
-      sha256, ``FORMAT_VERSION``, what was encoded). A corrupt entry is rebuilt.
+      sha256, ``FORMAT_VERSION``, what was encoded).
 
 Progress bars (tqdm) show on a terminal; ``CHIAROSCURO_PROGRESS=1`` forces them (logs),
 ``CHIAROSCURO_PROGRESS=0`` hides them.
@@ -54,7 +55,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from registry import ConfigError, DataError, files
+from registry import ConfigError, DataError
+
+from . import cache
 
 FORMAT_VERSION = 1
 
@@ -117,23 +120,12 @@ def sha256_lines(lines: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    files.atomic_write_with(Path(path), lambda f: torch.save(obj, f))
-
-
-def cached_tensors(
-    cache_dir: str | Path, key: str, build: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """``cache_dir/encoded/<key>.pt`` if it loads, else ``build()`` and save it atomically."""
+def cached_tensors(cache_dir: str | Path, key: str, build: Callable[[], dict[str, Any]], *,
+                   needs: Sequence[str], what: str) -> dict[str, Any]:
+    """``cache_dir/encoded/<key>.pt`` if it was built from ``key`` and holds ``needs``, else
+    ``build()``, cached there (``tasks.cache``)."""
     path = Path(cache_dir) / "encoded" / f"{key[:40]}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # a truncated or foreign file: rebuild it
-            pass
-    data = build()
-    atomic_torch_save(data, path)
-    return data
+    return cache.load_or_build(path, key, build, needs=needs, what=what)
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -382,24 +374,26 @@ def build_tokenizer(
         return ByteTokenizer()
     if kind not in ("bpe", "word"):
         raise ConfigError(f"unknown tokenizer '{kind}' (bytes, bpe, word)")
+    from tokenizers import Tokenizer
+
     key = digest("tokenizer", kind, vocab_size, train_key, FORMAT_VERSION)
     path = Path(cache_dir) / "tokenizers" / f"{key[:40]}.json"
-    if path.exists():
-        from tokenizers import Tokenizer
+    trained = []
 
-        try:
-            tok = Tokenizer.from_file(str(path))
-            return HFTokenizer(kind, tok, path, trained_on, vocab_size, trained_now=False)
-        except Exception:  # truncated or foreign: train again
-            pass
-    texts = train_texts()
-    if kind == "bpe":
-        assert vocab_size is not None
-        tok = _train_bpe(texts, vocab_size, len(texts))
-    else:
-        tok = _train_word(texts, vocab_size, len(texts))
-    files.atomic_write_text(Path(path), tok.to_str())
-    return HFTokenizer(kind, tok, path, trained_on, vocab_size, trained_now=True)
+    def train() -> dict[str, Any]:
+        texts = train_texts()
+        if kind == "bpe":
+            assert vocab_size is not None
+            tok = _train_bpe(texts, vocab_size, len(texts))
+        else:
+            tok = _train_word(texts, vocab_size, len(texts))
+        trained.append(True)
+        return {"kind": kind, "tokenizer": tok.to_str()}
+
+    entry = cache.load_or_build(path, key, train, needs=("kind", "tokenizer"),
+                                what=f"{kind} tokenizer")
+    tok = Tokenizer.from_str(entry["tokenizer"])
+    return HFTokenizer(kind, tok, path, trained_on, vocab_size, trained_now=bool(trained))
 
 
 def encode_lines(

@@ -336,7 +336,9 @@ class _WikiText(LanguageModelingTask):
                 return {"ids": torch.from_numpy(ids), "words": int(words),
                         "lines": len(lines)}
 
-            self._encoded[split] = text.cached_tensors(self.cache_dir, key, build)
+            self._encoded[split] = text.cached_tensors(
+                self.cache_dir, key, build, needs=("ids", "words", "lines"),
+                what=f"{self.title} {split}")
             self._lines.pop(split, None)  # encoded now: free the text (WikiText-103: ~1 GB)
         return self._encoded[split]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -258,9 +259,33 @@ def test_corrupt_cache_is_regenerated(tmp_path):
     first = make(tmp_path)
     data = all_examples(first)
     first.cache_path().write_bytes(b"not a torch file")
-    with pytest.warns(UserWarning, match="ignoring unreadable cache"):
+    with pytest.warns(UserWarning, match="rebuilding the cache .*: it cannot be read"):
         again = make(tmp_path)
         assert all_examples(again) == data
+
+
+def test_generated_data_cache_gets_the_permissions_of_any_file(tmp_path):
+    """Written 0600 before (tempfile.mkstemp): unreadable to the others sharing a cache."""
+    old = os.umask(0o022)
+    try:
+        path = make(tmp_path).cache_path()
+        all_examples(make(tmp_path))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_cache_file_of_other_parameters_is_not_used(tmp_path):
+    """Another draw's file under this draw's name (copied, renamed) is regenerated."""
+    other = make(tmp_path, data_seed=1)
+    all_examples(other)
+    base = make(tmp_path)
+    base.cache_path().parent.mkdir(parents=True, exist_ok=True)
+    base.cache_path().write_bytes(other.cache_path().read_bytes())
+    with pytest.warns(UserWarning, match="rebuilding the cache .*: it was built from"):
+        data = all_examples(make(tmp_path))
+    assert data != all_examples(other)
+    assert data == all_examples(make(tmp_path / "fresh"))
 
 
 def test_data_seed_and_params_change_the_data(tmp_path):

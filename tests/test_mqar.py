@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -89,6 +91,23 @@ def test_generation_is_seeded_and_cached(tmp_path):
     assert not torch.equal(other.dataset("train")[0][0], a.dataset("train")[0][0])
     # splits are disjoint draws
     assert not torch.equal(a.dataset("train")[0][0], a.dataset("test")[0][0])
+
+
+def test_the_cache_holds_its_draw_with_the_permissions_of_any_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        a = make(tmp_path)
+        a.dataset("train")
+    finally:
+        os.umask(old)
+    assert a.cache_path().stat().st_mode & 0o777 == 0o644
+    # another draw's file under this draw's name is drawn again, not used
+    other = make(tmp_path / "other", data_seed=1)
+    other.dataset("train")
+    a.cache_path().write_bytes(other.cache_path().read_bytes())
+    with pytest.warns(UserWarning, match="rebuilding the cache .*: it was built from"):
+        again = make(tmp_path)
+        assert torch.equal(again.dataset("train")[0][0], a.dataset("train")[0][0])
 
 
 @pytest.mark.parametrize("options, fragment", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -172,6 +173,10 @@ def test_unknown_tokenizer_kind(tmp_path):
 # -- caches ------------------------------------------------------------------------------------
 
 
+def _cached(tmp_path, key, build):
+    return text.cached_tensors(tmp_path, key, build, needs=("ids", "words"), what="test split")
+
+
 def test_cached_tensors_atomic_and_rebuilds_corrupt(tmp_path):
     calls = []
 
@@ -179,27 +184,75 @@ def test_cached_tensors_atomic_and_rebuilds_corrupt(tmp_path):
         calls.append(1)
         return {"ids": torch.arange(5, dtype=torch.int32), "words": 7}
 
-    a = text.cached_tensors(tmp_path, "abc", build)
-    b = text.cached_tensors(tmp_path, "abc", build)
+    a = _cached(tmp_path, "abc", build)
+    b = _cached(tmp_path, "abc", build)
     assert len(calls) == 1 and b["words"] == 7 and torch.equal(a["ids"], b["ids"])
     assert b["ids"].dtype == torch.int32
     files = list((tmp_path / "encoded").iterdir())
     assert [f.suffix for f in files] == [".pt"]  # no temp files left behind
     files[0].write_bytes(b"not a tensor file")
-    c = text.cached_tensors(tmp_path, "abc", build)
+    with pytest.warns(UserWarning, match=f"rebuilding the cache {files[0]}: it cannot be read"):
+        c = _cached(tmp_path, "abc", build)
     assert len(calls) == 2 and torch.equal(c["ids"], a["ids"])
 
 
-def test_atomic_write_cleans_up_on_failure(tmp_path):
-    target = tmp_path / "x.pt"
+def test_a_cache_that_loads_but_holds_nothing_is_named_and_rebuilt(tmp_path):
+    """A file that torch.load reads as {} (or as data without the fields its reader needs) is
+    not handed to the task, which would fail on a missing key with a traceback."""
+    build = lambda: {"ids": torch.arange(3), "words": 2}  # noqa: E731
+    path = tmp_path / "encoded" / "abc.pt"
+    path.parent.mkdir()
+    torch.save({}, path)
+    with pytest.warns(UserWarning, match=f"rebuilding the cache {path}"):
+        assert _cached(tmp_path, "abc", build)["words"] == 2
+    torch.save({"built_from": "abc", "data": {"ids": torch.arange(3)}}, path)
+    with pytest.warns(UserWarning, match=f"{path}: it holds no words"):
+        assert _cached(tmp_path, "abc", build)["words"] == 2
+    assert _cached(tmp_path, "abc", lambda: pytest.fail("rebuilt a good cache"))["words"] == 2
 
+
+def test_a_cache_file_under_another_key_is_rebuilt(tmp_path):
+    """A cache file renamed or copied to another key's name carries its own key: it is
+    rebuilt, not used for what it is not."""
+    _cached(tmp_path, "key-of-valid", lambda: {"ids": torch.tensor([1]), "words": 1})
+    _cached(tmp_path, "key-of-test", lambda: {"ids": torch.tensor([2]), "words": 1})
+    folder = tmp_path / "encoded"
+    valid, test = folder / "key-of-valid.pt", folder / "key-of-test.pt"
+    valid.write_bytes(test.read_bytes())
+    with pytest.warns(UserWarning, match="built from key-of-test"):
+        again = _cached(tmp_path, "key-of-valid", lambda: {"ids": torch.tensor([1]), "words": 1})
+    assert again["ids"].tolist() == [1]
+
+
+def test_a_failed_cache_build_leaves_nothing_behind(tmp_path):
     class Boom:
         def __reduce__(self):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        text.atomic_torch_save({"x": Boom()}, target)
-    assert list(tmp_path.iterdir()) == []
+        _cached(tmp_path, "abc", lambda: {"ids": Boom(), "words": 1})
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_tokenizer_of_another_kind_at_a_cache_key_is_not_used(tmp_path):
+    """A valid word tokenizer file at the bpe tokenizer's key: the bpe one is trained again
+    (with a line saying so) instead of encoding with the word vocabulary under the name bpe."""
+    bpe = _bpe(tmp_path)
+    word = text.build_tokenizer("word", cache_dir=tmp_path, train_key=text.digest(CORPUS),
+                                train_texts=lambda: CORPUS, vocab_size=None, trained_on="t")
+    bpe.path.write_bytes(word.path.read_bytes())
+    with pytest.warns(UserWarning, match=f"bpe tokenizer: rebuilding the cache {bpe.path}"):
+        again = _bpe(tmp_path)
+    assert again.trained_now and again.sha256 == bpe.sha256
+    assert json.loads(again.tok.to_str())["model"]["type"] == "BPE"
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.warns(UserWarning, match=f"cannot cache in {not_a_folder / 'encoded'}"):
+        out = _cached(not_a_folder, "abc", lambda: {"ids": torch.arange(2), "words": 1})
+    assert out["words"] == 1
 
 
 def test_digest_is_stable_and_sensitive():

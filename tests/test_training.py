@@ -211,7 +211,7 @@ def test_sweep_runs_cells_and_skips_finished_ones(tmp_path):
 
 def torchrun_cmd(*args: str, port: int) -> list[str]:
     """Two gloo processes on this machine; the same command line serves --nnodes 2 with a
-    c10d rendezvous (README, "Scaling out")."""
+    c10d rendezvous (docs/scaling.md, "Scaling out")."""
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
             "--nproc-per-node", "2", "--master-port", str(port), "-m", "harness", *args]
 

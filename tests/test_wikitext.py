@@ -170,6 +170,23 @@ def test_second_construction_uses_both_caches(corpus, tmp_path, monkeypatch):
     assert len(make(d, tmp_path).dataset("test")) == len(first.dataset("test"))
 
 
+def test_rotated_cache_files_do_not_make_valid_evaluate_on_test(corpus, tmp_path):
+    """The encoded valid and test files swapped on disk (rotated, renamed): each is re-encoded
+    from its own text, with a line naming the file, instead of scoring 'valid' on test text."""
+    d, _ = corpus
+    first = make(d, tmp_path)
+    valid, test = first.encoded("valid")["ids"], first.encoded("test")["ids"]
+    files = sorted((tmp_path / "cache" / "encoded").glob("*.pt"))
+    assert len(files) == 2
+    a, b = (f.read_bytes() for f in files)
+    files[0].write_bytes(b)
+    files[1].write_bytes(a)
+    with pytest.warns(UserWarning, match="rebuilding the cache .*: it was built from"):
+        second = make(d, tmp_path)
+        assert torch.equal(second.encoded("valid")["ids"], valid)
+        assert torch.equal(second.encoded("test")["ids"], test)
+
+
 def test_changed_training_text_retrains(corpus, tmp_path):
     d, lines = corpus
     first = make(d, tmp_path)

@@ -15,8 +15,10 @@ parameters and into x, from a fixed random output gradient).
 Ratios are measured in the same run: after warm-up, every repeat times every case once (in a
 shuffled order), and a case's ratio is the median over repeats of (its time / the time of full
 attention at the same N *in the same repeat*), so machine noise hits numerator and denominator
-alike. Times are wall-clock (``time.perf_counter``, with ``torch.cuda.synchronize`` around each
-call on CUDA); the table shows the median (and the JSON also the minimum and every repeat).
+alike. Times are wall-clock, on ``torch.utils.benchmark``'s clock (``perf_counter`` after
+synchronising the accelerator); the table shows the median and the spread of the repeats (IQR /
+median of the per-repeat ratios), the JSON also the minimum and every repeat. A target whose
+repeats disagree too much to judge says so instead of PASS or FAIL (``timing``).
 
 The training-step comparison times one optimizer step (forward, loss, backward, gradient
 clipping, AdamW) of a bare pre-norm transformer written here with no harness code (embedding,
@@ -29,8 +31,8 @@ Output: a table (absolute ms and ratios), a "targets" section (PASS/FAIL, for hu
 status stays 0 unless something crashed), and ``<name>.json`` + ``<name>.png`` under ``--out``,
 written atomically.
 
-Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (timers, paired
-ratios, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
+Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (the clock, paired
+ratios and their spread, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
 ``train_step`` (harness step vs bare reference), ``end_to_end`` (training step of single
 attention vs routed combinations over N, its crossover; ``end_to_end_report``: its table,
 targets and plot), ``report`` (targets, tables, PNG, JSON). Each

@@ -127,7 +127,7 @@ def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
     rows = {}
     for key in steps:
         rows[key] = {**times_summary(times[key]),
-                     "ratio": paired_ratio(times[key], times[REFERENCE]),
+                     **paired_ratio(times[key], times[REFERENCE]),
                      "warmup_rounds": warmup_rounds,
                      "page_faults": median_or_none(faults[key]),
                      **_routing_measured(steps[key][1].cost.summary())}

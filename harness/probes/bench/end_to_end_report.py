@@ -8,7 +8,7 @@ from typing import Any
 from .end_to_end import QUIET_FAULTS
 from .report import fmt_value, target_entry
 from .settings import REFERENCE, TARGET_E2E, TARGET_E2E_CONTROL, TARGET_E2E_CROSSOVER, Settings
-from .timing import paired_ratio
+from .timing import MAX_SPREAD, fmt_spread, paired_ratio, spread_warning
 
 
 def _row(e2e: dict[str, Any], kind: str, combo: str, n: int) -> dict[str, Any] | None:
@@ -25,7 +25,7 @@ def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str
         row = _row(e2e, "lm", combo, n)
         out.append(target_entry(
             f"end to end, causal, {combo} at {e2e['shape']['attn_fraction']:g}, N={n}: step / "
-            "single attn", row and row["ratio"], bound, hint))
+            "single attn", row and row["ratio"], bound, hint, row))
     combo, bound = TARGET_E2E_CROSSOVER
     cross = e2e["tasks"].get("lm", {}).get("crossover", {})
     value = cross.get(combo) if combo in cross else None
@@ -36,9 +36,9 @@ def end_to_end_targets(e2e: dict[str, Any] | None, s: Settings) -> list[dict[str
     out.append(target)
     routed, control, n, bound = TARGET_E2E_CONTROL
     a, b = _row(e2e, "lm", routed, n), _row(e2e, "lm", control, n)
-    value = paired_ratio(a["times_ms"], b["times_ms"]) if a and b else None
+    pair = paired_ratio(a["times_ms"], b["times_ms"]) if a and b else None
     out.append(target_entry(f"end to end, causal, N={n}: {routed} step / {control} step",
-                            value, bound, hint))
+                            pair and pair["ratio"], bound, hint, pair))
     return out
 
 
@@ -50,18 +50,24 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
     sh = e2e["shape"]
     print(f"\nend to end: harness training step, {sh['layers']} layers, d_model "
           f"{sh['d_model']}, heads {sh['heads']}, batch {sh['batch_size']}, attention fraction "
-          f"{sh['attn_fraction']:g}; ratio = median over rounds of (step / {REFERENCE} step)")
+          f"{sh['attn_fraction']:g}; ratio = median over rounds of (step / {REFERENCE} step), "
+          f"spread = IQR / median of the per-round ratios")
     for kind, entry in e2e["tasks"].items():
         table = []
         for combo, points in entry["combos"].items():
             for r in points:
                 table.append([kind, combo, r["seq_len"], fmt_value(r["median_ms"], 1),
-                              fmt_value(r["ratio"]), fmt_value(r["attention_token_share"]),
+                              fmt_value(r["ratio"]), fmt_spread(_ratio_spread(combo, r)),
+                              fmt_value(r["attention_token_share"]),
                               fmt_value(r["attention_flop_fraction"]),
                               fmt_value(r.get("page_faults"), 0), r.get("warmup_rounds", "-")])
         print(tabulate(table, headers=["task", "combination", "N", "step ms", "/ single attn",
-                                       "attn tokens", "attn FLOPs", "page faults/step",
-                                       "warm-up rounds"]))
+                                       "spread", "attn tokens", "attn FLOPs",
+                                       "page faults/step", "warm-up rounds"]))
+        noisy = sum(1 for combo, points in entry["combos"].items() for r in points
+                    if (_ratio_spread(combo, r) or 0) > MAX_SPREAD)
+        if line := spread_warning(noisy, f"{kind} rows"):
+            print(line)
         cross = ", ".join(f"{k}: {'-' if v is None else v}" for k, v in entry["crossover"].items())
         print(f"crossover N ({kind}): {cross}")
         faulting = [f"{combo} at N={r['seq_len']}" for combo, points in entry["combos"].items()
@@ -69,6 +75,12 @@ def print_end_to_end(e2e: dict[str, Any] | None, s: Settings, env: dict[str, Any
         if faulting:
             print(f"warning ({kind}): still page-faulting after the last warm-up round, so "
                   f"its times include first touches of memory: {', '.join(faulting)}")
+
+
+def _ratio_spread(combo: str, row: dict[str, Any]) -> float | None:
+    """A row's spread: its ratio's, or (the reference, whose ratio is 1 by construction) its
+    step times'."""
+    return row.get("spread") if combo == REFERENCE else row.get("ratio_spread")
 
 
 def end_to_end_title(e2e: dict[str, Any], machine: str) -> str:

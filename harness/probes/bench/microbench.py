@@ -17,7 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from .settings import FULL, MODES, TARGET_DCT_SCALING, Settings, dct_target, routed_targets
-from .timing import autocast_context, error_note, median_or_none, paired_ratio, time_call, to_ms
+from .timing import (
+    autocast_context,
+    error_note,
+    median_or_none,
+    paired_ratio,
+    spread,
+    time_call,
+    to_ms,
+)
 
 
 @dataclass
@@ -255,8 +263,9 @@ def _mode_entry(t: list[float], bt: list[float]) -> dict[str, Any]:
     return {
         "median_ms": to_ms(median_or_none(t)),
         "min_ms": to_ms(min(t)) if t else None,
+        "spread": spread(t),
         "times_ms": [round(v * 1e3, 4) for v in t],
-        "ratio": paired_ratio(t, bt) if t and bt else None,
+        **paired_ratio(t, bt),
         "ratio_of_min": min(t) / min(bt) if t and bt else None,
     }
 

@@ -10,60 +10,74 @@ from typing import Any
 
 from .microbench import Microbench
 from .settings import FULL, TARGET_DCT_SCALING, TARGET_TRAIN, Settings, dct_target, routed_targets
-from .timing import paired_ratio
+from .timing import MAX_SPREAD, fmt_spread, paired_ratio, repeats_disagree, spread_warning
 
 RATIO_DEFINITION = ("median over repeats of (case time / full attention time at the same N in "
-                    "the same repeat); ratio_of_min = min / min")
+                    "the same repeat); ratio_spread = IQR / median of those per-repeat ratios, "
+                    "ratio_range their [min, max]; ratio_of_min = min / min")
 
 # -- targets -----------------------------------------------------------------------------------
 
 
-def target_entry(name: str, value: float | None, bound: float, missing: str) -> dict[str, Any]:
-    return {"target": name, "bound": bound, "value": value,
-            "passed": None if value is None else bool(value <= bound),
-            "note": None if value is not None else missing}
+def target_entry(name: str, value: float | None, bound: float, missing: str,
+                 repeats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``value <= bound``, judged unless nothing was measured (``missing`` says why) or the
+    repeats that gave ``value`` (``repeats``: a paired ratio's fields) disagree too much."""
+    repeats = repeats or {}
+    entry = {"target": name, "bound": bound, "value": value,
+             "passed": None if value is None else bool(value <= bound),
+             "spread": repeats.get("ratio_spread"), "range": repeats.get("ratio_range"),
+             "repeats_disagree": False, "note": None if value is not None else missing}
+    if value is not None and repeats_disagree(repeats, bound):
+        low, high = entry["range"]
+        entry.update(passed=None, repeats_disagree=True, note=(
+            f"not judged: the repeats disagree (spread {entry['spread']:.0%} > "
+            f"{MAX_SPREAD:.0%}; per-repeat values {low:.3f}-{high:.3f}, on both sides of the "
+            f"bound); rerun on a quiet machine, with --threads 1 or more --repeats"))
+    return entry
 
 
 def _dct_scaling_target(micro: Microbench, hint: str) -> dict[str, Any]:
     n1, n2, bound = TARGET_DCT_SCALING
     c1 = next((c for c in micro.cases if c.seq_len == n1 and c.key == "dct"), None)
     c2 = next((c for c in micro.cases if c.seq_len == n2 and c.key == "dct"), None)
-    value = None
+    scaling = None
     if c1 and c2 and c1.times["fwd+bwd"] and c2.times["fwd+bwd"]:
-        value = paired_ratio(c2.times["fwd+bwd"], c1.times["fwd+bwd"])
+        scaling = paired_ratio(c2.times["fwd+bwd"], c1.times["fwd+bwd"])
     nlogn = n2 * math.log2(n2) / (n1 * math.log2(n1))
     return target_entry(f"dct fwd+bwd time(N={n2}) / time(N={n1}) (N log N: {nlogn:.1f})",
-                        value, bound, hint)
+                        scaling and scaling["ratio"], bound, hint, scaling)
 
 
 def microbench_targets(micro: Microbench, s: Settings) -> list[dict[str, Any]]:
-    def ratio(n: int, key: str) -> float | None:
+    def measured(n: int, key: str) -> dict[str, Any]:
         r = next((r for r in micro.rows if r["seq_len"] == n and r["key"] == key), None)
-        return r["fwd+bwd"]["ratio"] if r else None
+        return r["fwd+bwd"] if r else {"ratio": None}
 
     hint = "not measured: run with --targets"
     mode = "causal " if s.causal else ""
     targets = []
     for n, frac, bound in routed_targets(s.causal):
+        m = measured(n, f"{FULL}@{frac:g}")
         routed = target_entry(
             f"{mode}routed attn at fraction {frac:g}, N={n}: fwd+bwd / full attn",
-            ratio(n, f"{FULL}@{frac:g}"), bound, hint)
-        if routed["value"] is not None and s.d_model != 256:
+            m["ratio"], bound, hint, m)
+        if routed["passed"] is not None and s.d_model != 256:
             routed["note"] = f"measured at d_model {s.d_model}; the target is stated for 256"
         targets.append(routed)
     n, bound = dct_target(s.causal)
-    targets.append(target_entry(f"{mode}dct at N={n}: fwd+bwd / full attn", ratio(n, "dct"),
-                                bound, hint))
+    m = measured(n, "dct")
+    targets.append(target_entry(f"{mode}dct at N={n}: fwd+bwd / full attn", m["ratio"],
+                                bound, hint, m))
     return [*targets, _dct_scaling_target(micro, hint)]
 
 
 def train_step_targets(train: dict[str, Any] | None, s: Settings) -> list[dict[str, Any]]:
-    worst = None
-    if train is not None:
-        ratios = [v["ratio"] for v in train["tasks"].values() if v["ratio"] is not None]
-        worst = max(ratios) if ratios else None
+    measured = [v for v in (train or {"tasks": {}})["tasks"].values() if v["ratio"] is not None]
+    worst = max(measured, key=lambda v: v["ratio"]) if measured else None
     return [target_entry("harness full-attention training step / bare reference step "
-                         "(worst task)", worst, TARGET_TRAIN, "not measured: --no-train-step")]
+                         "(worst task)", worst and worst["ratio"], TARGET_TRAIN,
+                         "not measured: --no-train-step", worst)]
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -80,7 +94,7 @@ def print_microbench(micro: Microbench, s: Settings, env: dict[str, Any]) -> Non
           f"{'causal' if s.causal else 'non-causal'} operators, d_model {s.d_model}, "
           f"heads {s.heads}, batch {s.batch_size}; median of {s.repeats} repeats after "
           f"{s.warmup} warm-up; ratios = median over repeats of (case / full attn in the same "
-          f"repeat)")
+          f"repeat), spread = IQR / median of the fwd+bwd per-repeat ratios")
     table = []
     for r in micro.rows:
         table.append([
@@ -88,10 +102,20 @@ def print_microbench(micro: Microbench, s: Settings, env: dict[str, Any]) -> Non
             (r["op"] if r["kind"] == "operator" else f"{r['op']} routed {r['fraction']:g}"),
             fmt_value(r["fwd"]["median_ms"], 2), fmt_value(r["fwd"]["ratio"]),
             fmt_value(r["fwd+bwd"]["median_ms"], 2), fmt_value(r["fwd+bwd"]["ratio"]),
-            fmt_value(r["flop_ratio"]), r["skipped"] or "",
+            fmt_spread(_ratio_spread(r)), fmt_value(r["flop_ratio"]), r["skipped"] or "",
         ])
     print(tabulate(table, headers=["N", "case", "fwd ms", "fwd / attn", "fwd+bwd ms",
-                                   "fwd+bwd / attn", "FLOPs / attn", "note"]))
+                                   "fwd+bwd / attn", "spread", "FLOPs / attn", "note"]))
+    noisy = sum(1 for r in micro.rows if (_ratio_spread(r) or 0) > MAX_SPREAD)
+    if line := spread_warning(noisy, "rows"):
+        print(line)
+
+
+def _ratio_spread(row: dict[str, Any]) -> float | None:
+    """The spread of a microbenchmark row: its fwd+bwd ratio's, or (full attention, whose
+    ratio is 1 by construction) its times'."""
+    entry = row["fwd+bwd"]
+    return entry["spread"] if row["key"] == FULL else entry["ratio_spread"]
 
 
 def print_train_step(train: dict[str, Any] | None, s: Settings, env: dict[str, Any]) -> None:
@@ -105,16 +129,25 @@ def print_train_step(train: dict[str, Any] | None, s: Settings, env: dict[str, A
           f"{sh['batch_size']}, vocab {sh['vocab']}")
     print(tabulate(
         [[k, fmt_value(v["bare"]["median_ms"], 2), fmt_value(v["harness"]["median_ms"], 2),
-          fmt_value(v["ratio"])] for k, v in train["tasks"].items()],
-        headers=["task", "bare ms", "harness ms", "harness / bare"]))
+          fmt_value(v["ratio"]), fmt_spread(v["ratio_spread"])]
+         for k, v in train["tasks"].items()],
+        headers=["task", "bare ms", "harness ms", "harness / bare", "spread"]))
+    noisy = sum(1 for v in train["tasks"].values() if (v["ratio_spread"] or 0) > MAX_SPREAD)
+    if line := spread_warning(noisy, "tasks"):
+        print(line)
 
 
 def print_targets(targets: list[dict[str, Any]]) -> None:
     print("\ntargets (2-core CPU):")
     for t in targets:
-        verdict = "-" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+        if t.get("repeats_disagree"):
+            verdict = "UNSURE"
+        else:
+            verdict = "-" if t["passed"] is None else ("PASS" if t["passed"] else "FAIL")
+        spread = f", spread {fmt_spread(t['spread'])}" if t.get("spread") is not None else ""
         extra = f"  ({t['note']})" if t["note"] else ""
-        print(f"  {verdict:4}  {t['target']}: {fmt_value(t['value'])} <= {t['bound']:g}{extra}")
+        print(f"  {verdict:6}  {t['target']}: {fmt_value(t['value'])} <= {t['bound']:g}"
+              f"{spread}{extra}")
 
 
 # -- plot --------------------------------------------------------------------------------------

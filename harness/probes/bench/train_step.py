@@ -213,7 +213,7 @@ def _compare_on(kind: str, task_cls, cfg, s: Settings, gen: torch.Generator, n_s
     return {
         "bare": times_summary(times["bare"]),
         "harness": times_summary(times["harness"]),
-        "ratio": paired_ratio(times["harness"], times["bare"]),
+        **paired_ratio(times["harness"], times["bare"]),
         "ratio_of_min": min(times["harness"]) / min(times["bare"]),
         "parameters": {"bare": sum(p.numel() for p in bare.parameters()),
                        "harness": sum(p.numel() for p in harness.parameters())},
