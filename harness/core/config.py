@@ -220,8 +220,10 @@ def describe(exc: ValidationError, options: Sequence[Option] = OPTIONS) -> str:
     flags = {o.path: o.flag_name for o in options if o.flag_name}
     problems = []
     for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        field = ".".join(str(p) for p in error["loc"] if not isinstance(p, int))
-        flag = flags.get(field)
-        problems.append(f"{where}{f' ({flag})' if flag else ''}: {error['msg']}")
+        parts = [str(p) for p in error["loc"]]
+        # the option is the longest leading part of the location with a flag (a list item's
+        # index or a dict option's keys follow it)
+        flag = next((flags[path] for i in range(len(parts), 0, -1)
+                     if (path := ".".join(parts[:i])) in flags), None)
+        problems.append(f"{'.'.join(parts)}{f' ({flag})' if flag else ''}: {error['msg']}")
     return "; ".join(problems)

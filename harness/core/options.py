@@ -8,7 +8,7 @@ module to build its parser, and ``--help`` must not wait for pydantic or torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class Option:
     ge: float | None = None
     lt: float | None = None
     le: float | None = None
-    default_text: str | None = None  # the help's words for the default, when the value is not
+    default_text: str | None = None  # the help's words for the default, where the value says little
     key_depth: int = 0  # dict options: 1 takes KEY=VALUE, 2 takes OUTER.KEY=VALUE; repeatable
     check: str = RUN_ONLY  # CHECK_USES | CHECK_IGNORES | RUN_ONLY
     in_digest: bool = True  # False: where or how it runs, not what it computes
@@ -211,17 +211,6 @@ OPTIONS: tuple[Option, ...] = (
 
 # The config's sections, in RunConfig's order.
 SECTIONS = ("model", "routing", "data", "optim", "budget")
-
-
-def option(path: str, options: Iterable[Option] = OPTIONS) -> Option:
-    for o in options:
-        if o.path == path:
-            return o
-    raise KeyError(path)
-
-
-def default_of(path: str) -> Any:
-    return option(path).default
 
 
 def is_field(o: Option, options: Sequence[Option]) -> bool:
