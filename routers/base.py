@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from harness.core.options import ATTN_FRACTION
 from registry import ChiaroscuroError, ConfigError, unknown_options_message
 
 
@@ -87,7 +88,7 @@ class Router(nn.Module):
         n_ops: int,
         *,
         causal: bool,
-        attn_fraction: float = 0.375,
+        attn_fraction: float = ATTN_FRACTION,
         **options: Any,
     ):
         super().__init__()

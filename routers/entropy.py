@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.core.options import ATTN_FRACTION
 from operators.spectral import spectral_entropy
 from registry import ConfigError
 
@@ -99,7 +100,7 @@ class CalibratedBandRouter(Router):
         n_ops: int,
         *,
         causal: bool,
-        attn_fraction: float = 0.375,
+        attn_fraction: float = ATTN_FRACTION,
         **options: Any,
     ):
         momentum = options.pop("momentum", 0.05)

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.core.options import ATTN_FRACTION
+
 from . import register_router
 from .base import Router, Routing, band_fractions, token_fractions
 
@@ -43,7 +45,7 @@ class LearnedRouter(Router):
     targets: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
+                 attn_fraction: float = ATTN_FRACTION, **options: Any):
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
         self.gate = nn.Linear(d_model, n_ops)
         nn.init.zeros_(self.gate.bias)

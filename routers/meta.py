@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.core.options import ATTN_FRACTION
+
 from . import register_router
 from .base import Router, Routing, band_fractions, soft_fractions
 
@@ -53,7 +55,7 @@ class MetaRouter(Router):
     min_ops = 2
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
+                 attn_fraction: float = ATTN_FRACTION, **options: Any):
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
         eps = 1e-4
         self.gate = nn.Linear(d_model, 1 if n_ops == 2 else n_ops)

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.core.options import ATTN_FRACTION
+
 from . import register_router
 from .base import Router, Routing, token_fractions
 
@@ -72,7 +74,7 @@ class MoDRouter(Router):
     calibrated: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
+                 attn_fraction: float = ATTN_FRACTION, **options: Any):
         self.momentum = float(options.pop("momentum", 0.05))
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
         self.score = nn.Linear(d_model, 1)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from harness.core.options import ATTN_FRACTION
 from registry import ConfigError
 
 from . import register_router
@@ -65,7 +66,7 @@ class RandomRouter(CalibratedBandRouter):
     top_share: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
-                 attn_fraction: float = 0.375, **options: Any):
+                 attn_fraction: float = ATTN_FRACTION, **options: Any):
         seed = options.pop("seed", 0)
         self.match = str(options.pop("match", "tokens"))
         flop_fraction = options.pop("flop_fraction", None)

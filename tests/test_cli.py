@@ -219,39 +219,49 @@ def test_check_help_lists_only_what_check_uses():
     for flag in ("--router", "--ops", "--task", "--preset", "--layers", "--d-model",
                  "--seq-len", "--attn-fraction", "--op-option", "--vocab-size"):
         assert flag in text
-    for flag in ("--max-steps", "--lr", "--batch-size", "--data-dir", "--out", "--resume",
+    for flag in ("--max-steps", "--lr", "--batch-size", "--out", "--resume",
                  "--ckpt-every", "--eval-every", "--allow-leaky", "--device"):
         assert flag not in text, flag
+    # run's data flags are accepted (a run command turned into a check works), listed under a
+    # heading that says check reads no data
+    body = text.split("\n\n", 1)[1]  # after the usage lines
+    before, heading, after = body.partition("check reads no data)")
+    assert heading
+    for flag in ("--data-dir", "--cache-dir", "--train-file", "--valid-file", "--test-file",
+                 "--eval-stride"):
+        assert flag not in before and flag in after, flag
 
 
 def test_stated_defaults_are_the_config_defaults_and_the_presets():
     """The help states defaults without importing pydantic; they must be the real ones."""
-    from harness.cli.main import _RUN_FIELDS
+    from harness.cli.main import add_run_arguments
     from harness.core.config import HARNESS_PRESETS, RunConfig
+    from harness.core.options import OPTIONS, value_at
 
     cfg, checked = RunConfig(), 0
+    by_dest = {o.dest: o for o in OPTIONS}
     parser = argparse.ArgumentParser()
-    from harness.cli.main import add_run_arguments
-
     add_run_arguments(parser)
     for action in parser._actions:
-        if action.dest not in _RUN_FIELDS or not action.help:
+        if action.dest not in by_dest or not action.help:
             continue
-        section, field = _RUN_FIELDS[action.dest]
+        o = by_dest[action.dest]
+        if o.key_depth or o.path.startswith("data.task_options."):
+            continue  # task options: the task's own defaults
+        actual = value_at(cfg, o.path)
         stated = re.search(r"\(default ([^;):\s]+)", action.help)
-        if stated and action.dest != "preset" and stated.group(1) not in ("none", "all"):
-            actual = getattr(cfg if section is None else getattr(cfg, section), field)
+        if stated and o.path != "preset" and stated.group(1) not in ("none", "all"):
             if actual is None:  # the help says what None means (runs/, the --out folder)
                 assert not re.fullmatch(r"[\d.e+-]+", stated.group(1)), action.dest
             else:
-                assert stated.group(1) == str(actual), (action.dest, stated.group(1), actual)
+                text = ",".join(actual) if isinstance(actual, list) else str(actual)
+                assert stated.group(1) == text, (action.dest, stated.group(1), actual)
                 checked += 1
-        for preset, value in re.findall(r"(smoke|cpu|paper) ([\w.+-]+)",
+        for preset, value in re.findall(r"(smoke|cpu|paper|paper-400m) ([\w.+-]+)",
                                         action.help.split("presets:", 1)[-1]
                                         if "presets:" in action.help else ""):
-            part = HARNESS_PRESETS[preset] if section is None else HARNESS_PRESETS[preset][section]
-            assert str(part[field]) == value, (action.dest, preset)
-    assert checked >= 15
+            assert str(value_at(HARNESS_PRESETS[preset], o.path)) == value, (action.dest, preset)
+    assert checked >= 25
 
 
 def test_conformance_is_a_subcommand(capsys):
@@ -272,7 +282,9 @@ def test_argument_specs_have_one_definition():
     import harness.report.leaderboard.board as leaderboard
 
     assert bench.add_arguments is args_bench.add_arguments
-    assert settings.DEFAULTS is args_bench.DEFAULTS and settings.FULL is args_bench.FULL
+    assert settings.QUICK is args_bench.QUICK and settings.FULL is args_bench.FULL
+    assert set(settings.BenchConfig.model_fields) == {
+        o.path.split(".")[0] for o in args_bench.BENCH_OPTIONS}
     assert leaderboard.add_arguments is args_leaderboard.add_arguments
     assert leaderboard.DEFAULT_RUNS == args_leaderboard.DEFAULT_RUNS == "results/runs"
     actions = {a.dest for a in conformance.build_parser()._actions}

@@ -1,8 +1,9 @@
 """Command line: ``python -m harness {run,check,list,bench,leaderboard,sweep,conformance}``.
 
-Flags map onto the pydantic ``RunConfig`` (harness/core/config.py); only flags given
-explicitly override the preset. Input errors print one line on stderr and exit with status 2.
-Building the parser imports no torch, scipy or pydantic: ``--help`` answers at once.
+The flags of ``run`` and ``check`` are generated from the option declarations
+(harness/core/options.py) that also build the pydantic ``RunConfig`` (harness/core/config.py);
+only flags given explicitly override the preset. Input errors print one line on stderr and exit
+with status 2. Building the parser imports no torch, scipy or pydantic: ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import json
 import sys
 import textwrap
 import warnings
-from typing import Any
 
 from harness.cli import texts
+from harness.core.flags import add_flags, given_flags, overrides_from, refuse_file_as_folder
 from harness.core.malloc import keep_freed_memory
+from harness.core.options import CHECK_IGNORES, CHECK_USES, OPTIONS, check_keys, value_at
 from harness.core.paths import LOCAL_RUNS
 from harness.core.presets import HARNESS_PRESETS, PRESETS
-from harness.core.values import parse_value
 from registry import ChiaroscuroError, ConfigError
 
 EXIT_USAGE = 2
@@ -32,227 +33,30 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
-def _presets(section: str | None, field: str) -> str:
-    """'smoke 1, cpu 2, paper 4': what each preset sets a field to (empty if none does)."""
-    parts = []
-    for name in PRESETS:
-        values = HARNESS_PRESETS[name] if section is None else HARNESS_PRESETS[name].get(
-            section, {})
-        if field in values:
-            parts.append(f"{name} {values[field]}")
-    return ", ".join(parts)
-
-
-def _default(value: Any, section: str | None = None, field: str | None = None) -> str:
-    """'(default 2; presets: smoke 1, cpu 2, paper 4)'."""
-    by_preset = _presets(section, field) if field else ""
-    return f"(default {value}" + (f"; presets: {by_preset})" if by_preset else ")")
-
-
-def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} expects KEY=VALUE, got '{pair}'")
-        out[key.strip()] = parse_value(value)
-    return out
-
-
-# flag -> (section, field); the value is taken as parsed by argparse
-_RUN_FIELDS = {
-    "preset": (None, "preset"),
-    "seed": (None, "seed"),
-    "device": (None, "device"),
-    "threads": (None, "threads"),
-    "out": (None, "out"),
-    "work_dir": (None, "work_dir"),
-    "tracker": (None, "tracker"),
-    "allow_leaky": (None, "allow_leaky"),
-    "layers": ("model", "layers"),
-    "d_model": ("model", "d_model"),
-    "heads": ("model", "heads"),
-    "mlp_ratio": ("model", "mlp_ratio"),
-    "dropout": ("model", "dropout"),
-    "router": ("routing", "router"),
-    "attn_fraction": ("routing", "attn_fraction"),
-    "execution": ("routing", "execution"),
-    "aux_weight": ("routing", "aux_weight"),
-    "task": ("data", "task"),
-    "seq_len": ("data", "seq_len"),
-    "data_dir": ("data", "data_dir"),
-    "cache_dir": ("data", "cache_dir"),
-    "lr": ("optim", "lr"),
-    "weight_decay": ("optim", "weight_decay"),
-    "warmup_steps": ("optim", "warmup_steps"),
-    "batch_size": ("optim", "batch_size"),
-    "grad_clip": ("optim", "grad_clip"),
-    "max_steps": ("budget", "max_steps"),
-    "max_time": ("budget", "max_time"),
-    "eval_every": ("budget", "eval_every"),
-    "eval_batches": ("budget", "eval_batches"),
-    "max_tokens": ("budget", "max_tokens"),
-    "patience": ("budget", "patience"),
-    "min_delta": ("budget", "min_delta"),
-    "ckpt_every": ("budget", "ckpt_every"),
-    "log_every": ("budget", "log_every"),
-    "grad_accum": ("optim", "grad_accum"),
-    "compile": (None, "compile"),
-}
-# task-specific shortcuts, passed as task options when given
-_TASK_SHORTCUTS = ("train_file", "valid_file", "test_file", "tokenizer", "vocab_size",
-                   "eval_stride")
+# `check` builds the model from the options it uses; it also takes run's data flags, so that a
+# run command turned into a check works, and says it reads no data
+_CHECK_IGNORED = [o for o in OPTIONS if o.check == CHECK_IGNORES]
+_HELP_WORDS = {"presets": " | ".join(PRESETS), "local_runs": LOCAL_RUNS}
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> None:
-    """The flags of ``run``; ``check`` (training=False) takes only those that shape the model:
-    it trains nothing and reads no data."""
-    S = argparse.SUPPRESS  # absent flags stay absent, so the preset's values survive
+    """The flags of ``run`` (from the option declarations, harness/core/options.py); ``check``
+    (training=False) takes those that shape the model and accepts the data flags."""
     g = p.add_argument_group("what to run")
-    g.add_argument("--config", default=S, metavar="FILE",
+    g.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
                    help="TOML (or JSON) file shaped like the resolved config; flags override it")
-    g.add_argument("--router", default=S, help="router name, see `python -m harness list` "
-                   "(default entropy)")
-    g.add_argument("--ops", default=S, metavar="OP[,OP]",
-                   help="comma-separated operator names (default dct,attn)")
-    g.add_argument("--task", default=S, help="task name (default listops)")
-    g.add_argument("--preset", default=S, metavar="NAME",
-                   help=f"{' | '.join(PRESETS)}: model size and budget (default cpu without a "
-                        f"GPU, paper with one); every flag overrides it")
-    g.add_argument("--seed", type=int, default=S, help="(default 0)")
+    options = OPTIONS if training else [o for o in OPTIONS if o.check == CHECK_USES]
+    groups = add_flags(p, options, presets=HARNESS_PRESETS, words=_HELP_WORDS,
+                       groups={"what to run": g})
     if training:
-        g.add_argument("--allow-leaky", action="store_true", default=S,
-                       help="allow variants that see future tokens or other examples; the "
-                            "record is marked leaky and never ranked above honest ones")
-    g = p.add_argument_group("model")
-    g.add_argument("--layers", type=int, default=S, metavar="N",
-                   help="mixing layers " + _default(2, "model", "layers"))
-    g.add_argument("--d-model", type=int, default=S, metavar="D",
-                   help="width " + _default(128, "model", "d_model"))
-    g.add_argument("--heads", type=int, default=S, metavar="H",
-                   help="attention heads " + _default(4, "model", "heads"))
-    g.add_argument("--mlp-ratio", type=float, default=S, metavar="R",
-                   help="MLP width / d_model " + _default(4.0))
-    g.add_argument("--dropout", type=float, default=S, metavar="P", help=_default(0.0))
-    g.add_argument("--seq-len", type=int, default=S, metavar="N",
-                   help="maximum sequence length (default: the task's preset entry, e.g. "
-                        "listops cpu 128; else 256)")
-    g = p.add_argument_group("routing")
-    g.add_argument("--attn-fraction", type=float, default=S, metavar="F",
-                   help="target share of tokens for the most expensive operator "
-                        + _default(0.375))
-    g.add_argument("--execution", choices=["routed", "dense"], default=S,
-                   help="routed skips work for unrouted tokens; dense computes every operator "
-                        "everywhere and selects, the reference (default routed)")
-    g.add_argument("--aux-weight", type=float, default=S, metavar="W",
-                   help="weight of the routers' auxiliary losses " + _default(0.01))
-    g.add_argument("--router-option", action="append", metavar="KEY=VALUE",
-                   help="a router option, value parsed as JSON; repeatable")
-    g.add_argument("--op-option", action="append", metavar="OP.KEY=VALUE",
-                   help="an operator option, e.g. dct.decay=2; repeatable")
-    g = p.add_argument_group("data" if training else "task shape")
-    g.add_argument("--task-option", action="append", metavar="KEY=VALUE",
-                   help="a task option, value parsed as JSON; repeatable")
-    g.add_argument("--tokenizer", default=S, help="text tasks: bpe | word | bytes")
-    g.add_argument("--vocab-size", type=int, default=S, metavar="V",
-                   help="text tasks: tokenizer vocabulary (wikitext and imdb bpe: 8192)")
-    if not training:
-        return
-    g.add_argument("--data-dir", default=S, metavar="DIR",
-                   help="local copy of the task's files (default: generated, or the hub)")
-    g.add_argument("--cache-dir", default=S, metavar="DIR",
-                   help="tokenizers and encoded splits (default .cache/chiaroscuro)")
-    for name in ("train_file", "valid_file", "test_file"):
-        g.add_argument(f"--{name.replace('_', '-')}", default=S, metavar="FILE",
-                       help=f"wikitext: the {name.split('_')[0]} split's text file")
-    g.add_argument("--eval-stride", type=int, default=S, metavar="N",
-                   help="wikitext: sliding-window stride at evaluation (default seq_len/2)")
-    g = p.add_argument_group("optimisation and budget")
-    g.add_argument("--lr", type=float, default=S, help="peak learning rate (AdamW) "
-                   + _default(1e-3, "optim", "lr"))
-    g.add_argument("--weight-decay", type=float, default=S, metavar="W", help=_default(0.01))
-    g.add_argument("--warmup-steps", type=int, default=S, metavar="N",
-                   help="linear warm-up, then cosine decay " + _default(50, "optim",
-                                                                         "warmup_steps"))
-    g.add_argument("--batch-size", type=int, default=S, metavar="B",
-                   help="global batch (split over processes and --grad-accum) "
-                        + _default(32, "optim", "batch_size"))
-    g.add_argument("--grad-clip", type=float, default=S, metavar="C",
-                   help="gradient norm clip, 0 disables " + _default(1.0))
-    g.add_argument("--max-steps", type=int, default=S, metavar="N",
-                   help="optimiser steps " + _default(1000, "budget", "max_steps"))
-    g.add_argument("--max-time", type=float, default=S, metavar="SECONDS",
-                   help="stop after this much training time (default none)")
-    g.add_argument("--eval-every", type=int, default=S, metavar="N",
-                   help="steps between evaluations on a validation subset "
-                        + _default(200, "budget", "eval_every"))
-    g.add_argument("--eval-batches", type=int, default=S, metavar="N",
-                   help="validation batches per evaluation during training; the final "
-                        "evaluation uses the full split " + _default("all", "budget",
-                                                                      "eval_batches"))
-    g.add_argument("--max-tokens", type=int, default=S, metavar="N",
-                   help="stop after this many real training tokens (default none)")
-    g.add_argument("--patience", type=int, default=S, metavar="N",
-                   help="to the plateau: stop after this many evaluations without an "
-                        "improvement by more than --min-delta (default none: --max-steps)")
-    g.add_argument("--min-delta", type=float, default=S, metavar="R",
-                   help="relative improvement of the validation metric that resets "
-                        "--patience " + _default(0.0))
-    g.add_argument("--ckpt-every", type=int, default=S, metavar="N",
-                   help="steps between checkpoints " + _default(500))
-    g.add_argument("--log-every", type=int, default=S, metavar="N",
-                   help="steps between metrics.jsonl lines " + _default(10))
-    g.add_argument("--grad-accum", type=int, default=S, metavar="N",
-                   help="micro-batches per step " + _default(1))
-    g.add_argument("--compile", action="store_true", default=S,
-                   help="torch.compile the model (pays on GPU, not on CPU)")
-    g = p.add_argument_group("where")
-    g.add_argument("--device", default=S, help="auto | cpu | cuda | cuda:N (default auto: CUDA "
-                   "if present)")
-    g.add_argument("--threads", type=int, default=S, metavar="N",
-                   help="CPU threads (default: torch's; presets: "
-                        f"{_presets(None, 'threads')})")
-    g.add_argument("--out", default=S, metavar="DIR",
-                   help=f"folder for the result record, checkpoints and metrics.jsonl "
-                        f"(default {LOCAL_RUNS}/, git-ignored; the committed records are "
-                        f"results/runs); re-running on the same --out resumes")
-    g.add_argument("--work-dir", default=S, metavar="DIR",
-                   help="checkpoints and metrics.jsonl elsewhere (default: the --out folder)")
-    g.add_argument("--tracker", choices=["tensorboard", "wandb"], default=S,
-                   help="also log metrics to TensorBoard or W&B (optional extras: "
-                        "pip install -e \".[tensorboard]\" or \".[wandb]\")")
-    g.add_argument("--resume", action="store_true", default=S,
-                   help="require a checkpoint to resume from (re-running resumes anyway)")
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """A nested dict of the explicitly given flags, shaped like RunConfig."""
-    given = vars(args)
-    out: dict[str, Any] = {}
-    for flag, (section, field) in _RUN_FIELDS.items():
-        if flag in given:
-            target = out if section is None else out.setdefault(section, {})
-            target[field] = given[flag]
-    if "ops" in given:
-        out.setdefault("routing", {})["ops"] = given["ops"].split(",")
-    task_options = _key_values(given.get("task_option"), "--task-option")
-    for name in _TASK_SHORTCUTS:
-        if name in given:
-            task_options[name] = given[name]
-    if task_options:
-        out.setdefault("data", {})["task_options"] = task_options
-    if given.get("router_option"):
-        out.setdefault("routing", {})["router_options"] = _key_values(
-            given["router_option"], "--router-option")
-    op_options: dict[str, dict[str, Any]] = {}
-    for key, value in _key_values(given.get("op_option"), "--op-option").items():
-        op, dot, option = key.partition(".")
-        if not dot:
-            raise ConfigError(f"--op-option expects OP.KEY=VALUE, got '{key}={value}'")
-        op_options.setdefault(op, {})[option] = value
-    if op_options:
-        out.setdefault("routing", {})["op_options"] = op_options
-    return out
+        groups["where"].add_argument(
+            "--resume", action="store_true", default=argparse.SUPPRESS,
+            help="require a checkpoint to resume from (re-running resumes anyway)")
+    else:
+        g = p.add_argument_group("data files (accepted, so that a run command works as a "
+                                 "check; check reads no data)")
+        add_flags(p, _CHECK_IGNORED, presets=HARNESS_PRESETS, words=_HELP_WORDS,
+                  groups={o.group: g for o in _CHECK_IGNORED})
 
 
 def resolve_config(args: argparse.Namespace):
@@ -261,9 +65,11 @@ def resolve_config(args: argparse.Namespace):
     from harness.core.config import deep_merge, load_config_file, resolve
     from tasks import TASKS
 
-    overrides = overrides_from_args(args)
+    overrides = overrides_from(args, OPTIONS)
     if "config" in vars(args):
-        overrides = deep_merge(load_config_file(args.config), overrides)
+        from_file = load_config_file(args.config)
+        check_keys(from_file, f"config file {args.config}")
+        overrides = deep_merge(from_file, overrides)
     if "preset" not in overrides:
         overrides["preset"] = "paper" if torch.cuda.is_available() else "cpu"
     task_name = overrides.get("data", {}).get("task", "listops")
@@ -279,6 +85,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner.train import train
 
     cfg = resolve_config(args)
+    for o in OPTIONS:
+        if o.folder:  # before any work: a file there would fail late, with a traceback
+            refuse_file_as_folder(o.flag_name, value_at(cfg, o.path))
     if getattr(args, "dry_run", False):
         from harness.runner.plan import print_plan
 
@@ -321,7 +130,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.engine.data import build_task
     from harness.probes.checks import run_checks
 
-    cfg = resolve_config(args)
+    ignored = given_flags(args, _CHECK_IGNORED)
+    dests = {o.dest for o in _CHECK_IGNORED}
+    cfg = resolve_config(argparse.Namespace(**{k: v for k, v in vars(args).items()
+                                               if k not in dests}))
     # the task's shape only (vocabulary, seq_len, causal): the checks perturb random inputs
     task = build_task(cfg, shape_only=True)
     seq_len = seq_len_of(cfg)
@@ -329,6 +141,8 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"'{cfg.data.task}' ({'causal' if task.causal else 'non-causal'}, seq_len {seq_len}, "
           f"vocabulary {task.vocab_size}{' (nominal)' if task.vocab_is_nominal else ''}, "
           f"d_model {cfg.model.d_model}); no data is read")
+    if ignored:
+        print(f"accepted and not read (check reads no data): {', '.join(ignored)}")
     results = run_checks(cfg, task, seq_len, seed=cfg.seed)
     # the per-component conformance suite: dtypes, padding, query subsets, gradients
     from harness.probes.conformance.suite import conformance_check_results
@@ -461,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         pydantic = sys.modules.get("pydantic")
         if pydantic is not None and isinstance(exc, pydantic.ValidationError):
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            print(f"error: invalid configuration: {problems}", file=sys.stderr)
+            from harness.core.config import describe
+
+            print(f"error: invalid configuration: {describe(exc)}", file=sys.stderr)
             return EXIT_USAGE
         raise

@@ -33,8 +33,9 @@ CHECK_DESCRIPTION = """\
 Invariant checks of a combination on random inputs of the task's shape (vocabulary, seq_len,
 causal): causality (causal tasks), batch independence, routed == dense (outputs and
 gradients), finite outputs and gradients, FLOP counts against torch.utils.flop_counter, and
-the conformance suite of each component. Trains nothing and reads no data set. Exit status 0
-only if every check passes."""
+the conformance suite of each component. Trains nothing and reads no data set: run's data
+flags are accepted (a run command works as a check) and not read. Exit status 0 only if every
+check passes."""
 
 CHECK_EPILOG = """\
 examples:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.core.options import ATTN_FRACTION
+
 PRESETS = ("smoke", "cpu", "paper", "paper-400m")
 
 # Harness part of each preset. The task's own `presets[name]` adds task options and seq_len.
@@ -51,7 +53,7 @@ HARNESS_PRESETS: dict[str, dict[str, Any]] = {
 PAPER_ASSUMPTIONS: dict[str, list[str]] = {
     "paper": [
         "stated: 4 layers, WikiText-103, DCT+attention at 62.5% fewer attention FLOPs "
-        "(--attn-fraction 0.375)",
+        f"(--attn-fraction {ATTN_FRACTION})",
         "assumed: d_model 512, 8 heads, MLP ratio 4, context 512 tokens, byte-level BPE "
         "(8192), batch 32, AdamW lr 5e-4 with 1000 warm-up steps, 50k steps",
     ],

@@ -1,7 +1,8 @@
 """The grid of a sweep: cells (router x operator set x task x seed) and why a cell cannot run.
 
 Pure bookkeeping, the same for every executor: ``grid_from_args`` reads the flags and the sweep
-file, ``expand`` makes the cells and validates each from declarations alone (cheap, no data).
+file (its options checked by the run's option declarations, harness/core/options.py),
+``expand`` makes the cells and validates each from declarations alone (cheap, no data).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry import ChiaroscuroError, ConfigError
+from harness.core.options import check_keys, deep_merge, nested
+from registry import ChiaroscuroError, ConfigError, did_you_mean
 
 
 @dataclass
@@ -36,15 +38,14 @@ def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _nested(dotted: str, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = value
-    for part in reversed(dotted.split(".")):
-        out = {part: out}
-    return out
+GRID_KEYS = ("routers", "ops", "tasks", "seeds")
 
 
 def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    from harness.core.config import deep_merge, load_config_file
+    """The grid and the options every cell shares (``base``). Keys of --set and of the sweep
+    file's [base] are checked against the run's option declarations, and the values against
+    the config, before any cell is made: a typo is one line, not a skip on every cell."""
+    from harness.core.config import load_config_file
     from harness.core.values import parse_value
 
     grid: dict[str, Any] = {}
@@ -56,6 +57,12 @@ def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
             raise ConfigError(f"sweep file {args.file}: unknown sections {sorted(unknown)}; "
                               f"use [sweep] and [base]")
         grid, base = dict(data.get("sweep", {})), dict(data.get("base", {}))
+        for key in grid:
+            if key not in GRID_KEYS:
+                raise ConfigError(f"sweep file {args.file}: unknown [sweep] key '{key}'"
+                                  f"{did_you_mean(key, GRID_KEYS)} (keys: "
+                                  f"{', '.join(GRID_KEYS)})")
+        check_keys(base, f"sweep file {args.file} [base]")
     if args.routers:
         grid["routers"] = _split(args.routers)
     if args.ops:
@@ -78,15 +85,28 @@ def grid_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         base["allow_leaky"] = True
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ConfigError(f"--set expects SECTION.KEY=VALUE, got '{item}'")
-        base = deep_merge(base, _nested(key.strip(), parse_value(value)))
+        update = nested(key.strip(), parse_value(value))
+        check_keys(update, f"--set {item}")
+        base = deep_merge(base, update)
+    _check_values(base)
     return grid, base
 
 
-def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
-    from harness.core.config import deep_merge
+def _check_values(base: dict[str, Any]) -> None:
+    """The shared options' values, by the config's own rules (types, bounds, choices)."""
+    from pydantic import ValidationError
 
+    from harness.core.config import RunConfig, describe
+
+    try:
+        RunConfig.model_validate(base)
+    except ValidationError as exc:
+        raise ConfigError(f"sweep options (--set, [base]): {describe(exc)}") from None
+
+
+def expand(grid: dict[str, Any], base: dict[str, Any]) -> list[Cell]:
     cells = []
     for task in grid["tasks"]:
         for router in grid["routers"]:

@@ -1,7 +1,10 @@
-"""The arguments of ``python -m harness bench`` and their defaults: the only definition.
+"""The settings of ``python -m harness bench``, declared once: flags, help, defaults and the
+``--quick`` preset.
 
-Imports nothing heavy, so that ``python -m harness bench --help`` answers without torch;
-``harness.probes.bench.command`` (which imports torch) takes its arguments and defaults from here.
+The same declarations (``harness.core.options.Option``) as the run's: the flags come from
+``harness.core.flags.add_flags`` and the validated settings model from
+``harness.core.config.config_model`` (harness/probes/bench/settings.py). Imports nothing heavy,
+so that ``python -m harness bench --help`` answers without torch.
 """
 
 from __future__ import annotations
@@ -9,48 +12,90 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from harness.core.flags import add_flags
+from harness.core.options import ATTN_FRACTION, MAX_SEED, Option
+
 DEFAULT_OUT = "runs/bench"  # local, git-ignored: a user's measurements never touch tracked files
 FULL = "attn"  # the reference every ratio is taken against: full softmax attention
-
-# Defaults; --quick swaps in tiny sizes for tests (explicit flags still win).
-DEFAULTS: dict[str, Any] = {
-    "seq_lens": "256,1024,4096",
-    "fractions": "1,0.5,0.25,0.125",
-    "d_model": 256,
-    "heads": 4,
-    "batch_size": 1,
-    "repeats": 7,
-    "warmup": 2,
-    "train_layers": 2,
-    "train_seq_len": 256,
-    "train_batch_size": 8,
-    "train_vocab": 512,
-}
-QUICK: dict[str, Any] = {
-    "seq_lens": "32,64",
-    "fractions": "1,0.25",
-    "d_model": 32,
-    "heads": 2,
-    "batch_size": 1,
-    "repeats": 2,
-    "warmup": 1,
-    "train_layers": 1,
-    "train_seq_len": 32,
-    "train_batch_size": 2,
-    "train_vocab": 64,
-}
-
 # the end-to-end section (harness/probes/bench/end_to_end.py): the training step of single
 # attention against routed combinations over N
 E2E_REFERENCE = "single:attn"
-E2E_DEFAULTS: dict[str, Any] = {
-    "seq_lens": "256,512,1024,2048,4096",
-    "combos": "single:attn,single:dct,entropy:dct+attn,random:dct+attn",
-    "tasks": "lm,classification", "layers": 4, "batch_size": 4, "fraction": 0.375,
-    "repeats": 3, "warmup": 1,
+
+WHAT, SHAPE, TIMING, TRAIN, OUTPUT, E2E = (
+    "what to time", "shape", "timing", "training step: harness vs bare reference", "output",
+    "end to end: training step vs N, single attention vs routed")
+
+BENCH_OPTIONS: tuple[Option, ...] = (
+    Option("seq_lens", int, (256, 1024, 4096), "comma-separated sequence lengths",
+           metavar="N[,N]", group=WHAT, many=True, gt=0),
+    Option("fractions", float, (1, 0.5, 0.25, 0.125),
+           "shares of tokens routed to attention, comma-separated", metavar="F[,F]",
+           group=WHAT, many=True, gt=0, le=1),
+    Option("ops", str, None, "operators to time; full attention is always timed: it is the "
+           "reference", metavar="OP[,OP]", group=WHAT, many=True, nullable=True,
+           default_text="attn,dct,rbf, plus xformers on CUDA"),
+    Option("routed_op", str, FULL, "operator timed under routed execution", metavar="OP",
+           group=WHAT),
+    Option("causal", bool, False, "build the operators in their causal form (dct: the causal "
+           "long convolution; attention: causal masking)", group=WHAT),
+    Option("targets", bool, False, "also time the cases the performance targets are stated "
+           "for (see the README's table): attn, dct and routed attn at fraction 0.25 at "
+           "N=2048; dct at N=1024 and 8192 (its scaling)", group=WHAT),
+    Option("d_model", int, 256, "width", metavar="D", group=SHAPE, gt=0),
+    Option("heads", int, 4, "attention heads", metavar="H", group=SHAPE, gt=0),
+    Option("batch_size", int, 1, "examples per call", metavar="B", group=SHAPE, gt=0),
+    Option("repeats", int, 7, "timed repeats per case", metavar="N", group=TIMING, gt=0),
+    Option("warmup", int, 2, "untimed calls first", metavar="N", group=TIMING, ge=0),
+    Option("device", str, "auto", "auto | cpu | cuda | cuda:N", group=TIMING,
+           default_text="auto: CUDA if present"),
+    Option("dtype", str, "auto", "fp32, or bf16 autocast", group=TIMING,
+           choices=("auto", "fp32", "bf16"), default_text="auto: bf16 on CUDA, fp32 on CPU"),
+    Option("threads", int, None, "torch intra-op threads. On a CPU shared with other busy "
+           "processes, fewer threads than cores avoids stalls", metavar="N", group=TIMING,
+           gt=0, nullable=True, default_text="torch's choice"),
+    Option("seed", int, 0, "seed of the random inputs", metavar="N", group=TIMING,
+           ge=-MAX_SEED, le=MAX_SEED),
+    Option("no_train_step", bool, False, "skip the training-step comparison", group=TRAIN),
+    Option("train_layers", int, 2, "layers", metavar="N", group=TRAIN, gt=0),
+    Option("train_seq_len", int, 256, "sequence length", metavar="N", group=TRAIN, gt=0),
+    Option("train_batch_size", int, 8, "batch", metavar="B", group=TRAIN, gt=0),
+    Option("train_vocab", int, 512, "vocabulary", metavar="V", group=TRAIN, gt=0),
+    Option("out", str, DEFAULT_OUT, "directory for the JSON and the PNG", metavar="DIR",
+           group=OUTPUT, folder=True, default_text=f"{DEFAULT_OUT}, git-ignored; the committed "
+           f"measurements are in results/bench"),
+    Option("name", str, None, "file stem", group=OUTPUT, nullable=True,
+           default_text="bench-<device type>[-quick]"),
+    Option("quick", bool, False, "tiny sizes, for tests (the values after --quick: in this "
+           "help); explicit flags still win", group=OUTPUT),
+    Option("end_to_end", bool, False, "also time the training step of each --e2e-combos over "
+           "--e2e-seq-lens", group=E2E),
+    Option("e2e.seq_lens", int, (256, 512, 1024, 2048, 4096), "comma-separated",
+           flag="--e2e-seq-lens", metavar="N[,N]", group=E2E, many=True, gt=0),
+    Option("e2e.combos", str, ("single:attn", "single:dct", "entropy:dct+attn",
+                               "random:dct+attn"),
+           f"{E2E_REFERENCE} is always timed: it is the reference", flag="--e2e-combos",
+           metavar="ROUTER:OP+OP[,...]", group=E2E, many=True),
+    Option("e2e.tasks", str, ("lm", "classification"), "lm (causal), classification, or both",
+           flag="--e2e-tasks", metavar="TASK[,TASK]", group=E2E, many=True,
+           choices=("lm", "classification")),
+    Option("e2e.layers", int, 4, "layers", flag="--e2e-layers", metavar="N", group=E2E, gt=0),
+    Option("e2e.batch_size", int, 4, "batch", flag="--e2e-batch-size", metavar="B", group=E2E,
+           gt=0),
+    Option("e2e.fraction", float, ATTN_FRACTION, "attention fraction of the routed "
+           "combinations", flag="--e2e-fraction", metavar="F", group=E2E, gt=0, le=1),
+    Option("e2e.repeats", int, 3, "timed rounds", flag="--e2e-repeats", metavar="N", group=E2E,
+           gt=0),
+    Option("e2e.warmup", int, 1, "untimed rounds first (more while steps page-fault)",
+           flag="--e2e-warmup", metavar="N", group=E2E, gt=0),
+)
+
+# --quick: tiny sizes, for tests (explicit flags still win)
+QUICK: dict[str, Any] = {
+    "seq_lens": [32, 64], "fractions": [1, 0.25], "d_model": 32, "heads": 2, "batch_size": 1,
+    "repeats": 2, "warmup": 1, "train_layers": 1, "train_seq_len": 32, "train_batch_size": 2,
+    "train_vocab": 64,
+    "e2e": {"seq_lens": [32, 64], "layers": 1, "batch_size": 2, "repeats": 1, "warmup": 1},
 }
-E2E_QUICK: dict[str, Any] = {**E2E_DEFAULTS, "seq_lens": "32,64", "layers": 1,
-                             "batch_size": 2, "repeats": 1, "warmup": 1}
 
 DESCRIPTION = """\
 Time operators and routed layers, forward and forward+backward, on the current device, and
@@ -66,97 +111,5 @@ examples:
   python -m harness bench --targets --threads 1        # the README's table, measured cleanly"""
 
 
-def _default(name: str) -> str:
-    return f"(default {DEFAULTS[name]}; --quick: {QUICK[name]})"
-
-
-def _what_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to time")
-    g.add_argument("--seq-lens", default=None, metavar="N[,N]",
-                   help=f"comma-separated sequence lengths {_default('seq_lens')}")
-    g.add_argument("--fractions", default=None, metavar="F[,F]",
-                   help="shares of tokens routed to attention, comma-separated "
-                        f"{_default('fractions')}")
-    g.add_argument("--ops", default=None, metavar="OP[,OP]",
-                   help="operators to time (default attn,dct,rbf, plus xformers on CUDA); "
-                        "full attention is always timed: it is the reference")
-    g.add_argument("--routed-op", default=FULL, metavar="OP",
-                   help=f"operator timed under routed execution (default {FULL})")
-    g.add_argument("--causal", action="store_true",
-                   help="build the operators in their causal form (dct: the causal long "
-                        "convolution; attention: causal masking)")
-    g.add_argument("--targets", action="store_true",
-                   help="also time the cases the performance targets are stated for (see "
-                        "the README's table): attn, dct and routed attn at fraction 0.25 at "
-                        "N=2048; dct at N=1024 and 8192 (its scaling)")
-
-
-def _shape_and_timing_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("shape")
-    g.add_argument("--d-model", type=int, default=None, metavar="D", help=_default("d_model"))
-    g.add_argument("--heads", type=int, default=None, help=_default("heads"))
-    g.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help=_default("batch_size"))
-    g = p.add_argument_group("timing")
-    g.add_argument("--repeats", type=int, default=None, metavar="N",
-                   help=f"timed repeats per case {_default('repeats')}")
-    g.add_argument("--warmup", type=int, default=None, metavar="N",
-                   help=f"untimed calls first {_default('warmup')}")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto: "
-                   "CUDA if present)")
-    g.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="fp32, or bf16 autocast (default auto: bf16 on CUDA, fp32 on CPU)")
-    g.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch intra-op threads (default: torch's choice). On a CPU shared "
-                        "with other busy processes, fewer threads than cores avoids stalls")
-    g.add_argument("--seed", type=int, default=0, help="(default 0)")
-
-
-def _train_and_output_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training step: harness vs bare reference")
-    g.add_argument("--no-train-step", action="store_true",
-                   help="skip the training-step comparison")
-    g.add_argument("--train-layers", type=int, default=None, metavar="N",
-                   help=_default("train_layers"))
-    g.add_argument("--train-seq-len", type=int, default=None, metavar="N",
-                   help=_default("train_seq_len"))
-    g.add_argument("--train-batch-size", type=int, default=None, metavar="B",
-                   help=_default("train_batch_size"))
-    g.add_argument("--train-vocab", type=int, default=None, metavar="V",
-                   help=_default("train_vocab"))
-    g = p.add_argument_group("output")
-    g.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                   help=f"directory for the JSON and the PNG (default {DEFAULT_OUT}, "
-                        "git-ignored; the committed measurements are in results/bench)")
-    g.add_argument("--name", default=None,
-                   help="file stem (default bench-<device type>[-quick])")
-    g.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
-
-
-def _end_to_end_arguments(p: argparse.ArgumentParser) -> None:
-    d = E2E_DEFAULTS
-    g = p.add_argument_group("end to end: training step vs N, single attention vs routed")
-    g.add_argument("--end-to-end", action="store_true",
-                   help="also time the training step of each --e2e-combos over --e2e-seq-lens")
-    g.add_argument("--e2e-seq-lens", default=None, metavar="N[,N]",
-                   help=f"comma-separated (default {d['seq_lens']})")
-    g.add_argument("--e2e-combos", default=None, metavar="ROUTER:OP+OP[,...]",
-                   help=f"(default {d['combos']}; {E2E_REFERENCE} is always timed: it is the "
-                        f"reference)")
-    g.add_argument("--e2e-tasks", default=None,
-                   help=f"lm (causal), classification, or both (default {d['tasks']})")
-    g.add_argument("--e2e-layers", type=int, default=None, metavar="N",
-                   help=f"(default {d['layers']})")
-    g.add_argument("--e2e-batch-size", type=int, default=None, metavar="B",
-                   help=f"(default {d['batch_size']})")
-    g.add_argument("--e2e-fraction", type=float, default=None, metavar="F",
-                   help=f"attention fraction of the routed combinations (default {d['fraction']})")
-    g.add_argument("--e2e-repeats", type=int, default=None, metavar="N",
-                   help=f"timed rounds (default {d['repeats']}; warm-up: {d['warmup']} step)")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    _what_arguments(p)
-    _shape_and_timing_arguments(p)
-    _train_and_output_arguments(p)
-    _end_to_end_arguments(p)
+    add_flags(p, BENCH_OPTIONS, presets={"--quick:": QUICK}, preset_label="")

@@ -31,7 +31,8 @@ Output: a table (absolute ms and ratios), a "targets" section (PASS/FAIL, for hu
 status stays 0 unless something crashed), and ``<name>.json`` + ``<name>.png`` under ``--out``,
 written atomically.
 
-Modules: ``settings`` (defaults, targets, resolved settings), ``timing`` (the clock, paired
+Modules: ``args`` (the declared settings: flags, defaults, the --quick preset), ``settings``
+(their validated model, the targets, the resolved settings), ``timing`` (the clock, paired
 ratios and their spread, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
 ``train_step`` (harness step vs bare reference), ``end_to_end`` (training step of single
 attention vs routed combinations over N, its crossover; ``end_to_end_report``: its table,
@@ -52,7 +53,6 @@ from typing import Any
 import torch
 
 from harness.probes.bench.args import add_arguments
-from registry import ConfigError
 
 from .end_to_end import run_end_to_end
 from .end_to_end_report import end_to_end_targets, plot_end_to_end, print_end_to_end
@@ -70,25 +70,25 @@ from .report import (
     write_outputs,
 )
 from .settings import (
-    DEFAULTS,
     FULL,
     MODES,
-    QUICK,
     TARGET_DCT,
     TARGET_DCT_SCALING,
     TARGET_ROUTED,
     TARGET_TRAIN,
+    BenchConfig,
     Settings,
+    bench_config,
     resolve_settings,
 )
 from .timing import load_average_warning, paired_ratio
 from .train_step import BareTransformer, run_train_step, train_step_comparison
 
 __all__ = [
-    "DEFAULTS", "FULL", "MODES", "QUICK", "SECTIONS", "TARGET_DCT", "TARGET_DCT_SCALING",
-    "TARGET_ROUTED", "TARGET_TRAIN", "BareTransformer", "Case", "Microbench", "Section",
-    "Settings", "add_arguments", "build_cases", "measure", "paired_ratio", "plot",
-    "resolve_settings", "run", "summarise", "train_step_comparison",
+    "FULL", "MODES", "SECTIONS", "TARGET_DCT", "TARGET_DCT_SCALING", "TARGET_ROUTED",
+    "TARGET_TRAIN", "BareTransformer", "BenchConfig", "Case", "Microbench", "Section",
+    "Settings", "add_arguments", "bench_config", "build_cases", "measure", "paired_ratio",
+    "plot", "resolve_settings", "run", "summarise", "train_step_comparison",
 ]
 
 
@@ -138,14 +138,15 @@ def _payload(args: argparse.Namespace, s: Settings, env: dict[str, Any],
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.core.flags import refuse_file_as_folder
     from harness.engine import provenance
     from registry import files
 
-    if args.threads is not None:
-        if args.threads <= 0:
-            raise ConfigError(f"--threads must be positive, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    s = resolve_settings(args)
+    config = bench_config(args)
+    refuse_file_as_folder("--out", config.out)  # before minutes of timing, not after
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    s = resolve_settings(config)
     torch.manual_seed(s.seed)
     env = provenance.environment(s.device)
     env["threads"] = torch.get_num_threads()
@@ -158,13 +159,13 @@ def run(args: argparse.Namespace) -> int:
             section.print_table(measured[section.key], s, env)
     print_targets(targets)
 
-    stem = args.name or f"bench-{s.device.type}{'-quick' if args.quick else ''}"
+    stem = config.name or f"bench-{s.device.type}{'-quick' if config.quick else ''}"
     payload = _payload(args, s, env, measured, targets, t0, stem)
     png = plot(measured["results"].rows, s, plot_title(s, env))
     if measured["end_to_end"] is not None:  # its own plot: step time vs N
         payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
-        files.atomic_write_bytes(Path(args.out) / payload["end_to_end_plot"],
+        files.atomic_write_bytes(Path(config.out) / payload["end_to_end_plot"],
                                    plot_end_to_end(measured["end_to_end"],
                                                    machine_label(s, env)))
-    write_outputs(Path(args.out), stem, payload, png)
+    write_outputs(Path(config.out), stem, payload, png)
     return 0

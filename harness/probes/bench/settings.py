@@ -1,21 +1,19 @@
-"""What the bench measures: defaults, the performance targets, and the resolved settings."""
+"""What the bench measures: its validated settings (a pydantic model built from the
+declarations in harness/probes/bench/args.py, ``--quick`` a preset of it), the performance
+targets, and the resolved settings the sections measure with."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from pydantic import ValidationError
 
-from harness.probes.bench.args import (
-    DEFAULTS,
-    E2E_DEFAULTS,
-    E2E_QUICK,
-    E2E_REFERENCE,
-    FULL,
-    QUICK,
-)
+from harness.core.config import config_model, describe
+from harness.core.flags import overrides_from
+from harness.core.options import deep_merge
+from harness.probes.bench.args import BENCH_OPTIONS, E2E_REFERENCE, FULL, QUICK
 from registry import ConfigError
 
 MODES = ("fwd", "fwd+bwd")
@@ -36,8 +34,20 @@ TARGET_E2E_CONTROL = ("entropy:dct+attn", "random:dct+attn", 2048, 1.03)  # step
 
 REFERENCE = E2E_REFERENCE  # the end-to-end section's reference combination
 
-_POSITIVE = ("d_model", "heads", "batch_size", "repeats", "train_layers", "train_seq_len",
-             "train_batch_size", "train_vocab")
+EndToEndConfig = config_model("EndToEndConfig", BENCH_OPTIONS, "e2e")
+BenchConfig = config_model("BenchConfig", BENCH_OPTIONS, sections={"e2e": EndToEndConfig},
+                           doc="The bench's settings as given (harness/probes/bench/args.py).")
+
+
+def bench_config(args: argparse.Namespace) -> BenchConfig:
+    """The flags given, over the --quick preset if asked for, over the defaults: validated by
+    the declarations, one line naming the flag when a value is out of bounds."""
+    overrides = overrides_from(args, BENCH_OPTIONS)
+    layered = deep_merge(QUICK, overrides) if overrides.get("quick") else overrides
+    try:
+        return BenchConfig.model_validate(layered)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid bench settings: {describe(exc, BENCH_OPTIONS)}") from None
 
 
 @dataclass(frozen=True)
@@ -65,33 +75,17 @@ def _combo(text: str) -> tuple[str, list[str]]:
     return ROUTERS.entry(router).name, names
 
 
-def resolve_end_to_end(args: argparse.Namespace, quick: bool, vocab: int
-                       ) -> EndToEndSettings | None:
-    if not getattr(args, "end_to_end", False):
+def resolve_end_to_end(config: BenchConfig) -> EndToEndSettings | None:
+    if not config.end_to_end:
         return None
-    base = E2E_QUICK if quick else E2E_DEFAULTS
-
-    def pick(name: str) -> Any:
-        value = getattr(args, f"e2e_{name}", None)
-        return base[name] if value is None else value
-
-    combos = [_combo(c) for c in pick("combos").split(",") if c.strip()]
+    e = config.e2e
+    combos = [_combo(c) for c in e.combos if c.strip()]
     reference = _combo(REFERENCE)
     combos = [reference] + [c for c in combos if c != reference]
-    tasks = [t.strip() for t in pick("tasks").split(",") if t.strip()]
-    if not tasks or set(tasks) - {"lm", "classification"}:
-        raise ConfigError(f"--e2e-tasks takes lm and/or classification, got '{pick('tasks')}'")
-    for label in ("layers", "batch_size", "repeats"):
-        if pick(label) <= 0:
-            raise ConfigError(f"--e2e-{label.replace('_', '-')} must be positive, "
-                              f"got {pick(label)}")
-    if not 0 < pick("fraction") <= 1:
-        raise ConfigError(f"--e2e-fraction must be in (0, 1], got {pick('fraction')}")
     return EndToEndSettings(
-        seq_lens=int_list(pick("seq_lens"), "--e2e-seq-lens"), combos=combos,
-        tasks=list(dict.fromkeys(tasks)), layers=pick("layers"),
-        batch_size=pick("batch_size"), fraction=pick("fraction"), repeats=pick("repeats"),
-        warmup=base["warmup"], vocab=vocab)
+        seq_lens=sorted(set(e.seq_lens)), combos=combos, tasks=list(dict.fromkeys(e.tasks)),
+        layers=e.layers, batch_size=e.batch_size, fraction=e.fraction, repeats=e.repeats,
+        warmup=e.warmup, vocab=config.train_vocab)
 
 
 def combo_key(router: str, ops: list[str]) -> str:
@@ -118,47 +112,19 @@ class Settings:
     end_to_end: EndToEndSettings | None = None  # None: not measured
 
 
-def int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} expects comma-separated integers, got '{text}'") from None
-    if not values or any(v <= 0 for v in values):
-        raise ConfigError(f"{flag} expects positive integers, got '{text}'")
-    return sorted(set(values))
-
-
-def _float_list(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} expects comma-separated numbers, got '{text}'") from None
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise ConfigError(f"{flag} expects numbers in (0, 1], got '{text}'")
-    return sorted(set(values), reverse=True)
-
-
-def _resolve_ops(args: argparse.Namespace, device: torch.device) -> tuple[list[str], str]:
+def _resolve_ops(config: BenchConfig, device: torch.device) -> tuple[list[str], str]:
     """The operators to time (full attention first if not asked for) and the routed one."""
     from operators import OPERATORS
 
-    if args.ops is None:
+    if config.ops is None:
         ops = ["attn", "dct", "rbf"] + (["xformers"] if device.type == "cuda" else [])
     else:
-        ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+        ops = [o for o in config.ops if o]
     ops = [OPERATORS.entry(o).name for o in ops]  # unknown names: exit 2 with "did you mean"
-    routed_op = OPERATORS.entry(args.routed_op).name
+    routed_op = OPERATORS.entry(config.routed_op).name
     if FULL not in ops:
         ops.insert(0, FULL)
     return list(dict.fromkeys(ops)), routed_op
-
-
-def _check_sizes(pick) -> None:
-    for label in _POSITIVE:
-        if pick(label) <= 0:
-            raise ConfigError(f"--{label.replace('_', '-')} must be positive, got {pick(label)}")
-    if pick("warmup") < 0:
-        raise ConfigError(f"--warmup must be >= 0, got {pick('warmup')}")
 
 
 def routed_targets(causal: bool) -> list[tuple[int, float, float]]:
@@ -173,31 +139,26 @@ def dct_target(causal: bool) -> tuple[int, float]:
     return TARGET_DCT_CAUSAL if causal else TARGET_DCT
 
 
-def resolve_settings(args: argparse.Namespace) -> Settings:
+def resolve_settings(config: BenchConfig) -> Settings:
+    """What the sections measure with: the device, the operators by their registered names,
+    the sizes in order (sequence lengths ascending, fractions descending, each once)."""
     from harness.engine.device import resolve_device
 
-    base = QUICK if args.quick else DEFAULTS
-
-    def pick(name: str) -> Any:
-        value = getattr(args, name, None)
-        return base[name] if value is None else value
-
-    device = resolve_device(args.device)
-    dtype = args.dtype
+    device = resolve_device(config.device)
+    dtype = config.dtype
     if dtype == "auto":
         dtype = "bf16" if device.type == "cuda" else "fp32"
-    ops, routed_op = _resolve_ops(args, device)
-    _check_sizes(pick)
+    ops, routed_op = _resolve_ops(config, device)
     train = None
-    if not args.no_train_step:
-        train = {"layers": pick("train_layers"), "seq_len": pick("train_seq_len"),
-                 "batch_size": pick("train_batch_size"), "vocab": pick("train_vocab")}
+    if not config.no_train_step:
+        train = {"layers": config.train_layers, "seq_len": config.train_seq_len,
+                 "batch_size": config.train_batch_size, "vocab": config.train_vocab}
     return Settings(
-        seq_lens=int_list(pick("seq_lens"), "--seq-lens"),
-        fractions=_float_list(pick("fractions"), "--fractions"),
-        ops=ops, routed_op=routed_op, causal=args.causal,
-        d_model=pick("d_model"), heads=pick("heads"), batch_size=pick("batch_size"),
-        repeats=pick("repeats"), warmup=pick("warmup"), device=device, dtype=dtype,
-        seed=args.seed, train=train, targets=args.targets,
-        end_to_end=resolve_end_to_end(args, args.quick, pick("train_vocab")),
+        seq_lens=sorted(set(config.seq_lens)),
+        fractions=sorted(set(config.fractions), reverse=True),
+        ops=ops, routed_op=routed_op, causal=config.causal,
+        d_model=config.d_model, heads=config.heads, batch_size=config.batch_size,
+        repeats=config.repeats, warmup=config.warmup, device=device, dtype=dtype,
+        seed=config.seed, train=train, targets=config.targets,
+        end_to_end=resolve_end_to_end(config),
     )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.core.options import ATTN_FRACTION
 from operators import MixContext
 
 RTOL = 1e-5  # exact checks, relative to max(1, |output|): FFT convolutions leak ~1e-7 rounding
@@ -29,7 +30,7 @@ class Settings:
     batch_size: int = 3
     options: Mapping[str, Any] = field(default_factory=dict)  # the component's own options
     n_ops: int | None = None  # routers: operators to route between (None: 2, within its range)
-    attn_fraction: float = 0.375  # routers
+    attn_fraction: float = ATTN_FRACTION  # routers
     seed: int = 0
     device: str = "cpu"
     rtol: float = RTOL
