@@ -273,7 +273,6 @@ def test_argument_specs_have_one_definition():
 
     assert bench.add_arguments is args_bench.add_arguments
     assert settings.DEFAULTS is args_bench.DEFAULTS and settings.FULL is args_bench.FULL
-    assert leaderboard.add_arguments is args_leaderboard.add_arguments
     assert leaderboard.DEFAULT_RUNS == args_leaderboard.DEFAULT_RUNS == "results/runs"
     actions = {a.dest for a in conformance.build_parser()._actions}
     parser = argparse.ArgumentParser()
