@@ -73,9 +73,8 @@ from harness.core.record_sections import (
 )
 from registry.files import atomic_write_text
 
-# the sections that the meters and the record builder construct, named where the record is
-__all__ = ["ENTROPY_BINS", "BestCheckpoint", "Cost", "EntropyHistogram", "SplitCost", "Telemetry",
-           "Training"]
+# sections the meters and the record builder construct, also named where the record is
+__all__ = ["ENTROPY_BINS", "EntropyHistogram", "Telemetry"]
 
 SCHEMA_VERSION = 2
 
