@@ -44,7 +44,7 @@ def test_a_causal_dct_run_whose_best_step_is_not_its_last_writes_its_record(
     record, path = train_module.train(_cfg(tmp_path), log=lambda msg: None)
     assert path.exists()
     best = record.best_checkpoint
-    assert best["step"] == 2 and best["same_as_final"] is False
-    assert set(best["metrics"]) == {"valid", "test"}
+    assert best.step == 2 and best.same_as_final is False
+    assert set(best.metrics) == {"valid", "test"}
     # two different sets of weights were evaluated
-    assert record.metrics["test"]["loss"] != best["metrics"]["test"]["loss"]
+    assert record.metrics["test"]["loss"] != best.metrics["test"]["loss"]

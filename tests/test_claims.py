@@ -1,29 +1,33 @@
 """The claims' verdict rules (harness/report/claims/) against synthetic records: supported,
-contradicted and not testable here, plus the statistics and the page's freshness check."""
+contradicted and not testable here, the paper's numbers read from results/reference.json, and
+the page's freshness check."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
-from scipy import stats
 
 from harness.core.records import RunRecord
-from harness.report.claims.chiar_former import CLAIMS
+from harness.report.claims.chiar_former import claims
 from harness.report.claims.evidence import Evidence, spec_digest
+from harness.report.claims.paper import load_paper
 from harness.report.claims.render import judge, render
 from harness.report.claims.reproduce import run as reproduce
 from harness.report.claims.rules import CONTRADICTED, NOT_TESTABLE, SUPPORTED
 from harness.report.claims.runs import SPEC_BY_KEY
-from harness.report.claims.stats import compare
+from registry import DataError
 
+REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference.json"
+CLAIMS = claims(load_paper(REFERENCE)[0])
 CLAIM = {c.number: c for c in CLAIMS}
 _DIGESTS: dict[tuple[str, str], str] = {}
 
 
 def rec(key, seed, *, valid_ppl=None, test=None, attn_frac=1.0, flags=(), gates=None,
-        history=None, setting="cpu", flops=None):
+        history=None, setting="cpu", flops=None, test_gate=None):
     spec = SPEC_BY_KEY[key]
     if (key, setting) not in _DIGESTS:
         _DIGESTS[key, setting] = spec_digest(spec, setting)
@@ -37,8 +41,11 @@ def rec(key, seed, *, valid_ppl=None, test=None, attn_frac=1.0, flags=(), gates=
         "task": "t", "router": spec.router, "operators": list(spec.ops), "seed": seed,
         "preset": "cpu", "config": {}, "config_hash": _DIGESTS[key, setting],
         "flags": list(flags) + (["leaky: test"] if spec.leaky else []), "metrics": metrics,
-        "cost": {"test": {"attention_flop_fraction": attn_frac,
-                          "model_flops_per_token": flops}}, "training": {},
+        "cost": {"test": {"attention_flop_fraction": attn_frac, "model_flops_per_token": flops,
+                          "per_layer": [] if test_gate is None else [
+                              {"dct": {}, "attn": {}, "gate_mean": test_gate + d}
+                              for d in (-0.01, 0.01)]}},
+        "training": {},
         "parameters": 1, "data": {}, "environment": {}, "telemetry": telemetry})
 
 
@@ -48,17 +55,6 @@ def lm(key, ppls):
 
 def verdict(number, records):
     return judge(CLAIM[number], Evidence(records, "cpu"))
-
-
-def test_paired_when_seeds_pair_welch_otherwise():
-    a, b = {0: 1.0, 1: 2.0, 2: 4.0}, {0: 1.5, 1: 2.9, 2: 4.1}
-    c = compare(a, b)
-    assert c.test.startswith("paired") and c.p == pytest.approx(
-        stats.ttest_rel([1, 2, 4], [1.5, 2.9, 4.1]).pvalue)
-    w = compare(a, {0: 1.5, 1: 2.9, 5: 4.1})
-    assert w.test == "Welch t-test" and w.p == pytest.approx(
-        stats.ttest_ind([1, 2, 4], [1.5, 2.9, 4.1], equal_var=False).pvalue)
-    assert compare(a, {0: 1.0}) is None
 
 
 def test_claim1_supported_contradicted_and_not_testable():
@@ -95,13 +91,41 @@ def test_claim3_rbf_rejected_in_a_majority_of_seeds():
     assert verdict(3, [rec("listops-learned3", s) for s in range(3)]).status == NOT_TESTABLE
 
 
-def test_claim4_final_gate_near_022():
-    def gates(final):
-        return [rec("lm-meta-batch", s, gates=[0.375] * 6 + [final] * 2) for s in range(3)]
+def test_claim4_reads_the_test_gate_of_the_trained_model():
+    def runs(test_gate, training_tail):
+        return [rec("lm-meta-batch", s, test_gate=test_gate,
+                    gates=[0.375] * 6 + [training_tail] * 2) for s in range(3)]
 
-    v = verdict(4, gates(0.23))
-    assert v.status == SUPPORTED and "0.230" in v.ours
-    assert verdict(4, gates(0.40)).status == CONTRADICTED
+    v = verdict(4, runs(0.23, 0.40))
+    assert v.status == SUPPORTED and "0.230" in v.ours  # the test gate, not the training tail
+    assert verdict(4, runs(0.40, 0.23)).status == CONTRADICTED
+    assert verdict(4, runs(None, 0.23)).status == NOT_TESTABLE  # no test gate recorded
+
+
+def test_the_claims_read_the_papers_numbers_from_the_reference_file(tmp_path):
+    data = json.loads(REFERENCE.read_text())
+    data["numbers"][0]["value"] = 0.40  # meta-gate
+    data["rows"][0]["value"] = 60.0  # chiar-4l: a 10% gain instead of 45%
+    path = tmp_path / "reference.json"
+    path.write_text(json.dumps(data))
+    moved = {c.number: c for c in claims(load_paper(path)[0])}
+    assert moved[4].text == "the MetaRouter gate settles near g = 0.4"
+    records = [rec("lm-meta-batch", s, test_gate=0.40) for s in range(3)]
+    assert judge(moved[4], Evidence(records, "cpu")).status == SUPPORTED
+    assert verdict(4, records).status == CONTRADICTED  # against the committed 0.22
+    assert moved[1].paper == "val PPL 60 vs 66.62" and moved[8].paper.startswith("the 10% ")
+    del data["numbers"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="no row with id 'meta-gate'"):
+        claims(load_paper(path)[0])
+
+
+def test_reproduce_without_the_reference_file_is_one_line(tmp_path):
+    args = argparse.Namespace(study="chiar-former", preset="cpu", out=str(tmp_path),
+                              page=str(tmp_path / "CLAIMS.md"), data_dir=None, check=True,
+                              reference=str(tmp_path / "missing.json"))
+    with pytest.raises(DataError, match="missing.json does not exist"):
+        reproduce(args)
 
 
 def test_claim6_inconclusive_is_not_testable_and_a_clear_edge_is_supported():
@@ -141,7 +165,7 @@ def test_claim8_leak_explains_the_gain_or_not():
 
 def test_page_lists_every_claim_and_marks_leaky_runs():
     records = lm("lm-attn", [60, 61, 62]) + lm("lm-entropy-leaky", [30, 31, 29])
-    page = render(Evidence(records, "cpu"), "python -m harness reproduce chiar-former")
+    page = render(Evidence(records, "cpu"), CLAIMS, "python -m harness reproduce chiar-former")
     for c in CLAIMS:
         assert f"## {c.number}. " in page
     assert "entropy dct-leaky+attn ⚠ leaky" in page
@@ -155,11 +179,12 @@ def test_check_fails_on_a_stale_page_and_passes_on_a_fresh_one(tmp_path, capsys)
         (runs / f"{r.run_id}.json").write_text(r.model_dump_json())
     page = tmp_path / "CLAIMS.md"
     args = argparse.Namespace(study="chiar-former", preset="cpu", out=str(runs),
-                              page=str(page), data_dir=None, check=True)
+                              page=str(page), data_dir=None, check=True,
+                              reference=str(REFERENCE))
     assert reproduce(args) == 1  # missing page
     page.write_text(render(Evidence([RunRecord.model_validate(json.loads(p.read_text()))
                                      for p in sorted(runs.glob("*.json"))], "cpu"),
-                           "python -m harness reproduce chiar-former --preset cpu"))
+                           CLAIMS, "python -m harness reproduce chiar-former --preset cpu"))
     assert reproduce(args) == 0
     page.write_text(page.read_text().replace("supported", "SUPPORTED"))
     assert reproduce(args) == 1

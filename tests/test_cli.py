@@ -285,7 +285,6 @@ def test_argument_specs_have_one_definition():
     assert settings.QUICK is args_bench.QUICK and settings.FULL is args_bench.FULL
     assert set(settings.BenchConfig.model_fields) == {
         o.path.split(".")[0] for o in args_bench.BENCH_OPTIONS}
-    assert leaderboard.add_arguments is args_leaderboard.add_arguments
     assert leaderboard.DEFAULT_RUNS == args_leaderboard.DEFAULT_RUNS == "results/runs"
     actions = {a.dest for a in conformance.build_parser()._actions}
     parser = argparse.ArgumentParser()

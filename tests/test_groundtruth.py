@@ -158,7 +158,7 @@ def test_mod_trains_with_a_note_because_only_its_training_routing_sees_the_futur
     record, path = train(resolve(over, TASKS.get("mqar").presets), log=lambda _: None)
     loaded = load_record(path)
     assert len(loaded.telemetry.ground_truth) == 1
-    assert 0.0 <= loaded.telemetry.ground_truth[0]["recall"] <= 1.0
+    assert 0.0 <= loaded.telemetry.ground_truth[0].recall <= 1.0
     assert len(loaded.telemetry.predictor_accuracy) == 1
     assert not loaded.leaky
     assert any(f.startswith("note: causality fails in training mode only, through router 'mod'")

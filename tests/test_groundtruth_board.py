@@ -7,9 +7,10 @@ from pathlib import Path
 
 from test_leaderboard import make_record, write
 
+from harness.core.metrics import fixed
+from harness.core.stats import mean
 from harness.report.leaderboard import board as lb
-from harness.report.leaderboard.format import fmt, mean_std
-from harness.report.leaderboard.stats import mean
+from harness.report.markdown import mean_std
 
 ORACLE_FLAG = "oracle: routes by the task's ground truth (privileged information; an upper bound)"
 # router: (attention share, recall per seed, accuracy per seed)
@@ -58,8 +59,8 @@ def test_section_numbers_come_from_the_records(tmp_path):
     assert "oracle: upper bound" in rows["oracle (upper bound)"]
     # the closing note states entropy vs random vs oracle with the same numbers
     note = next(line for line in text.splitlines() if line.startswith("**What it says"))
-    assert f"recall {fmt(mean(ROWS['entropy'][1]), 3)}" in note
-    assert fmt(mean(ROWS["random"][1]), 3) in note
+    assert f"recall {fixed(mean(ROWS['entropy'][1]), 3)}" in note
+    assert fixed(mean(ROWS["random"][1]), 3) in note
     assert "upper bound" in note
     assert "mqar_accuracy_vs_fraction.png" in text
 

@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 
 from harness.core import records
 from harness.core.config import RunConfig
+from harness.core.metrics import fixed
+from harness.core.stats import mean
 from harness.report.leaderboard import board as lb
+from harness.report.leaderboard.args import add_arguments
+from harness.report.leaderboard.groups import Group
+from harness.report.leaderboard.rows import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,7 +132,7 @@ def runs(tmp_path: Path) -> Path:
 
 def args_for(runs: Path, **extra) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    lb.add_arguments(parser)
+    add_arguments(parser)
     base = runs.parent
     argv = ["--runs", str(runs), "--out", str(base / "LEADERBOARD.md"),
             "--plots", str(base / "plots"), "--reference", str(base / "reference.json")]
@@ -171,6 +176,53 @@ def test_groups_rank_and_mark_rows(runs):
     assert ranks[-1][1] == "entropy-topk" and ranks[-1][0] == "—"
     assert "⚠ leaky" in by_router[("entropy-topk", "dct+attn")][-1]
     assert "leaky: router 'entropy-topk' is a leaky variant" in md
+
+
+def claims_section(md: str) -> list[str]:
+    return md.split("## The paper's claims, against these records", 1)[1] \
+        .split("\n## ", 1)[0].strip().splitlines()
+
+
+def test_the_claims_section_is_the_claims_systems(runs):
+    """Every claim of harness/report/claims is listed with the paper's number; a claim that
+    names a measurement shows it for each row that has it (the MetaRouter's test gate, the rbf
+    share); records that are none of the claims' runs give no verdict."""
+    from harness.report.claims.chiar_former import claims
+    from harness.report.claims.paper import load_paper
+
+    study = claims(load_paper(runs.parent / "reference.json")[0])
+    lines = claims_section(generate(runs).markdown)
+    assert "none of them is on this board yet" in lines[0]
+    heads = [line for line in lines if line.startswith("- **")]
+    assert [h.split(".", 1)[0] for h in heads] == [f"- **{c.number}" for c in study]
+    assert all(f"(paper: {c.paper})" in h for c, h in zip(study, heads))
+    assert not any("scale: **" in h for h in heads)
+    here = [line for line in lines if line.startswith("  - here:")]
+    # meta: gate 0.3 + 0.01 seed + 0.02 layer, mean over 2 layers: 0.31, 0.32, 0.33 over seeds
+    meta = next(h for h in here if "listops meta dct+attn" in h)
+    assert meta.endswith("test gate 0.320 ± 0.010 (3 seeds)")
+    rbf = next(h for h in here if "listops entropy dct+rbf+attn" in h)
+    assert rbf.endswith(f"rbf share {fixed((1 - 0.375) / 2, 3)} (mean over layers and seeds)")
+    assert sum("test gate" in h for h in here) == 1 and sum("rbf share" in h for h in here) == 1
+
+
+def test_the_boards_verdicts_are_the_claims_pages():
+    """On the committed records the board's verdicts are results/CLAIMS.md's, claim by claim:
+    one claims system."""
+    from harness.report.claims.chiar_former import claims
+    from harness.report.claims.evidence import Evidence
+    from harness.report.claims.paper import load_paper
+    from harness.report.claims.render import judge
+
+    reference = ROOT / "results" / "reference.json"
+    study = claims(load_paper(reference)[0])
+    md = lb.generate(ROOT / "results" / "runs", ROOT / "results" / "LEADERBOARD.md",
+                     ROOT / "results" / "plots", reference).markdown
+    heads = [line for line in claims_section(md) if line.startswith("- **")]
+    ev = Evidence(records.load_records(ROOT / "results" / "runs")[0], "cpu")
+    for claim, head in zip(study, heads, strict=True):
+        assert f"cpu scale: **{judge(claim, ev, estimate=False).status}**" in head
+        assert "paper scale" not in head  # no record of the paper setting is committed
 
 
 def test_ties_with_the_best_row_are_marked(runs):
@@ -292,78 +344,6 @@ def test_duplicate_seed_keeps_the_newest(runs):
     assert single[4] == "3" and single[5].startswith("0.7400")  # (0.99 + 0.61 + 0.62) / 3
 
 
-def _t_two_sided_by_integration(t: float, df: float, n: int = 4000) -> float:
-    """Independent reference: 1 - 2 * integral_0^|t| of Student's density (Simpson's rule)."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def f(x: float) -> float:
-        return c * (1 + x * x / df) ** (-(df + 1) / 2)
-
-    h = abs(t) / n
-    s = f(0) + f(abs(t)) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, n))
-    return 1 - 2 * s * h / 3
-
-
-def test_welch_matches_known_values():
-    # textbook quantiles: t = 2.228 at df = 10 and 2.776 at df = 4 leave 5% in both tails
-    assert lb.t_two_sided_p(2.228138852, 10) == pytest.approx(0.05, abs=1e-6)
-    assert lb.t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
-    assert lb.t_two_sided_p(1.0, 1) == pytest.approx(0.5, abs=1e-9)  # Cauchy
-    for t, df in ((0.3, 2.0), (2.0, 10.0), (3.7, 5.52), (1.1, 30.0), (6.0, 1.5)):
-        assert lb.t_two_sided_p(t, df) == pytest.approx(_t_two_sided_by_integration(t, df),
-                                                        abs=1e-8)
-    w = lb.welch_test([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0])
-    # by hand: variances 5/3 and 10, se^2 = 5/12 + 2, t = -3.5 / sqrt(29/12)
-    assert w.t == pytest.approx(-3.5 / math.sqrt(29 / 12))
-    assert w.df == pytest.approx((29 / 12) ** 2 / ((5 / 12) ** 2 / 3 + 2 ** 2 / 4))
-    assert w.p == pytest.approx(_t_two_sided_by_integration(w.t, w.df), abs=1e-8)
-    half = lb.t_quantile(0.975, w.df) * math.sqrt(29 / 12)
-    assert w.ci == pytest.approx((-3.5 - half, -3.5 + half))
-    assert lb.welch_test([1.0], [2.0, 3.0]) is None
-    assert lb.welch_test([1.0, 1.0], [1.0, 1.0]).p == 1.0
-    assert lb.welch_test([1.0, 1.0], [2.0, 2.0]).p == 0.0
-    tiny = lb.welch_test([0.0, 1.2780494329701085e-139], [0.0, 0.0])  # squares underflow
-    assert tiny.df == pytest.approx(1.0) and 0.0 <= tiny.p <= 1.0
-    try:
-        from scipy import stats
-    except ImportError:
-        return
-    for a, b in (([0.6, 0.61, 0.62], [0.605, 0.615, 0.61]), ([1, 5, 2, 8], [3, 3.5, 4])):
-        ref = stats.ttest_ind(a, b, equal_var=False)
-        assert lb.welch_test(a, b).p == pytest.approx(ref.pvalue, rel=1e-6)
-
-
-def test_t_quantiles_match_tables():
-    # Student's t table, two-sided 5% / one-sided 5% / two-sided 1%, and the normal limit
-    for q, df, tabulated in ((0.975, 10, 2.228), (0.975, 4, 2.776), (0.975, 1, 12.706),
-                             (0.95, 20, 1.725), (0.995, 5, 4.032), (0.975, 1e9, 1.960)):
-        assert lb.t_quantile(q, df) == pytest.approx(tabulated, abs=5e-4)
-        assert lb.t_two_sided_p(lb.t_quantile(q, df), df) == pytest.approx(2 * (1 - q))
-    assert lb.t_two_sided_p(math.inf, 3) == 0.0
-    assert lb.t_two_sided_p(0.0, 3) == pytest.approx(1.0)
-
-
-def test_welch_p_value_by_hand():
-    # a = 1, 2, 3 and b = 4, 5, 6: both variances 1, se^2 = 2/3, t = -3 / sqrt(2/3), and the
-    # Welch-Satterthwaite df = (2/3)^2 / (2 * (1/3)^2 / 2) = 4 exactly
-    w = lb.welch_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
-    t = -3 / math.sqrt(2 / 3)
-    assert w.diff == pytest.approx(-3.0)
-    assert w.t == pytest.approx(t)
-    assert w.df == pytest.approx(4.0)
-    # closed-form CDF of Student's t with 4 degrees of freedom:
-    # F(x) = 1/2 + (3/4) u (1 - u^2 / 3), u = x / sqrt(4 + x^2)
-    u = abs(t) / math.sqrt(4 + t * t)
-    p = 2 * (1 - (0.5 + 0.75 * u * (1 - u * u / 3)))
-    assert w.p == pytest.approx(p, rel=1e-9)
-    assert w.p == pytest.approx(0.0213, abs=5e-5)
-    half = 2.776445 * math.sqrt(2 / 3)  # t_{0.975, 4} from the table
-    assert w.ci == pytest.approx((-3 - half, -3 + half), abs=1e-5)
-    # the textbook example above (df = 5.52): p between the df = 5 and df = 6 table rows
-    assert lb.welch_test([1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0, 8.0, 10.0]).p == pytest.approx(
-        0.0691, abs=5e-4)
-
-
 def test_plots_are_written_and_linked(tmp_path):
     pytest.importorskip("matplotlib")
     runs = tmp_path / "runs"
@@ -427,16 +407,16 @@ def test_sparse_records_never_crash_the_board(runs):
 def test_flagged_rows_never_rank_above_honest_ones(spec, higher):
     groups = []
     for i, (router, flagged, values) in enumerate(spec):
-        g = lb.Group("t", router, ("dct", "attn"), f"cfg{i:02d}")
+        g = Group("t", router, ("dct", "attn"), f"cfg{i:02d}")
         for seed, v in enumerate(values):
             rec = make_record("t", router, ("dct", "attn"), seed, v, 0.375, telemetry=False,
                               flags=["leaky: test"] if flagged else None)
             g.records.append(records.RunRecord.model_validate(rec))
         groups.append(g)
-    board = lb.build_task("t", groups, ("accuracy", higher), [])
+    board = build_task("t", groups, ("accuracy", higher), [])
     flags = [g.flagged for g in board.ranked]
     assert flags == sorted(flags)  # every honest row before every flagged one
-    honest = [lb.mean(g.values("test", "accuracy")) for g in board.honest]
+    honest = [mean(g.values("test", "accuracy")) for g in board.honest]
     assert honest == sorted(honest, reverse=higher)
     if board.honest:
         assert board.vs_best[board.honest[0].key][0] == "best"

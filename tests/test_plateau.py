@@ -26,17 +26,17 @@ def test_a_run_stops_at_its_plateau_and_the_record_says_so(causal_task_and_nonca
                                                            tmp_path):
     # nothing improves by half of the loss in two evaluations: the plateau is reached early
     record, _ = train(_cfg(tmp_path, patience=2, min_delta=0.5), log=lambda msg: None)
-    assert record.training["stop_reason"] == "plateau"
-    assert record.training["steps"] == 6  # evaluations at 2 (the reference), 4, 6
-    assert record.training["plateau"] == {"reached": True, "patience": 2, "min_delta": 0.5,
-                                          "evals_since_improvement": 2}
+    assert record.training.stop_reason == "plateau"
+    assert record.training.steps == 6  # evaluations at 2 (the reference), 4, 6
+    assert record.training.plateau.model_dump() == {
+        "reached": True, "patience": 2, "min_delta": 0.5, "evals_since_improvement": 2}
 
 
 def test_a_run_capped_before_its_plateau_says_it_was_not_reached(causal_task_and_noncausal_op,
                                                                  tmp_path):
     record, _ = train(_cfg(tmp_path, max_steps=4, patience=5), log=lambda msg: None)
-    assert record.training["stop_reason"] == "max_steps"
-    assert record.training["plateau"]["reached"] is False
+    assert record.training.stop_reason == "max_steps"
+    assert record.training.plateau.reached is False
 
 
 def test_min_delta_at_its_default_leaves_earlier_config_hashes_unchanged(tmp_path):

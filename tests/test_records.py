@@ -1,9 +1,10 @@
-"""Result records: schema (old and new), atomic writes under concurrency, malformed files,
-data split hashes and the routing telemetry collector."""
+"""Result records: schema (old and new), the typed sections and their metrics, atomic writes
+under concurrency, malformed files, data split hashes and the routing telemetry collector."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.core import records
+from harness.core.metrics import BOARD_COLUMN, task_metric
+from harness.core.record_cost import SplitCost
 from harness.core.records import RunRecord
 from harness.engine import provenance
 from registry import files
@@ -216,3 +219,97 @@ def test_entropy_histograms_bin_each_real_token_by_its_operator():
     summary = records.Telemetry(entropy_histogram=h)
     record = RunRecord.model_validate(minimal(telemetry=summary.model_dump()))
     assert record.telemetry == summary
+
+
+# -- the typed sections ---------------------------------------------------------------------------
+
+
+def test_every_committed_record_loads_and_writes_back_unchanged():
+    """Typing the sections changed no record: each committed file reads into the models and
+    writes back the same JSON (a section writes exactly the keys it was given)."""
+    paths = sorted((ROOT / "results" / "runs").glob("*.json"))
+    assert len(paths) > 50
+    for path in paths:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        back = json.loads(records.load_record(path).model_dump_json())
+        for section in ("cost", "training", "telemetry", "best_checkpoint", "metrics"):
+            assert back.get(section) == data.get(section), f"{path.name}: {section}"
+
+
+def test_a_schema_1_record_reads_into_typed_sections():
+    r = RunRecord.model_validate(minimal())
+    assert r.test_cost.attention_flop_fraction == 0.375
+    assert r.test_cost.per_layer == [] and r.test_cost.top_token_share() is None
+    assert r.test_cost.gate() is None and r.cost.train is None
+    assert r.training.steps == 300 and r.training.history == [] and r.best_checkpoint is None
+    # nothing the record did not hold is written back
+    assert json.loads(r.model_dump_json())["cost"] == {"test": {"attention_flop_fraction": 0.375}}
+    sparse = RunRecord.model_validate(minimal(cost={}, training={}))
+    assert sparse.test_cost.attention_flop_fraction is None and sparse.training.steps is None
+
+
+def _layer(dct: float, attn: float, **extra) -> dict:
+    return {"dct": {"token_fraction": dct, "flops": 1.0, "flop_fraction_of_full": dct},
+            "attn": {"token_fraction": attn, "flops": 2.0, "flop_fraction_of_full": attn},
+            **extra}
+
+
+def test_derived_cost_quantities_have_one_definition():
+    cost = SplitCost.model_validate({"operators": ["dct", "attn"], "per_layer": [
+        _layer(0.6, 0.4, gate_mean=0.30), _layer(0.8, 0.2, gate_mean=0.20)]})
+    assert cost.top_token_share() == pytest.approx(0.3)  # the last operator, mean over layers
+    assert cost.gate() == pytest.approx(0.25)
+    # a soft router (it has a gate) without weight shares: its token shares say nothing
+    assert cost.router_shares(["dct", "attn"]) is None
+    weighted = SplitCost.model_validate({"operators": ["dct", "attn"], "per_layer": [
+        {"dct": {"token_fraction": 1.0, "weight_fraction": 0.7},
+         "attn": {"token_fraction": 1.0, "weight_fraction": 0.3}, "gate_mean": 0.3}]})
+    assert weighted.router_shares(["dct", "attn"]) == [[0.7, 0.3]]
+    assert weighted.operator_share("attn") == pytest.approx(0.3)
+    hard = SplitCost.model_validate({"operators": ["dct", "attn"],
+                                     "per_layer": [_layer(0.6, 0.4), _layer(0.8, 0.2)]})
+    assert hard.router_shares(["dct", "attn"]) == [[0.6, 0.4], [0.8, 0.2]]
+    assert hard.gate() is None and hard.operator_share("rbf") is None
+    # the layer's JSON shape survives the round trip, gate included
+    assert json.loads(cost.model_dump_json())["per_layer"][0] == _layer(0.6, 0.4, gate_mean=0.3)
+
+
+def test_the_meter_and_the_bench_use_the_records_definitions():
+    """No second copy: the live cost meter's FLOP fraction is the record's, and the bench's
+    top-band share comes from the record's SplitCost."""
+    pytest.importorskip("torch")
+    from harness.core import record_cost
+    from harness.engine.meters import cost as meter
+    from harness.probes.bench import end_to_end
+
+    assert meter.flop_fraction is record_cost.flop_fraction
+    assert not hasattr(meter, "top_token_share")
+    summary = {"operators": ["dct", "attn"], "attention_flop_fraction": 0.5,
+               "per_layer": [_layer(0.6, 0.4), _layer(0.8, 0.2)]}
+    assert end_to_end._routing_measured(summary) == {
+        "attention_token_share": SplitCost.model_validate(summary).top_token_share(),
+        "attention_flop_fraction": 0.5}
+    assert record_cost.flop_fraction([1.0, 2.0], [4.0, 4.0]) == 3 / 8
+    assert record_cost.flop_fraction([], []) == 1.0  # nothing ran: nothing is claimed
+
+
+def test_metrics_carry_their_metadata_once():
+    columns = [m.name for m in records.measures(BOARD_COLUMN)]
+    assert columns == ["attention_flop_fraction", "mixer_flops_per_token", "tokens_per_second"]
+    assert [m.section for m in records.measures(BOARD_COLUMN)] == ["test_cost", "test_cost",
+                                                                    "training"]
+    fraction = records.measure("attention_flop_fraction")
+    assert fraction.metric.label == "attn FLOP frac" and fraction.metric.format(0.6546) == "0.655"
+    assert fraction.metric.higher_is_better is False
+    assert records.measure("mixer_flops_per_token").metric.format(123456.7) == "123,457"
+    assert records.measure("model_flops_per_token").metric.sentence(306912.0) == \
+        "3.07e+05 model FLOPs/token (forward)"
+    assert records.measure("wall_seconds").metric.sentence(1234.4) == "wall 1,234 s"
+    r = RunRecord.model_validate(minimal(training={"steps": 3, "tokens_per_second": math.nan}))
+    assert records.measure("tokens_per_second")(r) is None  # not finite: not a value
+    assert records.measure("attention_flop_fraction")(r) == 0.375
+    assert records.task_measure("test", "accuracy")(r) == 0.55
+    assert (task_metric("perplexity").label, task_metric("perplexity").digits) == ("token PPL", 2)
+    assert task_metric("accuracy").higher_is_better and task_metric("accuracy").digits == 4
+    with pytest.raises(KeyError, match="no record section declares a metric 'speed'"):
+        records.measure("speed")

@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"preset in force: {cfg.preset}")
     print(summary.config_block(cfg))
     record, path = train(cfg)
-    print(tabulate(summary.metric_rows(record) + summary.cost_rows(record),
+    print(tabulate(summary.metric_rows(record) + summary.measured_rows(record),
                    headers=["split, size, checkpoint", "metric", "value"]))
     for note in (summary.subset_note(record), summary.best_note(record),
                  summary.fraction_explanation(record)):
@@ -112,9 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
         print(f"test accuracy {test['accuracy']:.4f} (final checkpoint) {verdict} the "
               f"majority-class baseline {test['majority_accuracy']:.4f}")
-    from harness.engine.meters.groundtruth import report_lines
-
-    for line in report_lines(record):  # tasks with ground truth: did the router find it?
+    for line in summary.ground_truth_lines(record):  # did the router find the ground truth?
         print(line)
     for flag in record.flags:
         if flag.startswith("leaky"):

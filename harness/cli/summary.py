@@ -1,9 +1,14 @@
 """What ``run`` prints around training: the resolved config as a short block, and the result
-summary with every number labelled by its split, its size and its checkpoint."""
+summary with every number labelled by its split, its size and its checkpoint. The record is the
+typed ``RunRecord`` (harness/core/records.py); the measured rows are the quantities its sections
+declare for the run summary, in their own formats."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the parser imports this module: no pydantic at import time
+    from harness.core.records import RunRecord
 
 
 def config_block(cfg: Any) -> str:
@@ -43,15 +48,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def metric_rows(record: Any) -> list[list[str]]:
+def metric_rows(record: RunRecord) -> list[list[str]]:
     """[what, metric, value] for the final and best-validation checkpoints, each split
     labelled with its size (the full split, unlike the subset evaluated during training)."""
     rows = []
-    best = getattr(record, "best_checkpoint", None) or {}
-    steps = record.training.get("steps")
-    sources = [(f"final (step {steps})", record.metrics)]
-    if best.get("metrics") and not best.get("same_as_final"):
-        sources.append((f"best valid (step {best.get('step')})", best["metrics"]))
+    best = record.best_checkpoint
+    sources = [(f"final (step {record.training.steps})", record.metrics)]
+    if best is not None and best.metrics and not best.same_as_final:
+        sources.append((f"best valid (step {best.step})", best.metrics))
     for label, metrics in sources:
         for split, values in metrics.items():
             where = f"{split}, full ({_size(values)}), {label}"
@@ -60,60 +64,75 @@ def metric_rows(record: Any) -> list[list[str]]:
     return rows
 
 
-def subset_note(record: Any) -> str | None:
+def subset_note(record: RunRecord) -> str | None:
     """What the valid numbers printed during training were computed on."""
-    history = record.training.get("history") or []
+    history = record.training.history
     if not history:
         return None
-    size = _size(history[-1].get("valid", {}))
-    return (f"valid numbers printed during training were on a subset ({size}, "
-            f"--eval-batches); the table above is on the full splits")
+    return (f"valid numbers printed during training were on a subset "
+            f"({_size(history[-1].valid)}, --eval-batches); the table above is on the full "
+            f"splits")
 
 
-def best_note(record: Any) -> str | None:
+def best_note(record: RunRecord) -> str | None:
     """When the best-validation checkpoint is the final one, or has no numbers, and why."""
-    best = getattr(record, "best_checkpoint", None) or {}
-    if best.get("same_as_final"):
-        return (f"the best-validation checkpoint is the final one (step {best.get('step')}): "
+    best = record.best_checkpoint
+    if best is None:
+        return None
+    if best.same_as_final:
+        return (f"the best-validation checkpoint is the final one (step {best.step}): "
                 f"same numbers")
-    if best.get("missing"):
-        return f"best-validation checkpoint (step {best.get('step')}) not evaluated: " \
-               f"{best['missing']}"
+    if best.missing:
+        return f"best-validation checkpoint (step {best.step}) not evaluated: {best.missing}"
     return None
 
 
-def fraction_explanation(record: Any) -> str | None:
+def fraction_explanation(record: RunRecord) -> str | None:
     """Requested vs realised attention share, and why the FLOP fraction is higher."""
-    cost = (record.cost or {}).get("test") or {}
-    layers = cost.get("per_layer") or []
-    top = record.operators[-1] if record.operators else None
-    if not layers or top is None or len(record.operators) < 2:
-        return None
-    shares = [layer[top]["token_fraction"] for layer in layers if top in layer]
-    if not shares:
+    cost = record.test_cost
+    share = cost.top_token_share()
+    if len(record.operators) < 2 or share is None:
         return None
     requested = record.config.get("routing", {}).get("attn_fraction")
-    share = sum(shares) / len(shares)
+    attention, mixers = (float("nan") if x is None else x
+                         for x in (cost.attention_flop_fraction, cost.mixer_flop_fraction))
     return (
         f"attention: requested --attn-fraction {requested}; the router sent {share:.1%} of "
-        f"real test tokens to '{top}' (mean over layers). Its FLOP fraction "
-        f"{cost.get('attention_flop_fraction', float('nan')):.3f} is higher than that share "
+        f"real test tokens to '{record.operators[-1]}' (mean over layers). Its FLOP fraction "
+        f"{attention:.3f} is higher than that share "
         f"because only queries are routed: keys and values are projected and attended for "
         f"every token, and routed queries are padded to the longest count in the batch "
         f"(padded slots are charged). mixer_flop_fraction "
-        f"{cost.get('mixer_flop_fraction', float('nan')):.3f} = all mixers' FLOPs / full "
+        f"{mixers:.3f} = all mixers' FLOPs / full "
         f"attention's on every token. See README, 'What the numbers mean'.")
 
 
-def cost_rows(record: Any) -> list[list[str]]:
-    cost = (record.cost or {}).get("test") or {}
-    t = record.training
-    return [
-        ["test, cost", "attention_flop_fraction", f"{cost['attention_flop_fraction']:.3f}"],
-        ["test, cost", "mixer_flop_fraction", f"{cost['mixer_flop_fraction']:.3f}"],
-        ["training", "tokens_per_second", f"{t['tokens_per_second']:.0f}"],
-        ["training", "wall_seconds", f"{t.get('wall_seconds') or 0.0:.1f}"],
-    ]
+def measured_rows(record: RunRecord) -> list[list[str]]:
+    """The measured quantities the record's sections declare for the run summary."""
+    from harness.core.metrics import RUN_SUMMARY
+    from harness.core.records import measures
+
+    where = {"test_cost": "test, cost", "training": "training"}
+    return [[where[m.section], m.name, m.metric.format(value)]
+            for m in measures(RUN_SUMMARY) if (value := m(record)) is not None]
+
+
+def ground_truth_lines(record: RunRecord) -> list[str]:
+    """Tasks with ground truth: per layer, how many of the tokens that needed attention got
+    it; routers with a predictor: its agreement; the oracle's and informational flags."""
+    tel = record.telemetry
+    lines = []
+    for i, layer in enumerate((tel.ground_truth or []) if tel else []):
+        lines.append(
+            f"ground truth, layer {i}: {layer.recall:.1%} of the tokens that needed attention "
+            f"got it (recall); {layer.precision:.1%} of the tokens routed there needed it "
+            f"(precision); F1 {layer.f1:.3f}; routed share {layer.routed_fraction:.3f}, "
+            f"needed share {layer.needed_fraction:.3f}")
+    for i, acc in enumerate((tel.predictor_accuracy or []) if tel else []):
+        lines.append(f"predictor, layer {i}: agrees with the training-time top-k on {acc:.1%} "
+                     f"of test tokens")
+    lines += [f"flag: {flag}" for flag in record.flags if flag.startswith(("oracle", "note:"))]
+    return lines
 
 
 def written_lines(record_path: Any, work_dir: Any) -> list[str]:

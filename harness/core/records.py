@@ -1,7 +1,7 @@
 """Result records: one JSON file per finished run, written atomically.
 
-(The schema, its validation, reading and routing telemetry are the one definition of what a
-record holds; the leaderboard and the claims read only this. What fills ``environment`` and
+(The schema, its validation and reading are the one definition of what a record holds; the
+leaderboard, the run summary and the claims read only this. What fills ``environment`` and
 ``split_hashes`` is harness.engine.provenance.)
 
 Every record holds the full resolved config, versions, git commit, hardware and seed, so any
@@ -19,22 +19,30 @@ Schema (``schema_version`` 2; version 1 records still load, their new fields tak
   absent they are inferred from the metric names: ``accuracy`` up, ``perplexity`` down).
 - ``metrics``: split -> metric -> value ("valid", "test"; language modelling has
   ``perplexity`` (token level) and ``word_perplexity``).
-- ``cost``: {"test": CostMeter.summary(), "train": CostMeter.summary(), "execution": ...}.
-- ``training``: steps, stop reason, tokens/s, wall seconds, peak memory, validation history.
+- ``cost`` (``Cost``, harness/core/record_cost.py): per split (``test``, ``train``) the FLOP
+  fractions, FLOPs per token and per layer per operator token and FLOP shares and gate, plus
+  ``execution`` and ``bands``.
+- ``training`` (``Training``, harness/core/record_sections.py): steps, stop reason, plateau,
+  tokens, tokens/s, wall seconds, peak memory, validation history.
 - ``parameters``; ``data`` (``task.describe()`` plus ``split_hashes``: split -> sha256 of the
   exact examples, see ``split_hash``); ``environment`` (hardware, torch/CUDA, package version,
   git commit, plugin distributions and versions; newer records also ``command`` (as typed),
   ``git_dirty``, ``versions`` of numpy, datasets, tokenizers, xformers, pydantic and scipy
   (None: not installed), ``cpu_cores``, ``cpu_cores_usable`` and ``malloc`` (the freed-memory
   policy, harness.core.malloc)).
-- ``best_checkpoint`` (optional): step and full valid/test metrics of the best-validation
-  weights; ``metrics`` are the final weights'.
+- ``best_checkpoint`` (optional, ``BestCheckpoint``): step and full valid/test metrics of the
+  best-validation weights; ``metrics`` are the final weights'.
 - ``flags``: "leaky: <reason>" for anything that may see the future or other examples,
   "preset:<name>" and "note: ..." (informational); any other flag marks the run as flagged on
   the board.
-- ``telemetry`` (optional): routing telemetry for plots, see ``Telemetry`` and
-  ``RoutingTelemetry`` (which collects it).
+- ``telemetry`` (optional, ``Telemetry``): entropy histograms, gate and routing histories over
+  training, routing against the task's ground truth; filled by the meters in
+  harness/engine/meters and the training driver.
 - ``status`` ("finished" unless the run failed or was interrupted) and ``error``.
+
+The sections are typed models whose measured fields carry their ``Metric`` (label, digits,
+direction; harness/core/metrics.py): pages iterate those instead of digging in dicts. Their
+JSON shape is the one schema 1 and 2 wrote.
 
 Two processes writing at once lose nothing: every write goes to its own temporary file in the
 target directory and is renamed into place (atomic on POSIX), so a reader sees either the old or
@@ -46,74 +54,32 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness.core.metrics import Metric, infer_direction, metric_fields, task_metric
 from harness.core.paths import record_filename
+from harness.core.record_cost import Cost, SplitCost
+from harness.core.record_sections import (
+    ENTROPY_BINS,
+    BestCheckpoint,
+    EntropyHistogram,
+    Telemetry,
+    Training,
+)
 from registry.files import atomic_write_text
+
+# sections the meters and the record builder construct, also named where the record is
+__all__ = ["ENTROPY_BINS", "EntropyHistogram", "Telemetry"]
 
 SCHEMA_VERSION = 2
 
 # Flags with these prefixes are informational; any other flag marks a run as flagged.
 INFO_FLAG_PREFIXES = ("preset:", "note:")
-
-# Entropy histograms: fixed bins over [0, 1] so histograms from different runs add up.
-ENTROPY_BINS = 20
-
-
-class EntropyHistogram(BaseModel):
-    """Spectral entropy (of the mixing layer's input token) of the tokens routed to each
-    operator, per layer. Counts are tokens (hard routers) or summed weights (soft routers)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    split: str = "test"
-    bin_edges: list[float]
-    per_layer: list[dict[str, list[float]]]  # layer -> operator -> counts (len(bin_edges) - 1)
-
-    @model_validator(mode="after")
-    def _shapes(self) -> EntropyHistogram:
-        if len(self.bin_edges) < 2:
-            raise ValueError("bin_edges needs at least two edges")
-        n = len(self.bin_edges) - 1
-        for i, layer in enumerate(self.per_layer):
-            for op, counts in layer.items():
-                if len(counts) != n:
-                    raise ValueError(
-                        f"layer {i} operator '{op}': {len(counts)} counts for {n} bins")
-        return self
-
-    def totals(self) -> dict[str, list[float]]:
-        """Counts per operator summed over layers."""
-        n = len(self.bin_edges) - 1
-        out: dict[str, list[float]] = {}
-        for layer in self.per_layer:
-            for op, counts in layer.items():
-                acc = out.setdefault(op, [0.0] * n)
-                for j, c in enumerate(counts):
-                    acc[j] += c
-        return out
-
-
-class GatePoint(BaseModel):
-    step: int
-    # per layer: mean of stats['gate'] over the training batches since the previous point
-    gate: list[float]
-
-
-class Telemetry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    entropy_histogram: EntropyHistogram | None = None
-    gate_history: list[GatePoint] = Field(default_factory=list)
-    # tasks with ground truth: per layer precision/recall/f1 of "routed to the most expensive
-    # operator" vs needs_attention on the test split (harness/engine/meters/groundtruth.py)
-    ground_truth: list[dict[str, float]] | None = None
-    # routers with an auxiliary predictor (mod): its per-layer agreement with top-k on test
-    predictor_accuracy: list[float] | None = None
 
 
 class RunRecord(BaseModel):
@@ -131,8 +97,8 @@ class RunRecord(BaseModel):
     config_hash: str
     flags: list[str] = Field(default_factory=list)  # "leaky: ...", "preset:cpu", ...
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
-    cost: dict[str, Any]
-    training: dict[str, Any]
+    cost: Cost
+    training: Training
     parameters: int
     data: dict[str, Any]
     environment: dict[str, Any]
@@ -147,10 +113,9 @@ class RunRecord(BaseModel):
     # unfinished records are kept for the trace but never enter the leaderboard
     status: str = "finished"
     error: str | None = None
-    # the best-validation checkpoint: {"step", "selected_by", "same_as_final", "metrics":
-    # split -> metric -> value}; ``metrics`` above are the final checkpoint's (optional: older
-    # records have only those)
-    best_checkpoint: dict[str, Any] | None = None
+    # the best-validation checkpoint; ``metrics`` above are the final checkpoint's (optional:
+    # older records have only those)
+    best_checkpoint: BestCheckpoint | None = None
 
     @field_validator("schema_version")
     @classmethod
@@ -210,6 +175,12 @@ class RunRecord(BaseModel):
         return [f for f in self.flags if not f.startswith(INFO_FLAG_PREFIXES)]
 
     @property
+    def test_cost(self) -> SplitCost:
+        """The test split's cost (empty when the record has none: a run that did not
+        finish, or a sparse old record)."""
+        return self.cost.test or SplitCost()
+
+    @property
     def split_hashes(self) -> dict[str, str]:
         hashes = self.data.get("split_hashes")
         return dict(hashes) if isinstance(hashes, dict) else {}
@@ -229,15 +200,55 @@ def impossible_metric(name: str, value: float) -> str | None:
     return None
 
 
-def infer_direction(metric: str) -> bool | None:
-    """Whether higher is better for a metric of this name (accuracy: True, perplexity or loss:
-    False), None when the name does not say."""
-    name = metric.lower()
-    if "accuracy" in name or name in ("f1", "auc"):
-        return True
-    if "perplexity" in name or "loss" in name or "error" in name:
-        return False
-    return None
+# -- the measured quantities, with their metadata --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A number every record may hold, with its ``Metric``: pages iterate these (``measures``)
+    instead of digging in the record. Calling it on a record gives the value, or None when the
+    record does not have a finite one."""
+
+    name: str
+    metric: Metric
+    read: Callable[[RunRecord], Any] = field(compare=False)
+    section: str = "metrics"  # where the record holds it: "test_cost", "training", "metrics"
+
+    def __call__(self, record: RunRecord) -> float | None:
+        value = self.read(record)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) else None
+
+
+def _section_reader(section: str, name: str) -> Callable[[RunRecord], Any]:
+    def read(record: RunRecord) -> Any:
+        value = getattr(getattr(record, section), name)
+        return value() if callable(value) else value  # a derived quantity is a method
+
+    return read
+
+
+def measures(where: str | None = None) -> list[Measure]:
+    """The record's measured quantities that its sections declare (the test split's cost,
+    then training), in declaration order; only those shown ``where`` when given."""
+    return [Measure(name, metric, _section_reader(section, name), section)
+            for section, model in (("test_cost", SplitCost), ("training", Training))
+            for name, metric in metric_fields(model, where)]
+
+
+def measure(name: str) -> Measure:
+    """One declared measured quantity, by name (``attention_flop_fraction``, ``gate``...)."""
+    for m in measures():
+        if m.name == name:
+            return m
+    raise KeyError(f"no record section declares a metric '{name}'")
+
+
+def task_measure(split: str, name: str) -> Measure:
+    """A task metric of the final weights on a split (``metrics[split][name]``)."""
+    return Measure(f"{split} {name}", task_metric(name),
+                   lambda r: r.metrics.get(split, {}).get(name))
 
 
 # -- writing ------------------------------------------------------------------------------------

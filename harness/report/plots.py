@@ -166,7 +166,7 @@ def gate(spec: dict[str, Any]):
         ax.axhline(spec["paper_value"], color="k", linestyle=":", linewidth=1,
                    label=PAPER_GATE_LABEL.format(value=spec["paper_value"]))
     ax.set_xlabel("training step")
-    ax.set_ylabel("gate (mean weight of the most expensive operator)")
+    ax.set_ylabel("gate (mean weight of the top-band, last, operator)")
     ax.set_ylim(0, 1)
     ax.set_title(spec["title"])
     ax.grid(alpha=0.3)

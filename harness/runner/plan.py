@@ -104,7 +104,7 @@ class _TaskShape:
 
 def mixer_flops(model: Any, cfg: RunConfig, seq_len: int, hard: bool) -> tuple[float, float]:
     """(mixer FLOPs per sequence, attention FLOP fraction) at the router's target shares."""
-    from harness.engine.meters.cost import flop_fraction
+    from harness.core.record_cost import flop_fraction
     from routers.base import band_fractions
 
     total, top_run, top_full = 0.0, [], []

@@ -1,15 +1,18 @@
 """Honest cost accounting, accumulated from what the mixing layers report they executed.
 
-Definitions (all analytic forward FLOPs, multiply-add = 2):
+``CostMeter.summary()`` is the record's ``SplitCost`` (harness/core/record_cost.py), where each
+quantity is defined once (all analytic forward FLOPs, multiply-add = 2):
 
-- ``attention_flop_fraction``: FLOPs executed by each layer's most expensive operator (the
-  attention) / FLOPs it would execute on every token. 1.0 for dense execution, soft routers and
-  single-operator runs: nothing was skipped, so nothing is claimed.
+- ``attention_flop_fraction``: FLOPs executed by each layer's top-band (last) operator, by
+  convention the attention, / FLOPs it would execute on every token (``flop_fraction``). 1.0 for
+  dense execution, soft routers and single-operator runs: nothing was skipped, so nothing is
+  claimed.
 - ``mixer_flop_fraction``: FLOPs of all mixing operators executed / FLOPs of full softmax
   attention (the ``attn`` operator) on every token of the same shape. Below 1 only when the mix
   really did less work than attention would have.
 - ``model_flops_per_token``: forward FLOPs per real token of the whole model (mixers + MLPs +
   head); training costs about three times that.
+- the top band's token share and the gate are ``SplitCost`` methods, read from the summary.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 
+from harness.core.record_cost import flop_fraction
 from harness.engine.model import LayerCost, Model, ModelOutput
 from operators import OPERATORS
 from tasks import Batch
@@ -27,26 +31,9 @@ from tasks import Batch
 
 def attention_flop_fraction(costs: Iterable[LayerCost]) -> float:
     """FLOPs the top operator executed / FLOPs it would execute on every token, over the given
-    layer costs."""
+    layer costs (``flop_fraction``, the record's definition)."""
     pairs = [(cost.flops[-1], cost.full_flops[-1]) for cost in costs]
     return flop_fraction([e for e, _ in pairs], [f for _, f in pairs])
-
-
-def flop_fraction(executed: Iterable[float], full: Iterable[float]) -> float:
-    """sum(executed) / sum(full): the one definition of the record's ``attention_flop_fraction``
-    (the top operator's executed FLOPs over its FLOPs on every token). 1.0 when nothing ran:
-    nothing was skipped, so nothing is claimed."""
-    total_full = sum(full)
-    return sum(executed) / total_full if total_full else 1.0
-
-
-def top_token_share(summary: dict[str, Any]) -> float | None:
-    """Share of real tokens the last operator (the top band) computed, mean over layers, from a
-    ``CostMeter.summary()``: the one definition of the routed share of attention."""
-    top = summary["operators"][-1]
-    shares = [layer[top]["token_fraction"] for layer in summary.get("per_layer") or []
-              if top in layer]
-    return sum(shares) / len(shares) if shares else None
 
 
 class CostMeter:

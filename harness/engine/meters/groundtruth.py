@@ -1,7 +1,7 @@
 """Routing against ground truth: did the tokens that need attention get it?
 
 On a task whose batches carry ``needs_attention`` (B, N) (mqar and the MAD-style tasks), every
-mixing layer's decision "routed to the most expensive operator" is scored against it over the
+mixing layer's decision "routed to the top-band (last) operator" is scored against it over the
 real tokens of a split:
 
     precision = |routed & needed| / |routed|     recall = |routed & needed| / |needed|
@@ -14,7 +14,8 @@ predictor (mod) report its agreement with their training-time choice as
 ``stats['predictor_accuracy']``; it is averaged here too.
 
 ``GroundTruthMeter`` collects both from the layer reports each forward returns; ``summary()``
-gives per-layer dicts for the record's telemetry.
+gives per-layer dicts for the record's telemetry (``GroundTruthLayer``,
+harness/core/record_sections.py); ``harness run`` prints them (harness/cli/summary.py).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def scores(hit: float, routed: float, needed: float) -> dict[str, float]:
 
 
 def expensive_share(routing: Any) -> Tensor:
-    """Per token, how much of it went to the most expensive operator (index K-1)."""
+    """Per token, how much of it went to the top-band operator (the last, index K-1)."""
     if routing.assignment is not None:
         return routing.assignment == routing.weights.shape[-1] - 1
     return routing.weights[..., -1].detach().clamp(0, 1)
@@ -85,27 +86,3 @@ class GroundTruthMeter:
         if any(n for _, n in self.predictor):
             predictor = [s / n if n else float("nan") for s, n in self.predictor]
         return truth, predictor
-
-
-def mean_scores(per_layer: list[dict[str, float]]) -> dict[str, float]:
-    """Scores of all layers pooled (mean of the per-layer values)."""
-    keys = ("precision", "recall", "f1")
-    return {k: sum(layer[k] for layer in per_layer) / len(per_layer) for k in keys}
-
-
-def report_lines(record: Any) -> list[str]:
-    """What `harness run` prints next to accuracy: per layer, how many of the tokens that
-    needed attention got it."""
-    tel = record.telemetry
-    lines = []
-    for i, layer in enumerate((tel.ground_truth or []) if tel else []):
-        lines.append(
-            f"ground truth, layer {i}: {layer['recall']:.1%} of the tokens that needed attention "
-            f"got it (recall); {layer['precision']:.1%} of the tokens routed there needed it "
-            f"(precision); F1 {layer['f1']:.3f}; routed share {layer['routed_fraction']:.3f}, "
-            f"needed share {layer['needed_fraction']:.3f}")
-    for i, acc in enumerate((tel.predictor_accuracy or []) if tel else []):
-        lines.append(f"predictor, layer {i}: agrees with the training-time top-k on {acc:.1%} "
-                     f"of test tokens")
-    lines += [f"flag: {flag}" for flag in record.flags if flag.startswith(("oracle", "note:"))]
-    return lines

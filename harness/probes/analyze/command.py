@@ -102,21 +102,23 @@ class Collector:
 
 
 def spearman_ci(x: Tensor, y: Tensor, example: Tensor, seed: int = 0) -> dict[str, float]:
-    """Spearman's rho of x and y, and a 95% bootstrap interval over examples."""
+    """Spearman's rho of x and y, and its 95% bootstrap interval over examples (whole examples
+    resampled: the tokens of one example are not independent; harness/core/stats.py)."""
     import numpy as np
     from scipy.stats import spearmanr
 
+    from harness.core.stats import cluster_bootstrap
+
     x, y, ex = x.double().numpy(), y.double().numpy(), example.numpy()
     rho = float(spearmanr(x, y).statistic)
-    ids = np.unique(ex)
-    members = [np.flatnonzero(ex == i) for i in ids]
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(BOOTSTRAP):
-        pick = np.concatenate([members[j] for j in rng.integers(0, len(ids), len(ids))])
-        samples.append(spearmanr(x[pick], y[pick]).statistic)
-    lo, hi = np.nanpercentile(np.array(samples, dtype=float), [2.5, 97.5])
-    return {"rho": rho, "ci_low": float(lo), "ci_high": float(hi)}
+    members = [np.flatnonzero(ex == i) for i in np.unique(ex)]
+
+    def resampled_rho(groups: list[int]) -> float:
+        pick = np.concatenate([members[j] for j in groups])
+        return float(spearmanr(x[pick], y[pick]).statistic)
+
+    low, high = cluster_bootstrap(resampled_rho, len(members), resamples=BOOTSTRAP, seed=seed)
+    return {"rho": rho, "ci_low": low, "ci_high": high}
 
 
 def summarise(layers: list[dict[str, Tensor]]) -> list[dict[str, Any]]:

@@ -137,9 +137,9 @@ def _measure_at(n: int, kind: str, s, e: EndToEndSettings, gen: torch.Generator,
 def _routing_measured(cost: dict[str, Any]) -> dict[str, Any]:
     """From the harness step's own cost meter, over every step it took: the share of real
     tokens routed to the top operator and its FLOPs executed / its FLOPs on every token."""
-    from harness.engine.meters.cost import top_token_share
+    from harness.core.record_cost import SplitCost
 
-    return {"attention_token_share": top_token_share(cost),
+    return {"attention_token_share": SplitCost.model_validate(cost).top_token_share(),
             "attention_flop_fraction": cost["attention_flop_fraction"]}
 
 

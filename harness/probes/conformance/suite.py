@@ -17,7 +17,8 @@ Operators (``operators/base.py``), in non-causal and causal mode:
 - query subset (only if ``supports_query_subset``): outputs at the given positions equal the full
   outputs gathered there (causal masking by original position, padding, padded query slots);
 - flops: ``flops(n_query, n_key)`` is declared, an integer >= 0, does not grow when fewer queries
-  are asked for, and ``untracked_flops`` lies in [0, flops];
+  are asked for, and ``untracked_flops`` is at most flops (it may be negative: work torch's
+  counter charges that the kernel skips);
 - flop counter: ``flops() - untracked_flops()`` agrees with ``torch.utils.flop_counter`` within
   5%, for the full sequence and for a query subset (attention counted on the math SDPA backend:
   torch has no FLOP formula for the fused CPU kernel).

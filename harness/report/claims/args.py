@@ -6,6 +6,7 @@ import argparse
 
 STUDIES = ("chiar-former",)
 DEFAULT_PAGE = "results/CLAIMS.md"
+DEFAULT_REFERENCE = "results/reference.json"  # the paper's reported numbers (claims/paper.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default results/runs)")
     parser.add_argument("--work-dir", default="runs",
                         help="checkpoints and metrics logs of the runs (default runs/)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="FILE",
+                        help=f"JSON file of the paper's reported numbers, which the claims "
+                             f"test (default {DEFAULT_REFERENCE})")
     parser.add_argument("--page", default=DEFAULT_PAGE,
                         help=f"the claims page to write (default {DEFAULT_PAGE})")
     parser.add_argument("--plots", default="results/plots",

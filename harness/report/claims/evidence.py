@@ -7,12 +7,10 @@ options in the setting (the seed is not part of the digest): exactly the cells t
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.records import RunRecord
+from harness.core.records import Measure, RunRecord, measure, task_measure
 from harness.report.claims.runs import SPEC_BY_KEY, RunSpec, overrides, runnable
 
 
@@ -33,13 +31,9 @@ class Runs:
     records: list[RunRecord]
     runnable: bool  # whether the setting can run this spec at all
 
-    def values(self, value: Callable[[RunRecord], float | None]) -> dict[int, float]:
-        out = {}
-        for r in self.records:
-            v = value(r)
-            if v is not None:
-                out[r.seed] = float(v)
-        return out
+    def values(self, value: Measure) -> dict[int, float]:
+        """Per seed, the record's value (seeds without one are left out)."""
+        return {r.seed: v for r in self.records if (v := value(r)) is not None}
 
     @property
     def seeds(self) -> list[int]:
@@ -81,39 +75,15 @@ class Evidence:
 # -- the values claims read from a record ---------------------------------------------------------
 
 
-def metric(split: str, name: str) -> Callable[[RunRecord], float | None]:
-    def value(r: RunRecord) -> float | None:
-        return r.metrics.get(split, {}).get(name)
-
-    value.__name__ = f"{split} {name}"
-    return value
-
-
-def attention_flop_fraction(r: RunRecord) -> float | None:
-    return (r.cost.get("test") or {}).get("attention_flop_fraction")
-
-
-def attention_token_share(r: RunRecord) -> float | None:
-    """Share of test tokens the most expensive operator computed, mean over layers."""
-    layers = (r.cost.get("test") or {}).get("per_layer") or []
-    shares = [layer[r.operators[-1]]["token_fraction"] for layer in layers
-              if r.operators[-1] in layer]
-    return statistics.fmean(shares) if shares else None
-
-
-def model_flops_per_token(r: RunRecord) -> float | None:
-    return (r.cost.get("test") or {}).get("model_flops_per_token")
-
-
-def final_gate(r: RunRecord, tail: float = 0.25) -> float | None:
-    """The gate where training ended: mean over layers of its mean over the last quarter of
-    the logged points (one logged batch is noisy)."""
-    points = r.telemetry.gate_history if r.telemetry else []
-    if not points:
-        return None
-    last = points[-max(1, round(tail * len(points))):]
-    return statistics.fmean(statistics.fmean(p.gate) for p in last)
+# the numbers claims read from each record (with their metadata: digits, direction)
+VALID_PPL = task_measure("valid", "perplexity")
+TEST_PPL = task_measure("test", "perplexity")
+ATTENTION_FLOP_FRACTION = measure("attention_flop_fraction")
+TOP_TOKEN_SHARE = measure("top_token_share")  # the share of test tokens routed to attention
+MODEL_FLOPS_PER_TOKEN = measure("model_flops_per_token")
+GATE = measure("gate")  # the MetaRouter gate of the trained model on the test split
 
 
 def routing_history(r: RunRecord) -> list[dict[str, Any]]:
-    return list(getattr(r.telemetry, "routing_history", None) or []) if r.telemetry else []
+    """The record's routing history as the collapse functions read it (plain dicts)."""
+    return [p.model_dump() for p in r.telemetry.routing_history] if r.telemetry else []

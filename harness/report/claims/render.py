@@ -7,16 +7,13 @@ A pure function of the records and the claims: sorted, fixed formats, no clock, 
 from __future__ import annotations
 
 from harness.engine.meters.collapse import THRESHOLD
-from harness.report.claims.chiar_former import CLAIMS, Claim
+from harness.report.claims.chiar_former import Claim
 from harness.report.claims.evidence import Evidence
 from harness.report.claims.rules import NOT_TESTABLE, Verdict
 from harness.report.claims.runs import FAMILY_SCALE, SCALE_TEXT, SPEC_BY_KEY, overrides, runnable
+from harness.report.markdown import cell
 
 PAPER_SEEDS = 3  # what a "not testable here" estimate assumes a reproduction would run
-
-
-def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def gpu_hours(keys: list[str], seeds: int = PAPER_SEEDS) -> float:
@@ -33,20 +30,25 @@ def gpu_hours(keys: list[str], seeds: int = PAPER_SEEDS) -> float:
     return total * seeds
 
 
-def what_it_takes(claim: Claim, setting: str) -> str | None:
-    blocked = [k for k in claim.needs if not runnable(SPEC_BY_KEY[k], setting)]
-    if not blocked:
-        return None
-    hours = gpu_hours(blocked)
-    return (f"{claim.takes}; then {len(blocked)} configurations x {PAPER_SEEDS} seeds at the "
+def blocked(claim: Claim, setting: str) -> list[str]:
+    """The runs a claim needs that the setting cannot run."""
+    return [k for k in claim.needs if not runnable(SPEC_BY_KEY[k], setting)]
+
+
+def what_it_takes(claim: Claim, keys: list[str]) -> str:
+    hours = gpu_hours(keys)
+    return (f"{claim.takes}; then {len(keys)} configurations x {PAPER_SEEDS} seeds at the "
             f"paper setting (`python -m harness reproduce chiar-former --preset paper "
             f"--data-dir DIR`): about {hours:.1f} H100 GPU-hours of training at 40% MFU "
             f"(`run --dry-run`, assumptions in harness/runner/plan.py)")
 
 
-def judge(claim: Claim, ev: Evidence) -> Verdict:
-    takes = what_it_takes(claim, ev.setting)
-    if takes is not None:
+def judge(claim: Claim, ev: Evidence, *, estimate: bool = True) -> Verdict:
+    """The claim's verdict on the evidence. A claim the setting cannot run is not testable
+    here; ``estimate`` says what testing it would take (GPU-hours, from the run planner)."""
+    keys = blocked(claim, ev.setting)
+    if keys:
+        takes = what_it_takes(claim, keys) if estimate else claim.takes
         return Verdict(NOT_TESTABLE, "—", why=f"cannot run at this scale: {takes}")
     return claim.judge(ev)
 
@@ -68,8 +70,8 @@ def runs_lines(claim: Claim, ev: Evidence) -> list[str]:
     return lines
 
 
-def render(ev: Evidence, command: str) -> str:
-    verdicts = [(c, judge(c, ev)) for c in CLAIMS]
+def render(ev: Evidence, claims: list[Claim], command: str) -> str:
+    verdicts = [(c, judge(c, ev)) for c in claims]
     out = [
         "# CHIAR-Former's claims, tested here",
         "",

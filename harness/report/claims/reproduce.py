@@ -16,18 +16,31 @@ import sys
 from pathlib import Path
 
 from harness.core.records import load_records
-from harness.report.claims.chiar_former import CLAIMS
+from harness.report.claims.chiar_former import Claim, claims
 from harness.report.claims.evidence import Evidence, routing_history
+from harness.report.claims.paper import load_paper
 from harness.report.claims.render import render
 from harness.report.claims.runs import SPEC_BY_KEY
 from harness.report.claims.sweep_runs import cells_for, run_missing
-from registry import ConfigError
+from registry import ConfigError, DataError
 from registry.files import atomic_write_text
 
 
-def needed_keys() -> list[str]:
+def study_claims(args: argparse.Namespace) -> list[Claim]:
+    """The claims, with the paper's numbers from ``--reference``."""
+    path = Path(args.reference)
+    if not path.is_file():
+        raise DataError(f"--reference {path} does not exist: the claims read the paper's "
+                        f"numbers from it (restore results/reference.json from git)")
+    paper, problems = load_paper(path)
+    if problems:
+        raise DataError(problems[0])
+    return claims(paper)
+
+
+def needed_keys(study: list[Claim]) -> list[str]:
     keys: list[str] = []
-    for claim in CLAIMS:
+    for claim in study:
         keys += [k for k in claim.needs if k not in keys]
     return keys
 
@@ -51,7 +64,8 @@ def page_text(args: argparse.Namespace) -> str:
     records, problems = load_records(Path(args.out))
     for problem in problems:
         print(f"warning: skipped {problem}", file=sys.stderr)
-    return render(Evidence(records, args.preset, args.data_dir), command_of(args))
+    return render(Evidence(records, args.preset, args.data_dir), study_claims(args),
+                  command_of(args))
 
 
 def check(args: argparse.Namespace) -> int:
@@ -86,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return check(args)
     seeds = parse_seeds(args.seeds)
-    specs = [SPEC_BY_KEY[k] for k in needed_keys()]
+    specs = [SPEC_BY_KEY[k] for k in needed_keys(study_claims(args))]
     cells = cells_for(specs, args.preset, seeds, out=args.out, work_dir=args.work_dir,
                       data_dir=args.data_dir)
     if args.dry_run:

@@ -6,19 +6,17 @@ rule's text next to the verdict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from harness.core.records import RunRecord
+from harness.core.metrics import fixed
+from harness.core.records import Measure
+from harness.core.stats import ALPHA, Comparison, compare, mean, sample_std
 from harness.engine.meters.collapse import THRESHOLD, collapsed_ops, final_shares
 from harness.report.claims.evidence import Runs, routing_history
-from harness.report.claims.stats import ALPHA, Comparison, compare, mean_std
 
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
 NOT_TESTABLE = "not testable here"
-
-Value = Callable[[RunRecord], float | None]
 
 
 @dataclass
@@ -30,21 +28,18 @@ class Verdict:
     details: list[str] = field(default_factory=list)
 
 
-def fmt(x: float, digits: int = 2) -> str:
-    s = f"{x:.{digits}f}"
-    return s[1:] if s.startswith("-") and float(s) == 0 else s
+def summary(values: dict[int, float], digits: int) -> str:
+    """Mean ± sample std over seeds (n = seeds)."""
+    xs = list(values.values())
+    spread = sample_std(xs)
+    return (f"{fixed(mean(xs), digits)}"
+            + ("" if spread is None else f" ± {fixed(spread, digits)}") + f" (n={len(xs)})")
 
 
-def summary(values: dict[int, float], digits: int = 2) -> str:
-    m, s = mean_std(list(values.values()))
-    spread = f" ± {fmt(s, digits)}" if len(values) > 1 else ""
-    return f"{fmt(m, digits)}{spread} (n={len(values)})"
-
-
-def test_text(c: Comparison, digits: int = 2) -> str:
+def test_text(c: Comparison, digits: int) -> str:
     p = "<0.001" if c.p < 0.001 else f"{c.p:.3f}"
-    return (f"{c.test}: diff {fmt(c.diff, digits)}, 95% CI [{fmt(c.ci_low, digits)}, "
-            f"{fmt(c.ci_high, digits)}], p = {p}")
+    return (f"{c.test}: diff {fixed(c.diff, digits)}, 95% CI [{fixed(c.ci_low, digits)}, "
+            f"{fixed(c.ci_high, digits)}], p = {p}")
 
 
 def missing(*runs: Runs, seeds: int = 2) -> str | None:
@@ -59,15 +54,26 @@ def missing(*runs: Runs, seeds: int = 2) -> str | None:
     return None
 
 
-def beats(a: Runs, b: Runs, value: Value, *, lower_is_better: bool,
-          paper_gain: float | None = None, digits: int = 2) -> Verdict:
-    """"A beats B". With the 95% CI of mean(A) - mean(B):
-    supported if A is significantly better and, when the paper gives the size of the gain
-    (``paper_gain``, relative to B), that size is not excluded as too large;
+def lacking(runs: Runs, values: dict[int, float], value: Measure, seeds: int = 2) -> str | None:
+    """Why the runs' records cannot decide: too few of them hold the value (older records, or a
+    router without it), or None."""
+    if len(values) >= seeds:
+        return None
+    return (f"{runs.label}: {len(values)} of {len(runs.records)} records hold {value.name}; "
+            f"needs {seeds}")
+
+
+def beats(a: Runs, b: Runs, value: Measure, *, paper_gain: float | None = None) -> Verdict:
+    """"A beats B" on a value whose metric says which way is better. With the 95% CI of
+    mean(A) - mean(B): supported if A is significantly better and, when the paper gives the
+    size of the gain (``paper_gain``, relative to B), that size is not excluded as too large;
     contradicted if A is significantly worse, or the CI excludes the paper's gain;
     otherwise not testable here (inconclusive at this number of seeds)."""
-    why = missing(a, b)
+    if value.metric.higher_is_better is None:
+        raise ValueError(f"'{value.name}' has no better direction: 'beats' cannot compare it")
+    lower_is_better, digits = not value.metric.higher_is_better, value.metric.digits
     va, vb = a.values(value), b.values(value)
+    why = missing(a, b) or lacking(a, va, value) or lacking(b, vb, value)
     ours = f"{summary(va, digits)} vs {summary(vb, digits)}" if va and vb else "—"
     if why:
         return Verdict(NOT_TESTABLE, ours, why=why)
@@ -93,36 +99,36 @@ def beats(a: Runs, b: Runs, value: Value, *, lower_is_better: bool,
                    + ": inconclusive at this number of seeds; more seeds would decide")
 
 
-def at_most(a: Runs, value: Value, *, limit: float, tolerance: float,
-            label: str, digits: int = 3) -> Verdict:
+def at_most(a: Runs, value: Measure, *, limit: float, tolerance: float, label: str) -> Verdict:
     """"A's measured value is at most ``limit``": supported if the mean over seeds is within
     ``tolerance`` of it or below, contradicted if above."""
-    why = missing(a, seeds=1)
+    digits = value.metric.digits
     va = a.values(value)
+    why = missing(a, seeds=1) or lacking(a, va, value, seeds=1)
     ours = summary(va, digits) if va else "—"
     if why:
         return Verdict(NOT_TESTABLE, ours, why=why)
-    m, _ = mean_std(list(va.values()))
+    m = mean(list(va.values()))
     ok = m <= limit + tolerance
     return Verdict(SUPPORTED if ok else CONTRADICTED, ours,
-                   why=f"{label} {fmt(m, digits)} is {'within' if ok else 'above'} "
-                       f"{fmt(limit, digits)} + {fmt(tolerance, digits)}")
+                   why=f"{label} {fixed(m, digits)} is {'within' if ok else 'above'} "
+                       f"{fixed(limit, digits)} + {fixed(tolerance, digits)}")
 
 
-def near(a: Runs, value: Value, *, target: float, tolerance: float, label: str,
-         digits: int = 3) -> Verdict:
+def near(a: Runs, value: Measure, *, target: float, tolerance: float, label: str) -> Verdict:
     """"A's value settles near ``target``": supported if the mean over seeds is within
     ``tolerance``, contradicted otherwise (needs two seeds)."""
-    why = missing(a)
+    digits = value.metric.digits
     va = a.values(value)
+    why = missing(a) or lacking(a, va, value)
     ours = summary(va, digits) if va else "—"
     if why:
         return Verdict(NOT_TESTABLE, ours, why=why)
-    m, _ = mean_std(list(va.values()))
+    m = mean(list(va.values()))
     ok = abs(m - target) <= tolerance
     return Verdict(SUPPORTED if ok else CONTRADICTED, ours,
-                   why=f"{label} {fmt(m, digits)} is {'within' if ok else 'outside'} "
-                       f"{fmt(target, digits)} ± {fmt(tolerance, digits)}")
+                   why=f"{label} {fixed(m, digits)} is {'within' if ok else 'outside'} "
+                       f"{fixed(target, digits)} ± {fixed(tolerance, digits)}")
 
 
 def rejects(a: Runs, op: str) -> Verdict:

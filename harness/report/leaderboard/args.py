@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 
 from harness.core.paths import LOCAL_RUNS
+from harness.report.claims.args import DEFAULT_REFERENCE
 
 DEFAULT_RUNS = "results/runs"  # the committed records: the only input of the committed board
 DEFAULT_OUT = "results/LEADERBOARD.md"
 DEFAULT_PLOTS = "results/plots"
-DEFAULT_REFERENCE = "results/reference.json"
 LOCAL_OUT = f"{LOCAL_RUNS}/LEADERBOARD.md"
 LOCAL_PLOTS = f"{LOCAL_RUNS}/plots"
 
@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"also read your own runs in {LOCAL_RUNS}/ (same as --runs "
                         f"{DEFAULT_RUNS} --runs {LOCAL_RUNS})")
     g.add_argument("--reference", default=DEFAULT_REFERENCE, metavar="FILE",
-                   help="JSON file of the paper's reported numbers "
-                        f"(default {DEFAULT_REFERENCE})")
+                   help="JSON file of the paper's reported numbers: the reference rows and "
+                        f"the claims the board shows (default {DEFAULT_REFERENCE})")
     g.add_argument("--strict", action="store_true",
                    help="exit 1 if any record was skipped as malformed")
     g = parser.add_argument_group("output")

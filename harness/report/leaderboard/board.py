@@ -16,10 +16,12 @@ repeats over seeds of one configuration; a task with runs of several presets get
 per preset. The records come from one folder or several (``--runs``, repeatable). Statistical
 ties with the best honest row use Welch's t-test.
 
-The package: ``stats`` (means, Welch's t-test), ``format`` (fixed float formats, tables),
-``groups`` (reading and grouping the records, the reference file), ``rows`` (ranking, ties,
-Pareto front, chance comparison), ``specs`` (plot specifications), ``render`` (one task's
-markdown); this module assembles the whole board and is the command.
+The package: ``format`` (the board's own formats), ``groups`` (reading and grouping the
+records), ``rows`` (ranking, ties, Pareto front, chance comparison), ``specs`` (plot
+specifications), ``render`` (one task's markdown), ``groundtruth`` (routing against ground
+truth); this module assembles the whole board and is the command. Statistics are
+harness/core/stats.py; the paper's numbers and its claims are harness/report/claims, whose
+verdicts the board's claims section shows.
 """
 
 from __future__ import annotations
@@ -32,69 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.core import records as rec
+from harness.report.claims.chiar_former import Claim, claims
+from harness.report.claims.on_board import BoardRow, section_lines
+from harness.report.claims.paper import REPORTED, Paper, load_paper
 from harness.report.leaderboard import groundtruth
-from harness.report.leaderboard.args import (
-    DEFAULT_OUT,
-    DEFAULT_PLOTS,
-    DEFAULT_REFERENCE,
-    DEFAULT_RUNS,
-    add_arguments,
-    resolve_paths,
-)
-from harness.report.leaderboard.format import (
-    REPORTED,
-    cell,
-    fmt,
-    fmt_p,
-    fmt_signed,
-    md_table,
-    mean_std,
-    metric_digits,
-    metric_label,
-    options_text,
-    rel_link,
-    slug,
-)
-from harness.report.leaderboard.groups import (
-    SUPERSEDED_FILE,
-    Group,
-    Loaded,
-    Reference,
-    ReferenceSet,
-    collect,
-    control_key,
-    load_reference,
-    mark_superseded,
-)
-from harness.report.leaderboard.render import claim_lines, render_task
-from harness.report.leaderboard.rows import (
-    EQUAL_COST_TOLERANCE,
-    ChanceRow,
-    TaskBoard,
-    build_task,
-)
+from harness.report.leaderboard.args import DEFAULT_RUNS, resolve_paths
+from harness.report.leaderboard.groups import SUPERSEDED_FILE, Group, collect, mark_superseded
+from harness.report.leaderboard.render import render_task
+from harness.report.leaderboard.rows import TaskBoard, build_task
 from harness.report.leaderboard.specs import plot_specs
-from harness.report.leaderboard.stats import (
-    ALPHA,
-    Welch,
-    mean,
-    sample_std,
-    t_quantile,
-    t_two_sided_p,
-    welch_test,
-)
-
-__all__ = [
-    "ALPHA", "DEFAULT_OUT", "DEFAULT_PLOTS", "DEFAULT_REFERENCE", "DEFAULT_RUNS",
-    "EQUAL_COST_TOLERANCE", "REPORTED", "Board", "ChanceRow", "Group", "Loaded", "Reference",
-    "ReferenceSet", "TaskBoard", "Welch", "add_arguments", "build_task", "cell", "collect",
-    "control_key", "fmt", "fmt_p", "fmt_signed", "generate", "load_reference", "md_table",
-    "mean", "mean_std", "metric_digits", "metric_label", "options_text", "plot_specs",
-    "rel_link", "render_task", "run", "sample_std", "slug", "t_quantile", "t_two_sided_p",
-    "welch_test",
-]
-
+from harness.report.markdown import cell, rel_link
+from registry import DataError
+from registry.files import atomic_write_text
 
 
 @dataclass
@@ -173,11 +124,10 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
     loaded = collect(folders)
     if reference is not None:
         mark_superseded(loaded, Path(reference).parent / SUPERSEDED_FILE)
-    refs, ref_problems = load_reference(reference)
-    paper_gate = next((float(c["value"]) for c in refs.claims
-                       if c.get("id") == "meta-gate" and isinstance(c.get("value"), (int, float))),
-                      None)
-    problems = loaded.problems + ref_problems
+    refs, ref_problems = load_paper(reference)
+    study, claim_problems = _claims(refs)
+    paper_gate = refs.numbers.get("meta-gate")
+    problems = loaded.problems + ref_problems + claim_problems
     tasks = sorted(set(loaded.groups) | {r.task for r in refs.rows})
     boards = [build_task(title, groups, loaded.headline.get(task),
                          [r for r in refs.rows if r.task == task])
@@ -192,11 +142,24 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
         truth_lines, truth_specs = groundtruth.section(board, plots, out)
         lines += truth_lines + groundtruth.analysis_lines(board.task, runs, out)
         all_specs += truth_specs
-    lines += claim_lines(refs.claims, boards, refs)
+    records = [r for b in boards for g in b.ranked for r in g.records]
+    lines += section_lines(study, refs, records,
+                           [BoardRow(b.task, g.label, g.records) for b in boards for g in b.ranked])
     lines += _problem_lines(problems)
     lines += _column_lines(runs_rel)
     text = "\n".join(lines).rstrip("\n") + "\n"
     return Board(text, all_specs, problems, loaded.n_records)
+
+
+def _claims(paper: Paper) -> tuple[list[Claim], list[str]]:
+    """The claims the board shows (none without the paper's numbers), and why none if the
+    reference file lacks a number they test."""
+    if not (paper.rows or paper.numbers):
+        return [], []
+    try:
+        return claims(paper), []
+    except DataError as exc:
+        return [], [f"{Path(paper.path).name}: claims omitted ({exc})"]
 
 
 # -- command ------------------------------------------------------------------------------------
@@ -255,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     status = 1 if (args.strict and board.problems) else 0
     if args.check:
         return _check(board, out, ", ".join(folders), status)
-    rec.atomic_write_text(out, board.markdown)
+    atomic_write_text(out, board.markdown)
     print(f"wrote {out} ({board.n_records} records)")
     if not args.no_plots:
         _write_plots(board, plots)

@@ -4,10 +4,11 @@ For a task whose records carry ``telemetry.ground_truth`` (mqar, the MAD-style t
 per routed configuration: its test accuracy, the share of tokens it really routed to attention,
 and precision / recall / F1 of "routed to attention" against the task's ``needs_attention``
 (mean over layers, then mean ± std over seeds). Rows at the same attention share are comparable;
-``oracle`` reads the ground truth and is marked as an upper bound, never as a real router;
-leaky or otherwise flagged rows say so. Single-operator rows frame the section (all tokens get
-attention / none do). A closing note compares entropy with random and oracle in numbers, and a
-plot shows accuracy against attention fraction per router.
+a privileged router (``oracle``) reads the ground truth and is marked as an upper bound,
+never as a real router; leaky or otherwise flagged rows say so. Single-operator rows frame the
+section (all tokens get attention / none do). A closing note compares the method (entropy) with
+the control (random) and the privileged router in numbers, and a plot shows accuracy against
+attention fraction per router. Which router is which: harness/report/roles.py.
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.report.leaderboard.format import (
-    fmt,
-    fmt_p,
-    fmt_signed,
-    md_table,
-    mean_std,
-    rel_link,
-    slug,
-)
+from harness.core.metrics import fixed, metric_of
+from harness.core.record_sections import GroundTruthLayer
+from harness.core.stats import mean, sample_std, welch
+from harness.report.leaderboard.format import fmt_signed, slug
 from harness.report.leaderboard.groups import Group
 from harness.report.leaderboard.rows import TaskBoard
-from harness.report.leaderboard.stats import mean, sample_std, welch_test
+from harness.report.markdown import fmt_p, md_table, mean_std, rel_link
 
-UPPER_BOUND = "oracle: upper bound (reads the ground truth)"
-LEARNED = ("learned", "meta", "mod")  # routers that learn their decisions
-ORDER = ("oracle", "entropy", "random", *LEARNED)
+UPPER_BOUND = "upper bound (reads the ground truth)"
+SCORES = ("routed_fraction", "precision", "recall", "f1")  # the table's columns, in order
 
 
 def layer_means(g: Group, key: str) -> list[float]:
@@ -40,7 +35,7 @@ def layer_means(g: Group, key: str) -> list[float]:
     for r in g.records:
         layers = r.telemetry.ground_truth if r.telemetry else None
         if layers:
-            out.append(mean([float(layer[key]) for layer in layers]))
+            out.append(mean([getattr(layer, key) for layer in layers]))
     return out
 
 
@@ -49,13 +44,12 @@ def per_layer(g: Group, key: str) -> list[float]:
     runs = [r.telemetry.ground_truth for r in g.records if r.telemetry and r.telemetry.ground_truth]
     if not runs or len({len(x) for x in runs}) != 1:
         return []
-    return [mean([float(run[i][key]) for run in runs]) for i in range(len(runs[0]))]
+    return [mean([getattr(run[i], key) for run in runs]) for i in range(len(runs[0]))]
 
 
 def _routed(board: TaskBoard) -> list[Group]:
     groups = [g for g in board.ranked if len(g.operators) > 1 and layer_means(g, "f1")]
-    return sorted(groups, key=lambda g: (ORDER.index(g.router) if g.router in ORDER
-                                         else len(ORDER), g.router,
+    return sorted(groups, key=lambda g: (g.roles.order, g.router,
                                          mean(layer_means(g, "routed_fraction")), g.config_hash))
 
 
@@ -70,78 +64,87 @@ SOFT = "soft: attention runs on every token (attn FLOP frac 1.000), not at equal
 
 
 def _mark(g: Group) -> str:
-    marks = [UPPER_BOUND] if g.router == "oracle" else []
+    privileged = g.roles.privileged
+    marks = [f"{g.router}: {UPPER_BOUND}"] if privileged else []
     if computes_attention_everywhere(g):
         marks.append(SOFT)
     if g.leaky:
         marks.append("⚠ leaky")
-    elif g.flagged and g.router != "oracle":
+    elif g.flagged and not privileged:  # a privileged router's flag says what it reads
         marks.append("⚠ flagged")
     return "; ".join(marks)
 
 
+def _score(g: Group, key: str) -> str:
+    return mean_std(layer_means(g, key), metric_of(GroundTruthLayer, key).digits)
+
+
 def _row(board: TaskBoard, g: Group) -> list[str]:
-    metric = board.rank_metric
-    name = f"{g.router} (upper bound)" if g.router == "oracle" else g.router
-    return [name, "+".join(g.operators), g.config_hash, str(len(g.records)),
-            mean_std(layer_means(g, "routed_fraction"), 3),
-            mean_std(g.values("test", metric), 3),
-            mean_std(layer_means(g, "precision"), 3), mean_std(layer_means(g, "recall"), 3),
-            mean_std(layer_means(g, "f1"), 3),
-            " / ".join(fmt(x, 2) for x in per_layer(g, "f1")) or "—", _mark(g)]
+    name = f"{g.router} (upper bound)" if g.roles.privileged else g.router
+    scores = [_score(g, key) for key in SCORES]
+    return [name, "+".join(g.operators), g.config_hash, str(len(g.records)), scores[0],
+            mean_std(g.values("test", board.rank_metric), 3), *scores[1:],
+            " / ".join(fixed(x, 2) for x in per_layer(g, "f1")) or "—", _mark(g)]
 
 
 def _frame(board: TaskBoard) -> list[str]:
-    singles = [g for g in board.ranked if g.router == "single" and not g.flagged]
+    singles = [g for g in board.ranked if g.roles.unrouted and not g.flagged]
     parts = [f"single {g.operators[0]} {mean_std(g.values('test', board.rank_metric), 3)} "
              f"(n={len(g.records)})" for g in singles]
     return [f"Frame: {'; '.join(parts)}.", ""] if parts else []
 
 
-def _by_router(groups: list[Group], router: str) -> Group | None:
-    honest = [g for g in groups if g.router == router and (router == "oracle" or not g.flagged)]
+def _most_seeds(groups: list[Group]) -> Group | None:
+    """The group with the most seeds, honest ones only unless privileged (a privileged
+    router's flag says what it reads, it does not disqualify it)."""
+    honest = [g for g in groups if g.roles.privileged or not g.flagged]
     return max(honest, key=lambda g: len(g.records)) if honest else None
 
 
 def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
-    """The closing note: what entropy vs random vs oracle says about the premise."""
-    ent, rnd, orc = (_by_router(groups, r) for r in ("entropy", "random", "oracle"))
+    """The closing note: what the method (entropy) vs the control (random) vs the privileged
+    router (oracle) says about the premise."""
+    ent, rnd, orc = (_most_seeds([g for g in groups if role(g.roles)]) for role in
+                     (lambda r: r.method, lambda r: r.control, lambda r: r.privileged))
     if ent is None or rnd is None:
         return []
     metric = board.rank_metric
     routed = mean(layer_means(ent, "routed_fraction"))
-    share = mean([float(layer["needed_fraction"]) for r in ent.records
+    share = mean([layer.needed_fraction for r in ent.records if r.telemetry
                   for layer in (r.telemetry.ground_truth or [])])
-    text = (f"**What it says about the premise.** At an attention share of {fmt(routed, 3)} "
-            f"(the tokens needing attention are {fmt(share, 3)} of all), entropy routing "
-            f"reaches recall {fmt(mean(layer_means(ent, 'recall')), 3)} / precision "
-            f"{fmt(mean(layer_means(ent, 'precision')), 3)} against random's "
-            f"{fmt(mean(layer_means(rnd, 'recall')), 3)} / "
-            f"{fmt(mean(layer_means(rnd, 'precision')), 3)}")
-    recall = welch_test(layer_means(ent, "recall"), layer_means(rnd, "recall"))
-    acc = welch_test(ent.values("test", metric), rnd.values("test", metric))
+    text = (f"**What it says about the premise.** At an attention share of {fixed(routed, 3)} "
+            f"(the tokens needing attention are {fixed(share, 3)} of all), {ent.router} routing "
+            f"reaches recall {fixed(mean(layer_means(ent, 'recall')), 3)} / precision "
+            f"{fixed(mean(layer_means(ent, 'precision')), 3)} against {rnd.router}'s "
+            f"{fixed(mean(layer_means(rnd, 'recall')), 3)} / "
+            f"{fixed(mean(layer_means(rnd, 'precision')), 3)}")
+    recall = welch(layer_means(ent, "recall"), layer_means(rnd, "recall"))
+    acc = welch(ent.values("test", metric), rnd.values("test", metric))
     text += f" (Welch p = {fmt_p(recall.p)})" if recall else ""
     text += (f"; test accuracy {mean_std(ent.values('test', metric), 3)} vs "
              f"{mean_std(rnd.values('test', metric), 3)}")
     text += f" (p = {fmt_p(acc.p)})" if acc else ""
     if orc is not None:
-        text += (f". The oracle, which reads the ground truth, reaches recall "
-                 f"{fmt(mean(layer_means(orc, 'recall')), 3)} and accuracy "
+        text += (f". The {orc.router}, which reads the ground truth, reaches recall "
+                 f"{fixed(mean(layer_means(orc, 'recall')), 3)} and accuracy "
                  f"{mean_std(orc.values('test', metric), 3)} at the same share: the upper "
                  f"bound of routing this share of tokens")
-    others = [g for g in (_by_router(groups, r) for r in LEARNED) if g is not None]
+    learned = sorted({g.router for g in groups if g.roles.learned})
+    others = [g for g in (_most_seeds([h for h in groups if h.router == router])
+                          for router in learned) if g is not None]
     if others:
         text += ". Learned routers: " + "; ".join(
             f"{g.router} accuracy {mean_std(g.values('test', metric), 3)} (n={len(g.records)}, "
-            f"recall {fmt(mean(layer_means(g, 'recall')), 3)}"
+            f"recall {fixed(mean(layer_means(g, 'recall')), 3)}"
             + (", soft: attention on every token" if computes_attention_everywhere(g) else "")
             + ")" for g in others)
     text += (". Precision cannot exceed (needed share / routed share) = "
-             f"{fmt(share / routed if routed else 0.0, 3)} at this share.")
-    singles = {g.operators[0]: g for g in board.ranked if g.router == "single" and not g.flagged}
-    if "attn" in singles:
+             f"{fixed(share / routed if routed else 0.0, 3)} at this share.")
+    singles = {g.operators[0]: g for g in board.ranked if g.roles.unrouted and not g.flagged}
+    attention = next((g for g in singles.values() if g.roles.attention[0]), None)
+    if attention is not None:
         text += (f" For scale: attention on every token reaches "
-                 f"{mean_std(singles['attn'].values('test', metric), 3)}")
+                 f"{mean_std(attention.values('test', metric), 3)}")
         cheap = singles.get(ent.operators[0])
         if cheap is not None:
             text += f", {cheap.operators[0]} alone {mean_std(cheap.values('test', metric), 3)}"
@@ -153,13 +156,16 @@ def curve_spec(board: TaskBoard, groups: list[Group], plots_dir: Path) -> dict[s
     """Accuracy vs attention share, one line per router (points from every fraction run);
     single attn sits at 1 and single cheap operators at 0."""
     series: dict[str, list[dict[str, float]]] = {}
-    for g in groups + [g for g in board.ranked if g.router == "single" and not g.flagged]:
+    upper_bounds = set()
+    for g in groups + [g for g in board.ranked if g.roles.unrouted and not g.flagged]:
         ys = g.values("test", board.rank_metric)
         xs = layer_means(g, "routed_fraction") if len(g.operators) > 1 else \
-            [1.0 if g.operators[0] in ("attn", "xformers") else 0.0]
+            [1.0 if g.roles.attention[0] else 0.0]
         if not ys or not xs:
             continue
-        name = "single " + g.operators[0] if g.router == "single" else g.router
+        name = f"{g.router} {g.operators[0]}" if g.roles.unrouted else g.router
+        if g.roles.privileged:
+            upper_bounds.add(name)
         if computes_attention_everywhere(g) and len(g.operators) > 1:
             name += " (soft: full attention cost)"
         series.setdefault(name, []).append(
@@ -171,7 +177,7 @@ def curve_spec(board: TaskBoard, groups: list[Group], plots_dir: Path) -> dict[s
             "path": str(Path(plots_dir) / file),
             "title": f"{board.task}: test accuracy vs share of tokens routed to attention",
             "series": {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())},
-            "upper_bound": "oracle"}
+            "upper_bounds": sorted(upper_bounds)}
 
 
 def section(board: TaskBoard, plots_dir: Path, out: Path
@@ -180,8 +186,9 @@ def section(board: TaskBoard, plots_dir: Path, out: Path
     groups = _routed(board)
     if not groups:
         return [], []
-    headers = ["router", "operators", "config", "seeds", "attn share", "test accuracy",
-               "precision", "recall", "F1", "F1 per layer", "marks"]
+    labels = [metric_of(GroundTruthLayer, key).label for key in SCORES]
+    headers = ["router", "operators", "config", "seeds", labels[0], "test accuracy",
+               *labels[1:], "F1 per layer", "marks"]
     lines = [f"### {board.task}: routing against ground truth", "",
              "Per configuration: the share of tokens routed to attention on the test split, "
              "and precision / recall / F1 of \"routed to attention\" against the task's "
@@ -202,10 +209,11 @@ def draw(spec: dict[str, Any]):
 
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for name, points in spec["series"].items():
-        label = f"{name} (upper bound)" if name == spec["upper_bound"] else name
+        bound = name in spec["upper_bounds"]
         ax.errorbar([p["x"] for p in points], [p["y"] for p in points],
-                    yerr=[p["yerr"] for p in points], marker="o", capsize=3, label=label,
-                    linestyle="--" if name == spec["upper_bound"] else "-")
+                    yerr=[p["yerr"] for p in points], marker="o", capsize=3,
+                    label=f"{name} (upper bound)" if bound else name,
+                    linestyle="--" if bound else "-")
     ax.set_xlabel("share of tokens routed to attention (test)")
     ax.set_ylabel("test accuracy")
     ax.set_xlim(-0.05, 1.05)
@@ -240,11 +248,11 @@ def analysis_lines(task: str, runs: Path | Sequence[Path], out: Path) -> list[st
         for layer in s["layers"]:
             d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
             na = layer.get("needs_attention")
-            split = (f"{fmt(na['needed']['spectral'], 3)} / {fmt(na['others']['spectral'], 3)}"
-                     if na else "—")
+            split = (f"{fixed(na['needed']['spectral'], 3)} / "
+                     f"{fixed(na['others']['spectral'], 3)}" if na else "—")
             rows.append([f"[{s['run_id']}]({rel_link(path, out)})", str(layer["layer"]),
                          str(layer["tokens"]), _rho(d), _rho(e),
-                         fmt(layer["mean_distance"], 2), split])
+                         fixed(layer["mean_distance"], 2), split])
     headers = ["run", "layer", "tokens", "ρ(spectral H, attn distance) [95% CI]",
                "ρ(spectral H, attn entropy) [95% CI]", "mean distance",
                "spectral H: needed / others"]

@@ -1,4 +1,4 @@
-"""Reading the records and the reference file: records grouped by task and configuration."""
+"""Reading the records: records grouped by task and configuration."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.core import records as rec
-from harness.core.records import RunRecord
+from harness.core.records import Measure, RunRecord, measure, task_measure
+from harness.core.stats import mean
 from harness.report.leaderboard.format import options_text
-from harness.report.leaderboard.stats import mean
+from harness.report.roles import Roles, roles_of
+
+ATTENTION_FRACTION = measure("attention_flop_fraction")
+MIXING_FLOPS = measure("mixer_flops_per_token")  # the Pareto front's cost axis
+TOP_TOKEN_SHARE = measure("top_token_share")
 
 
 @dataclass
@@ -40,56 +45,38 @@ class Group:
     def seeds(self) -> list[int]:
         return [r.seed for r in self.records]
 
+    @property
+    def roles(self) -> Roles:
+        return roles_of(self.first)
+
+    def measured(self, m: Measure) -> list[float]:
+        """Per seed, the records' finite values of a measured quantity."""
+        return [v for r in self.records if (v := m(r)) is not None]
+
+    def mean_of(self, m: Measure) -> float | None:
+        """Mean over seeds of a measured quantity; None when no seed has it."""
+        xs = self.measured(m)
+        return mean(xs) if xs else None
+
     def values(self, split: str, metric: str) -> list[float]:
-        out = []
-        for r in self.records:
-            v = r.metrics.get(split, {}).get(metric)
-            if v is not None and math.isfinite(v):
-                out.append(float(v))
-        return out
-
-    def cost_values(self, name: str) -> list[float]:
-        out = []
-        for r in self.records:
-            v = (r.cost.get("test") or {}).get(name) if isinstance(r.cost, dict) else None
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                out.append(float(v))
-        return out
-
-    def training_values(self, name: str) -> list[float]:
-        out = []
-        for r in self.records:
-            v = r.training.get(name)
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                out.append(float(v))
-        return out
+        """Per seed, a task metric of the final weights."""
+        return self.measured(task_measure(split, metric))
 
     @property
     def attention_fraction(self) -> float | None:
-        xs = self.cost_values("attention_flop_fraction")
-        return mean(xs) if xs else None
+        return self.mean_of(ATTENTION_FRACTION)
 
     @property
     def mixing_flops(self) -> float | None:
         """Mean analytic FLOPs per real token of all mixing operators (test): the cost the
         Pareto front ranks on."""
-        xs = self.cost_values("mixer_flops_per_token")
-        return mean(xs) if xs else None
+        return self.mean_of(MIXING_FLOPS)
 
     @property
     def top_token_share(self) -> float | None:
-        """Mean share of real test tokens the top-band operator (the last) computed, over
-        layers and seeds: what the ``random`` control matches by default."""
-        shares = []
-        for r in self.records:
-            test = (r.cost.get("test") or {}) if isinstance(r.cost, dict) else {}
-            layers = test.get("per_layer")
-            for layer in layers if isinstance(layers, list) else []:
-                entry = layer.get(self.operators[-1]) if isinstance(layer, dict) else None
-                share = entry.get("token_fraction") if isinstance(entry, dict) else None
-                if isinstance(share, (int, float)):
-                    shares.append(float(share))
-        return mean(shares) if shares else None
+        """Mean over seeds of the share of real test tokens the top band computed: what the
+        ``random`` control matches by default."""
+        return self.mean_of(TOP_TOKEN_SHARE)
 
     @property
     def matched_on(self) -> str:
@@ -145,54 +132,6 @@ def control_key(record: RunRecord) -> str:
         routing.pop("router", None)
         routing.pop("router_options", None)
     return json.dumps(cfg, sort_keys=True)
-
-
-@dataclass
-class Reference:
-    task: str
-    label: str
-    router: str
-    operators: str
-    split: str
-    metric: str
-    value: float
-    source: str
-    attention_flop_fraction: float | None = None
-    flops: str | None = None
-    parameters: str | None = None
-    note: str | None = None
-
-
-@dataclass
-class ReferenceSet:
-    caveat: str = ""
-    sources: dict[str, dict[str, str]] = field(default_factory=dict)
-    rows: list[Reference] = field(default_factory=list)
-    claims: list[dict[str, Any]] = field(default_factory=list)
-
-    def source_text(self, key: str) -> str:
-        src = self.sources.get(key, {})
-        citation = src.get("citation", key)
-        url = src.get("url")
-        return f"{citation} ({url})" if url else citation
-
-
-def load_reference(path: Path | None) -> tuple[ReferenceSet, list[str]]:
-    if path is None or not Path(path).exists():
-        return ReferenceSet(), []
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        refs = ReferenceSet(caveat=str(data.get("caveat", "")),
-                            sources=dict(data.get("sources", {})),
-                            claims=list(data.get("claims", [])))
-        for row in data.get("rows", []):
-            known = {k: row[k] for k in Reference.__dataclass_fields__ if k in row}
-            known["value"] = float(known["value"])
-            refs.rows.append(Reference(**known))
-        return refs, []
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        return ReferenceSet(), [f"{Path(path).name}: reference file unreadable, reference rows "
-                                f"omitted ({rec.describe_error(exc)})"]
 
 
 @dataclass

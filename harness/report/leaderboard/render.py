@@ -1,29 +1,27 @@
 """The markdown of one task's board: the ranked table, its notes, the chance comparison and
-the plot links; and the paper's other claims against the records."""
+the plot links."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from harness.core.records import RunRecord
-from harness.report.leaderboard.format import (
-    REPORTED,
-    cell,
-    fmt,
-    fmt_p,
-    fmt_signed,
-    md_table,
-    mean_std,
-    metric_digits,
-    metric_label,
-    options_text,
-    rel_link,
+from harness.core.metrics import BOARD_COLUMN, BOARD_NOTE, fixed, task_metric
+from harness.core.records import Measure, measures
+from harness.core.stats import ALPHA, mean
+from harness.report.claims.paper import REPORTED, Paper, Reference
+from harness.report.leaderboard.format import fmt_signed, options_text
+from harness.report.leaderboard.groups import (
+    ATTENTION_FRACTION,
+    MIXING_FLOPS,
+    TOP_TOKEN_SHARE,
+    Group,
 )
-from harness.report.leaderboard.groups import Group, Reference, ReferenceSet
 from harness.report.leaderboard.rows import EQUAL_COST_TOLERANCE, ChanceRow, TaskBoard
-from harness.report.leaderboard.specs import layer_fractions
-from harness.report.leaderboard.stats import ALPHA, mean
+from harness.report.markdown import cell, fmt_p, md_table, mean_std, rel_link
+
+COST_COLUMNS = [m for m in measures(BOARD_COLUMN) if m.section == "test_cost"]
+TRAINING_COLUMNS = [m for m in measures(BOARD_COLUMN) if m.section == "training"]
 
 
 def _columns(board: TaskBoard) -> list[tuple[str, str]]:
@@ -37,7 +35,7 @@ def _columns(board: TaskBoard) -> list[tuple[str, str]]:
 def _steps_text(g: Group) -> str:
     budget = g.first.budget
     max_steps = budget.get("max_steps")
-    done = sorted({int(s) for s in g.training_values("steps")})
+    done = sorted({r.training.steps for r in g.records if r.training.steps is not None})
     if not done:
         return f"{max_steps} steps" if max_steps else "—"
     if max_steps and done == [int(max_steps)]:
@@ -48,16 +46,8 @@ def _steps_text(g: Group) -> str:
 
 def _measured_text(g: Group) -> str | None:
     """Measured cost, wall time and memory, as means over seeds; None when none is recorded."""
-    measured = []
-    flops = g.cost_values("model_flops_per_token")
-    if flops:
-        measured.append(f"{mean(flops):.3g} model FLOPs/token (forward)")
-    wall = g.training_values("wall_seconds")
-    if wall:
-        measured.append(f"wall {mean(wall):,.0f} s")
-    memory = g.training_values("peak_memory_mb")
-    if memory:
-        measured.append(f"peak memory {mean(memory):,.0f} MB")
+    measured = [m.metric.sentence(x) for m in measures(BOARD_NOTE)
+                if (x := g.mean_of(m)) is not None]
     return ", ".join(measured) + " (mean over seeds)" if measured else None
 
 
@@ -101,7 +91,7 @@ def _intro(board: TaskBoard) -> list[str]:
     n_runs = sum(len(g.records) for g in board.ranked)
     if board.ranked:
         text = (f"{len(board.ranked)} configurations, {n_runs} runs. Ranked by test "
-                f"{metric_label(board.rank_metric)} ({direction}) of the final checkpoint, "
+                f"{task_metric(board.rank_metric).label} ({direction}) of the final checkpoint, "
                 f"mean ± sample standard deviation over seeds (records made since the "
                 f"best-validation checkpoint is kept also hold its metrics, "
                 f"`best_checkpoint`).")
@@ -110,24 +100,25 @@ def _intro(board: TaskBoard) -> list[str]:
     return [f"## {board.task}", "", text, ""]
 
 
+def _measured_cell(board: TaskBoard, g: Group, m: Measure) -> str:
+    x = g.mean_of(m)
+    if x is None:
+        return "—"
+    return m.metric.format(x) + (" ◆" if m == MIXING_FLOPS and g.key in board.pareto else "")
+
+
 def _group_row(board: TaskBoard, g: Group, rank: int, cols: list[tuple[str, str]]) -> list[str]:
     verdict = board.vs_best.get(g.key, ("—", None))[0]
-    x = g.attention_fraction
     params = sorted({r.parameters for r in g.records})
-    tps = g.training_values("tokens_per_second")
     row = [str(rank) if not g.flagged else "—", g.router_text, g.operators_text,
            g.config_hash, str(len(g.records))]
-    row += [mean_std(g.values(split, metric), metric_digits(metric)) for split, metric in cols]
-    row += [
-        "—" if x is None else fmt(x, 3),
-        "—" if g.mixing_flops is None else
-        f"{g.mixing_flops:,.0f}" + (" ◆" if g.key in board.pareto else ""),
-        f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}",
-        f"{mean(tps):,.0f}" if tps else "—",
-        "; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
-        verdict,
-        g.mark,
-    ]
+    row += [mean_std(g.values(split, metric), task_metric(metric).digits)
+            for split, metric in cols]
+    row += [_measured_cell(board, g, m) for m in COST_COLUMNS]
+    row.append(f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}")
+    row += [_measured_cell(board, g, m) for m in TRAINING_COLUMNS]
+    row += ["; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
+            verdict, g.mark]
     return row
 
 
@@ -136,25 +127,31 @@ def _reference_row(r: Reference, i: int, cols: list[tuple[str, str]]) -> list[st
     placed = False
     for split, metric in cols:
         if (split, metric) == (r.split, r.metric):
-            row.append(fmt(r.value, metric_digits(metric)))
+            row.append(fixed(r.value, task_metric(metric).digits))
             placed = True
         else:
             row.append("")
     flags = f"{REPORTED} [ref {i}]"
     if not placed:
-        flags += f"; {r.split} {metric_label(r.metric)} {fmt(r.value, 2)}"
-    x = ("—" if r.attention_flop_fraction is None else fmt(r.attention_flop_fraction, 3))
-    if r.flops:
-        x += f" ({r.flops})"
-    return row + [x, "—", r.parameters or "—", "—", "—", "—", flags]
+        flags += f"; {r.split} {task_metric(r.metric).label} {fixed(r.value, 2)}"
+    for m in COST_COLUMNS:  # the paper states an attention fraction and a FLOP saving
+        if m.name != "attention_flop_fraction":
+            row.append("—")
+            continue
+        x = "—" if r.attention_flop_fraction is None else m.metric.format(
+            r.attention_flop_fraction)
+        row.append(x + (f" ({r.flops_text})" if r.flops_text else ""))
+    row.append(r.parameters or "—")
+    row += ["—"] * len(TRAINING_COLUMNS)
+    return row + ["—", "—", flags]
 
 
 def _table(board: TaskBoard) -> list[str]:
     cols = _columns(board)
     headers = ["rank", "router", "operators", "config", "seeds"]
-    headers += [f"{split} {metric_label(metric)}" for split, metric in cols]
-    headers += ["attn FLOP frac", "mixing FLOPs/token", "params", "tokens/s", "hardware",
-                "vs best", "flags"]
+    headers += [f"{split} {task_metric(metric).label}" for split, metric in cols]
+    headers += [m.metric.label for m in COST_COLUMNS] + ["params"]
+    headers += [m.metric.label for m in TRAINING_COLUMNS] + ["hardware", "vs best", "flags"]
     rows = []
     rank = 0
     for g in board.ranked:
@@ -173,7 +170,7 @@ def _column_notes(board: TaskBoard) -> list[str]:
         return []
     notes = [
         f"**vs best**: Welch's two-sided t-test (unequal variances) over seeds between each "
-        f"honest row and the best honest row, on test {metric_label(board.rank_metric)}. "
+        f"honest row and the best honest row, on test {task_metric(board.rank_metric).label}. "
         f"*tied* means p > {ALPHA} (not shown to differ; with few seeds the test has little "
         f"power, so this is not evidence of equality); *behind* means p ≤ {ALPHA}; *n/a* "
         f"needs at least 2 seeds on both sides. No correction for multiple comparisons.",
@@ -207,7 +204,7 @@ def _flagged_notes(board: TaskBoard) -> list[str]:
 def _data_notes(board: TaskBoard) -> list[str]:
     lines = []
     if board.metric == "accuracy":
-        majority = sorted({fmt(v, 4) for g in board.ranked
+        majority = sorted({fixed(v, 4) for g in board.ranked
                            for v in g.values("test", "majority_accuracy")})
         if majority:
             lines.append(f"- Majority-class baseline (test): {', '.join(majority)}.")
@@ -219,14 +216,14 @@ def _data_notes(board: TaskBoard) -> list[str]:
     return lines
 
 
-def _reference_notes(board: TaskBoard, refs: ReferenceSet) -> list[str]:
+def _reference_notes(board: TaskBoard, refs: Paper) -> list[str]:
     if not board.references:
         return []
     lines = [f"- **Reference rows ({REPORTED})**: {refs.caveat}"]
     for i, r in enumerate(board.references, 1):
         note = f" {r.note[:1].upper()}{r.note[1:]}." if r.note else ""
-        lines.append(f"  - [ref {i}] {r.label}: {r.split} {metric_label(r.metric)} "
-                     f"{fmt(r.value, 2)}. Source: {refs.source_text(r.source)}.{note}")
+        lines.append(f"  - [ref {i}] {r.label}: {r.split} {task_metric(r.metric).label} "
+                     f"{fixed(r.value, 2)}. Source: {refs.source_text(r.source)}.{note}")
     return lines
 
 
@@ -244,7 +241,7 @@ def _configuration_notes(board: TaskBoard) -> list[str]:
     return lines
 
 
-def _notes(board: TaskBoard, refs: ReferenceSet) -> list[str]:
+def _notes(board: TaskBoard, refs: Paper) -> list[str]:
     lines = [f"- {n}" for n in _column_notes(board)]
     lines += _flagged_notes(board)
     lines += _data_notes(board)
@@ -263,7 +260,7 @@ def _plot_links(specs: list[dict[str, Any]], out: Path) -> list[str]:
 
 
 def render_task(board: TaskBoard, specs: list[dict[str, Any]], out: Path,
-                refs: ReferenceSet) -> list[str]:
+                refs: Paper) -> list[str]:
     lines = _intro(board) + _table(board) + _notes(board, refs)
     if board.chance or board.no_control:
         lines += _render_chance(board)
@@ -278,7 +275,7 @@ def _chance_intro(board: TaskBoard) -> list[str]:
     return ["### Does routing beat chance?", "",
             f"Each routed configuration against the `random` control with the same "
             f"configuration (same operators, token shares, model, data and budget; only the "
-            f"routing decision differs). Δ = router − random on test {metric_label(m)} "
+            f"routing decision differs). Δ = router − random on test {task_metric(m).label} "
             f"({'higher' if board.higher else 'lower'} is better) with its 95% Welch "
             f"confidence interval; p from Welch's t-test over seeds. *matched on* is what the "
             f"control holds equal: the share of tokens in the top band (default), or the "
@@ -290,7 +287,7 @@ def _chance_intro(board: TaskBoard) -> list[str]:
 
 
 def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str:
-    w = c.welch
+    w = c.comparison
     if w is None:
         verdict = "too few seeds"
     elif w.p > ALPHA:
@@ -302,7 +299,7 @@ def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str
     if not c.equal_cost:
         gap = c.cost_gap
         verdict += (" (⚠ not at equal cost: attention fraction unknown)" if gap is None
-                    else f" (⚠ not at equal cost: fractions differ by {fmt(gap, 3)})")
+                    else f" (⚠ not at equal cost: fractions differ by {fixed(gap, 3)})")
     if c.group.flagged or c.control.flagged:
         verdict += " (⚠ flagged row)"
     return verdict
@@ -310,13 +307,13 @@ def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str
 
 def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
     m = board.rank_metric
-    d = metric_digits(m)
-    g, r, w = c.group, c.control, c.welch
+    d = task_metric(m).digits
+    g, r, w = c.group, c.control, c.comparison
     gv, rv = g.values("test", m), r.values("test", m)
     if w is None:
         delta, p = fmt_signed(mean(gv) - mean(rv), d), "—"
     else:
-        delta = f"{fmt_signed(w.diff, d)} [{fmt_signed(w.ci[0], d)}, {fmt_signed(w.ci[1], d)}]"
+        delta = f"{fmt_signed(w.diff, d)} [{fmt_signed(w.ci_low, d)}, {fmt_signed(w.ci_high, d)}]"
         p = fmt_p(w.p)
     return [g.router_text, g.operators_text, g.config_hash, r.config_hash,
             f"{len(gv)} / {len(rv)}", r.matched_on,
@@ -327,15 +324,16 @@ def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
 
 
 def _pair(a: float | None, b: float | None) -> str:
-    return f"{'—' if a is None else fmt(a, 3)} / {'—' if b is None else fmt(b, 3)}"
+    return f"{'—' if a is None else fixed(a, 3)} / {'—' if b is None else fixed(b, 3)}"
 
 
 def _render_chance(board: TaskBoard) -> list[str]:
     lines = _chance_intro(board)
     if board.chance:
-        m = metric_label(board.rank_metric)
+        m = task_metric(board.rank_metric).label
         headers = ["router", "operators", "config", "random config", "seeds", "matched on",
-                   "top-band token share", "attn FLOP frac", f"router {m}", f"random {m}",
+                   TOP_TOKEN_SHARE.metric.label, ATTENTION_FRACTION.metric.label,
+                   f"router {m}", f"random {m}",
                    "Δ [95% CI]", "p", "verdict"]
         lines += [md_table(headers, [_chance_row(board, c) for c in board.chance]), ""]
     for g in board.no_control:
@@ -344,51 +342,4 @@ def _render_chance(board: TaskBoard) -> list[str]:
                      f"and otherwise identical options.")
     if board.no_control:
         lines.append("")
-    return lines
-
-
-# -- the paper's other claims -------------------------------------------------------------------
-
-
-def _mean_gate(r: RunRecord) -> float | None:
-    layers = (r.cost.get("test") or {}).get("per_layer") if isinstance(r.cost, dict) else None
-    gates = [float(layer["gate_mean"]) for layer in layers or []
-             if isinstance(layer, dict) and isinstance(layer.get("gate_mean"), (int, float))]
-    return mean(gates) if gates else None
-
-
-def _claim_evidence(cid: Any, boards: list[TaskBoard]) -> list[str]:
-    found = []
-    for b in boards:
-        for g in b.ranked:
-            if cid == "meta-gate":
-                gates = [x for x in (_mean_gate(r) for r in g.records) if x is not None]
-                if gates:
-                    found.append(f"{b.task} {g.label}: test gate {mean_std(gates, 3)} "
-                                 f"({len(gates)} seeds)")
-            elif cid == "rbf-rejected" and "rbf" in g.operators:
-                layers = layer_fractions(g)
-                k = g.operators.index("rbf")
-                if layers is not None:
-                    share = mean([row[k] for row in layers])
-                    found.append(f"{b.task} {g.label}: rbf share {fmt(share, 3)} (mean over "
-                                 f"layers and seeds)")
-    return found
-
-
-def claim_lines(claims: list[dict[str, Any]], boards: list[TaskBoard],
-                refs: ReferenceSet) -> list[str]:
-    if not claims:
-        return []
-    lines = ["## The paper's other claims, against these records", ""]
-    for claim in claims:
-        cid = claim.get("id")
-        src = refs.source_text(str(claim.get("source", "")))
-        note = str(claim.get("note", ""))
-        note = f" {note[:1].upper()}{note[1:]}." if note else ""
-        lines.append(f"- **{claim.get('text', cid)}** ({REPORTED}; {src}).{note}")
-        if cid in ("meta-gate", "rbf-rejected"):
-            found = _claim_evidence(cid, boards)
-            lines += [f"  - here: {f}" for f in found] or ["  - here: no records bear on it yet."]
-    lines.append("")
     return lines

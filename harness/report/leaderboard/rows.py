@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core import records as rec
-from harness.report.leaderboard.format import fmt_p
-from harness.report.leaderboard.groups import Group, Reference, control_key
-from harness.report.leaderboard.stats import ALPHA, Welch, mean, welch_test
+from harness.core.metrics import infer_direction
+from harness.core.stats import ALPHA, Comparison, mean, welch
+from harness.report.claims.paper import Reference
+from harness.report.leaderboard.groups import Group, control_key
+from harness.report.markdown import fmt_p
 
 EQUAL_COST_TOLERANCE = 0.02  # attention FLOP fractions closer than this count as equal cost
 
@@ -18,7 +19,7 @@ EQUAL_COST_TOLERANCE = 0.02  # attention FLOP fractions closer than this count a
 class ChanceRow:
     group: Group
     control: Group
-    welch: Welch | None
+    comparison: Comparison | None  # Welch's t-test of router against control
 
     @property
     def cost_gap(self) -> float | None:
@@ -39,7 +40,7 @@ class TaskBoard:
     higher: bool
     rank_metric: str
     ranked: list[Group]  # honest by quality, then flagged by quality
-    vs_best: dict[tuple[Any, ...], tuple[str, Welch | None]]
+    vs_best: dict[tuple[Any, ...], tuple[str, Comparison | None]]
     chance: list[ChanceRow]  # equal-cost pairs first
     no_control: list[Group]
     references: list[Reference]
@@ -78,16 +79,16 @@ def _rank(groups: list[Group], rank_metric: str, higher: bool) -> list[Group]:
 
 
 def _vs_best(honest: list[Group], rank_metric: str
-             ) -> dict[tuple[Any, ...], tuple[str, Welch | None]]:
+             ) -> dict[tuple[Any, ...], tuple[str, Comparison | None]]:
     """Each honest row against the best honest row: best, tied, behind or n/a."""
-    vs_best: dict[tuple[Any, ...], tuple[str, Welch | None]] = {}
+    vs_best: dict[tuple[Any, ...], tuple[str, Comparison | None]] = {}
     if not honest:
         return vs_best
     best = honest[0]
     best_values = best.values("test", rank_metric)
     vs_best[best.key] = ("best", None)
     for g in honest[1:]:
-        w = welch_test(g.values("test", rank_metric), best_values)
+        w = welch(g.values("test", rank_metric), best_values)
         if w is None:
             vs_best[g.key] = (f"n/a ({min(len(g.records), len(best.records))} seed)", None)
         elif w.p > ALPHA:
@@ -119,19 +120,18 @@ def _chance(groups: list[Group], rank_metric: str) -> tuple[list[ChanceRow], lis
     the routed rows without such a control."""
     controls: dict[str, list[Group]] = {}
     for g in groups:
-        if g.router == "random":
+        if g.roles.control:
             controls.setdefault(control_key(g.first), []).append(g)
     chance, missing = [], []
-    candidates = [g for g in groups if g.router not in ("random", "single")
-                  and len(g.operators) > 1]
-    candidates.sort(key=lambda g: (g.router != "entropy", g.flagged, g.key))
+    candidates = [g for g in groups if g.roles.routed]
+    candidates.sort(key=lambda g: (not g.roles.method, g.flagged, g.key))
     for g in candidates:
         matches = sorted(controls.get(control_key(g.first), []), key=lambda c: c.key)
         if not matches:
             missing.append(g)
             continue
         for c in matches:
-            chance.append(ChanceRow(g, c, welch_test(g.values("test", rank_metric),
+            chance.append(ChanceRow(g, c, welch(g.values("test", rank_metric),
                                                      c.values("test", rank_metric))))
     chance.sort(key=lambda row: not row.equal_cost)  # stable: the order above within each
     return chance, missing
@@ -141,7 +141,7 @@ def build_task(task: str, groups: list[Group], headline: tuple[str, bool] | None
                references: list[Reference]) -> TaskBoard:
     if headline is None:  # only reference rows
         ref_metric = references[0].metric if references else "metric"
-        headline = (ref_metric, rec.infer_direction(ref_metric) is not False)
+        headline = (ref_metric, infer_direction(ref_metric) is not False)
     metric, higher = headline
     rank_metric = _rank_metric(metric, groups)
     ranked = _rank(groups, rank_metric, higher)

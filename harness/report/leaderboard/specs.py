@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.report.leaderboard.format import metric_label, slug
+from harness.core.metrics import task_metric
+from harness.core.stats import mean, sample_std
+from harness.report.leaderboard.format import slug
 from harness.report.leaderboard.groups import Group
 from harness.report.leaderboard.rows import TaskBoard
-from harness.report.leaderboard.stats import mean, sample_std
 
 
 def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
@@ -27,7 +28,7 @@ def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
     return {"kind": "pareto", "task": board.task, "file": f"{slug(board.task)}_pareto.png",
             "title": f"{board.task}: quality vs total mixing FLOPs per token",
             "xlabel": "mixing FLOPs per token (test, all operators)",
-            "metric": f"test {metric_label(board.rank_metric)}", "higher": board.higher,
+            "metric": f"test {task_metric(board.rank_metric).label}", "higher": board.higher,
             "points": points, "references": []}
 
 
@@ -110,33 +111,20 @@ def plot_specs(board: TaskBoard, plots_dir: Path,
 
 
 def layer_fractions(g: Group) -> list[list[float]] | None:
-    """Mean over seeds of each layer's share per operator; None for single-operator rows and
-    soft routers without a weight share (their token shares are 1/K by construction)."""
+    """Mean over seeds of each layer's share per operator, as the router decided it
+    (``SplitCost.router_shares``); None for single-operator rows and soft routers without a
+    weight share (their token shares are 1/K by construction)."""
     if len(g.operators) < 2:
         return None
     per_seed = []
     for r in g.records:
-        layers = (r.cost.get("test") or {}).get("per_layer") if isinstance(r.cost, dict) else None
-        if not isinstance(layers, list) or not layers:
-            continue
-        rows = []
-        for layer in layers:
-            row = []
-            for op in g.operators:
-                entry = layer.get(op) if isinstance(layer, dict) else None
-                if not isinstance(entry, dict):
-                    return None
-                if "weight_fraction" in entry:
-                    row.append(float(entry["weight_fraction"]))
-                elif "gate_mean" in layer:  # soft router: token shares say nothing
-                    return None
-                else:
-                    row.append(float(entry.get("token_fraction", 0.0)))
-            rows.append(row)
+        if not r.test_cost.per_layer:
+            continue  # no test cost recorded
+        rows = r.test_cost.router_shares(g.operators)
+        if rows is None:
+            return None
         per_seed.append(rows)
-    if not per_seed or len({len(p) for p in per_seed}) != 1:
+    if not per_seed or len({len(rows) for rows in per_seed}) != 1:
         return None
-    n_layers = len(per_seed[0])
-    return [[mean([p[i][k] for p in per_seed]) for k in range(len(g.operators))]
-            for i in range(n_layers)]
-
+    return [[mean([rows[i][k] for rows in per_seed]) for k in range(len(g.operators))]
+            for i in range(len(per_seed[0]))]
