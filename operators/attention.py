@@ -22,11 +22,11 @@ from . import causal_blocks, flex
 from .base import MixContext, TokenMixer, attention_mask, gather_queries, query_count
 
 
-@register_operator("attn", description="multi-head softmax self-attention (fused SDPA)",
-                   supports_causal=True, supports_query_subset=True, leaky=False)
+@register_operator("attn", description="multi-head softmax self-attention (fused SDPA)")
 class Attention(TokenMixer):
     supports_causal = True
     supports_query_subset = True
+    roles = ("attention",)
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)

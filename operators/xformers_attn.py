@@ -18,8 +18,7 @@ from .base import MixContext, attention_mask
 
 
 @register_operator("xformers", description="softmax attention via xformers "
-                   "memory_efficient_attention (CUDA + xformers only)",
-                   supports_causal=True, supports_query_subset=True, leaky=False)
+                   "memory_efficient_attention (CUDA + xformers only)")
 class XFormersAttention(Attention):
     blocks_causal_subsets = False  # its own mix(): routed causal queries run the rectangle
 

@@ -28,7 +28,6 @@ from .base import Router, Routing, band_fractions, soft_fractions
         "MetaRouter soft gate from the example's mean embedding (prefix mean on causal tasks); "
         "starts at attn_fraction on the most expensive operator"
     ),
-    hard=False, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class MetaRouter(Router):
     """Soft gate from a context vector m.
@@ -103,7 +102,6 @@ class MetaRouter(Router):
         "LEAKY: the paper's MetaRouter, one gate from the mean embedding of the whole batch "
         "(depends on other examples and on future tokens)"
     ),
-    hard=False, causal=False, batch_independent=False, leaky=True, min_ops=2, max_ops=16,
 )
 class BatchMetaRouter(MetaRouter):
     """The paper's form: m = mean over every real token of every example in the batch, one gate
