@@ -21,9 +21,10 @@ the source for ``python -m harness list`` and checks them when the class is impo
   (``--op-option NAME.KEY=VALUE``). The constructor validates them and keeps ``self.options``;
   a subclass extends its parent's model (``class Options(Parent.Options)``).
 - ``flops(n_query, n_key)``: analytic forward FLOPs for one example (multiply-add = 2 FLOPs),
-  counting the projections it owns. Used for cost accounting and ordering by cost. Where the
-  work of a query subset depends on *where* the queries are (causal attention computes only
-  keys <= each query), ``batch_flops(ctx, n_key, batch)`` says what one call really computed;
+  counting the projections it owns. Used for cost accounting (bands follow the ``--ops``
+  order, never a cost order). Where the work of a query subset depends on *where* the queries
+  are (causal attention computes only keys <= each query), ``batch_flops(ctx, n_key, batch)``
+  says what one call really computed;
   its default is ``batch * flops(Q, n_key)``. The harness reads both through
   ``executed_flops``, so a plugin that declares only ``flops`` keeps working.
   ``untracked_flops`` is flops() minus what torch's FLOP counter reports for the same call:

@@ -109,6 +109,7 @@ __all__ = [
     "InvalidNameError",
     "UnknownNameError",
     "check_name",
+    "is_plain_name",
     "did_you_mean",
     "unknown_options_message",
 ]
@@ -126,13 +127,18 @@ NAME_RULE = ("lowercase letters, digits and . _ + - (starting with a letter or d
              "no '..')")
 
 
+def is_plain_name(name: Any) -> bool:
+    """[a-z0-9][a-z0-9._+-]* without '..': no '/', whitespace, markdown or HTML."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
+
+
 def check_name(kind: str, name: Any, origin: str = BUILTIN) -> None:
-    """Refuse a name that is not [a-z0-9][a-z0-9._+-]* or holds '..' (so no '/', whitespace,
-    markdown or HTML), with one line naming it and where it comes from."""
-    if isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name:
+    """Refuse a name that is not plain (``is_plain_name``) with one line naming it (escaped)
+    and where it comes from."""
+    if is_plain_name(name):
         return
     source = "this project" if origin == BUILTIN else origin
-    raise InvalidNameError(f"{kind} name {name!r} from {source} is refused: names are "
+    raise InvalidNameError(f"{kind} name {ascii(name)} from {source} is refused: names are "
                            f"{NAME_RULE}; rename it")
 
 
@@ -218,10 +224,9 @@ class PluginFailure:
 
 
 def _shown(name: str) -> str:
-    """A name for a message: quoted as is when valid, else Python's escaped repr (a name with a
-    newline or markup never reaches a terminal or a page raw)."""
-    valid = _NAME.fullmatch(name) and ".." not in name
-    return f"'{name}'" if valid else ascii(name)
+    """A name for a message: quoted as is when plain, else escaped (a name with a newline or
+    markup never reaches a terminal or a page raw)."""
+    return f"'{name}'" if is_plain_name(name) else ascii(name)
 
 
 _OWN_PACKAGES = ("registry", "operators", "routers", "tasks", "harness")

@@ -50,6 +50,13 @@ class OptionSpec:
     description: str = ""
     constraints: tuple[tuple[str, Any], ...] = ()  # (("ge", 0),): pydantic Field bounds
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for ``list --json``."""
+        return {"name": self.name, "type": self.type,
+                "default": "<required>" if self.default is REQUIRED else self.default,
+                "constraints": dict(self.constraints), "description": self.description,
+                "summary": self.summary()}
+
     def summary(self) -> str:
         """'decay: float, >= 0, default 3.0: the causal kernel's ...'"""
         bounds = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=",

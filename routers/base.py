@@ -21,7 +21,6 @@ the source for ``python -m harness list`` and checks them when the class is impo
 - ``exact_fractions``: ``attn_fraction`` is honoured exactly at the ends (0.0 sends no token to
   the top operator, 1.0 sends every token). A router that only aims at it (a learned gate)
   leaves this False and is refused at 0.0 and 1.0 rather than silently missing them.
-
 - ``roles``: what the router is, among ``routers.ROUTER_ROLES``: ``("control",)`` for a chance
   control (``random``), ``("privileged",)`` for one that reads ground truth (``oracle``),
   ``("single",)`` for no routing. The board reads roles, never names; a subclass that is

@@ -17,15 +17,6 @@ ROUTER_FIELDS = {"hard": "hard", "causal": "causal", "batch_independent": "batch
 TASK_FIELDS = {"causal": "causal", "metric": "metric"}
 
 
-def _option(spec) -> dict[str, Any]:
-    from registry._scan import REQUIRED
-
-    return {"name": spec.name, "type": spec.type,
-            "default": "<required>" if spec.default is REQUIRED else spec.default,
-            "constraints": dict(spec.constraints), "description": spec.description,
-            "summary": spec.summary()}
-
-
 def _describe(entry, fields: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = {"name": entry.name, "origin": entry.origin}
     if entry.aliases:
@@ -33,7 +24,7 @@ def _describe(entry, fields: dict[str, str]) -> dict[str, Any]:
     for label, attr in fields.items():
         row[label] = entry.prop(attr)
     row["roles"] = ",".join(sorted(entry.roles))
-    row["options"] = [_option(spec) for spec in entry.options]
+    row["options"] = [spec.as_dict() for spec in entry.options]
     doc = entry.metadata.get("description") or (entry.obj.__doc__ or "").strip().split("\n")[0]
     row["description"] = doc
     return row
