@@ -1,13 +1,22 @@
-"""Token-mixing operators. One file per operator; each registers itself with a decorator::
+"""Token-mixing operators. One file per operator; the decorator names it, the class declares
+the rest::
 
-    @register_operator("my_mixer", description="...", supports_causal=True,
-                       supports_query_subset=False, leaky=False)
-    class MyMixer(TokenMixer): ...
+    @register_operator("my_mixer", description="...")
+    class MyMixer(TokenMixer):
+        supports_causal = True
+        supports_query_subset = False
 
-Adding the file is all it takes: the registry reads every module's decorator calls (without
-importing the module) and imports a module only when one of its operators is asked for. The
-decorator's arguments must be literals; the declared properties are what
-``python -m harness list`` shows, and are checked against the class when it is imported.
+        class Options(TokenMixer.Options):
+            width: int = Field(4, ge=1, description="taps on each side")
+
+Adding the file is all it takes: the registry reads every module's decorator calls and the
+decorated classes' attributes (without importing the module) and imports a module only when
+one of its operators is asked for. The decorator's arguments and the declared attributes must
+be literals; they are what ``python -m harness list`` shows, and are checked against the class
+when it is imported.
+
+Roles: a class lists what it is among ``OPERATOR_ROLES`` below (``roles = ("attention",)``);
+the harness reads them with ``OPERATORS.has_role(name, role)``, never by name.
 
 Importing this package does not import torch: ``MixContext`` and ``TokenMixer`` are loaded
 from ``operators.base`` on first access.
@@ -23,15 +32,22 @@ from registry.lazy import deferred_validator, lazy_attributes
 if TYPE_CHECKING:
     from .base import MixContext, TokenMixer
 
+OPERATOR_ROLES = {
+    "attention": "full softmax attention over every key, the quality reference a cheap mixer "
+                 "stands in for",
+    "no-mixing": "moves no information between positions: the floor every mixer must beat",
+}
+
 OPERATORS: Registry[type[TokenMixer]] = Registry(
     "operator", group="chiaroscuro.operators", builtins=__name__,
     validate=deferred_validator(f"{__name__}.base", "validate_operator"),
     decorators=("register_operator", "OPERATORS.register"),
     declared=("supports_causal", "supports_query_subset", "leaky"),
+    roles=OPERATOR_ROLES,
 )
 register_operator = OPERATORS.register
 
-__all__ = ["OPERATORS", "MixContext", "TokenMixer", "register_operator"]
+__all__ = ["OPERATORS", "OPERATOR_ROLES", "MixContext", "TokenMixer", "register_operator"]
 
 _LAZY = {"MixContext": "base", "TokenMixer": "base", "validate_operator": "base"}
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -1,40 +1,149 @@
-"""Multi-head softmax attention, through torch's fused scaled_dot_product_attention.
+"""Multi-head softmax attention: the projections and cost accounting, with its core run by a
+kernel from a table (``ATTENTION_KERNELS``), chosen by ``--op-option attn.backend=NAME``.
 
 Queries and keys/values are projected separately so that, for a routed subset of query
 positions, only those tokens are projected: keys/values are always the whole sequence. On a
 causal task routed queries attend only keys up to their own position, in blocks
-(``operators.causal_blocks``; FlexAttention on CUDA, ``operators.flex``), and are charged the
-score pairs those blocks compute.
+(``operators.causal_blocks``, or FlexAttention's tiles on CUDA, ``operators.flex``), and are
+charged the score pairs those blocks compute.
+
+Kernels (``operators/backends.py``): ``sdpa`` (``SDPAKernel`` below: PyTorch's fused
+scaled_dot_product_attention, routed causal queries and padded causal calls in
+``causal_blocks``; runs anywhere), ``flex`` (the same, with routed causal queries through
+FlexAttention block masks; CUDA), ``xformers`` (xformers' memory-efficient attention for every
+call; CUDA and the xformers package). ``auto`` (the default): flex where usable, else sdpa, so a
+CPU always runs sdpa. A subclass that changes the scores (``score_terms``: RBF) is served by
+every kernel.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from operators import register_operator
 from registry import ConfigError
 
-from . import causal_blocks, flex
+from . import causal_blocks
+from .backends import KernelTable
 from .base import MixContext, TokenMixer, attention_mask, gather_queries, query_count
 
+# The attention kernels: name -> "module:Class". A new kernel is its file plus one line here.
+ATTENTION_KERNELS = KernelTable("attention", {
+    "sdpa": "operators.attention:SDPAKernel",
+    "flex": "operators.flex:FlexKernel",
+    "xformers": "operators.xformers_attn:XFormersKernel",
+}, auto=("flex", "sdpa"))
 
-@register_operator("attn", description="multi-head softmax self-attention (fused SDPA)",
-                   supports_causal=True, supports_query_subset=True, leaky=False)
+
+class SDPAKernel:
+    """Pure PyTorch: fused SDPA for full calls; routed causal queries in causal_blocks.
+
+    A kernel runs the attention core on (B, H, L, Dh) tensors with scores q.k * scale + the
+    per-key bias (``Attention.score_terms``). ``subset`` serves routed causal queries (ctx has
+    query positions), ``full`` every other call not run in blocks; ``in_blocks`` says whether
+    routed causal queries and padded full causal calls run in causal_blocks (whose matrix
+    products torch's FLOP counter sees exactly) and ``subset_pairs`` what routed causal queries
+    compute, for the cost accounting."""
+
+    name = "sdpa"
+    in_blocks = True
+
+    def unavailable(self, device: torch.device | None) -> str | None:
+        return None
+
+    def subset(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext,
+               key_bias: Tensor | None, scale: float | None) -> Tensor:
+        assert ctx.query_positions is not None
+        blocks = causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask)
+        return causal_blocks.blocked_causal_attention(q, k, v, ctx.query_positions, blocks,
+                                                      ctx.padding_mask, key_bias, scale)
+
+    def subset_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        assert ctx.query_positions is not None
+        return causal_blocks.score_pairs(
+            causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask))
+
+    def full(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext,
+             key_bias: Tensor | None, scale: float | None) -> Tensor:
+        if (ctx.causal and ctx.padding_mask is None and key_bias is None
+                and ctx.query_positions is None):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fast, no mask
+        allowed = attention_mask(ctx, n_key=k.shape[2], n_query=q.shape[2], device=q.device)
+        mask = allowed
+        if key_bias is not None:
+            mask = key_bias if allowed is None else torch.where(allowed, key_bias,
+                                                                float("-inf"))
+            mask = mask.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+@register_operator("attn", description="multi-head softmax self-attention (fused SDPA; other "
+                   "kernels with option backend)")
 class Attention(TokenMixer):
     supports_causal = True
     supports_query_subset = True
+    roles = ("attention",)
+    # what a refusal of an explicit backend this machine cannot run suggests
+    instead = "pass --op-option {name}.backend=auto for the best kernel usable here"
+
+    class Options(TokenMixer.Options):
+        backend: str = Field("auto", description="the attention kernel: auto (the best usable "
+                             "on the device; always sdpa on a CPU) or a name of "
+                             "ATTENTION_KERNELS in operators/attention.py")
+
+        @field_validator("backend")
+        @classmethod
+        def _in_the_table(cls, name: str) -> str:
+            return ATTENTION_KERNELS.check_name(name)
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         if d_model % n_heads:
             raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        ATTENTION_KERNELS.refuse_unusable(self.options.backend, self.registry_name,
+                                          self._instead())
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
         self.out_proj = nn.Linear(d_model, d_model, bias=False)
+        self._choose_kernel()
+
+    # The kernel is chosen when the weights land on a device (here and on every .to()), never
+    # inside forward: torch.compile then sees an attribute, not a table lookup.
+    def _choose_kernel(self) -> None:
+        try:
+            self._kernel = ATTENTION_KERNELS.choose(self.options.backend,
+                                                    self.out_proj.weight.device,
+                                                    self.registry_name, self._instead())
+            self._refusal = ""
+        except ConfigError as exc:  # an explicit GPU kernel while the weights are on the CPU
+            self._kernel, self._refusal = None, str(exc)
+
+    def _apply(self, fn, *args, **kwargs):
+        module = super()._apply(fn, *args, **kwargs)
+        self._choose_kernel()
+        return module
+
+    def kernel(self) -> Any:
+        """The kernel that runs where the weights are (ConfigError if the chosen backend
+        cannot run there)."""
+        if self._kernel is None:
+            raise ConfigError(self._refusal)
+        return self._kernel
+
+    def _instead(self) -> str:
+        return self.instead.format(name=self.registry_name)
+
+    @property
+    def backend(self) -> str:
+        """The kernel this operator runs where its weights are ("sdpa", "flex", ...): what
+        the run's record stores."""
+        return self.kernel().name
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
         if ctx.causal != self.causal:  # the constructor's promise wins: never leak
@@ -50,44 +159,26 @@ class Attention(TokenMixer):
 
     def mix(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext) -> Tensor:
         """The attention core on (B, L, H, Dh) tensors; subclasses change the scores
-        (``score_terms``) and every path below serves them."""
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # SDPA wants (B, H, L, Dh)
+        (``score_terms``) and every kernel serves them."""
+        kernel = self.kernel()
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # kernels take (B, H, L, Dh)
         q, key_bias, scale = self.score_terms(q, k)
         if ctx.causal and ctx.query_positions is not None:
-            y = self._causal_subset(q, k, v, ctx, key_bias, scale)
-        elif ctx.causal and self._dense_in_blocks(ctx):
+            y = kernel.subset(q, k, v, ctx, key_bias, scale)
+        elif ctx.causal and self._dense_in_blocks(ctx, kernel):
             b, _, n, _ = q.shape
             positions = torch.arange(n, device=q.device).expand(b, n)
             y = causal_blocks.blocked_causal_attention(q, k, v, positions,
                                                        causal_blocks.dense_blocks(b, n),
                                                        ctx.padding_mask, key_bias, scale)
-        elif ctx.causal and ctx.padding_mask is None and key_bias is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fast path, no mask
         else:
-            allowed = attention_mask(ctx, n_key=k.shape[2], n_query=q.shape[2], device=q.device)
-            mask = allowed
-            if key_bias is not None:
-                mask = key_bias if allowed is None else torch.where(allowed, key_bias,
-                                                                    float("-inf"))
-                mask = mask.to(q.dtype)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            y = kernel.full(q, k, v, ctx, key_bias, scale)
         return y.transpose(1, 2)
 
     def score_terms(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor | None, float | None]:
         """(queries, additive per-key bias (B, H, 1, N) or None, scale or None for SDPA's
         default): scores = q.k * scale + bias. Plain attention: no bias."""
         return q, None, None
-
-    def _causal_subset(self, q, k, v, ctx: MixContext, key_bias, scale) -> Tensor:
-        """Routed causal queries: each computes only keys <= its position (causal_blocks on
-        CPU, a FlexAttention block mask on CUDA)."""
-        assert ctx.query_positions is not None
-        if flex.available(q):
-            return flex.causal_subset_attention(q, k, v, ctx.query_positions, ctx.query_mask,
-                                                ctx.padding_mask, key_bias, scale)
-        blocks = causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask)
-        return causal_blocks.blocked_causal_attention(q, k, v, ctx.query_positions, blocks,
-                                                      ctx.padding_mask, key_bias, scale)
 
     # How a full causal call runs. "triangle": the fused kernel told is_causal skips the score
     # blocks above the diagonal, and is charged the triangle (which keeps routed savings honest
@@ -98,15 +189,15 @@ class Attention(TokenMixer):
     # padding only as an explicit mask, which runs (and must be charged) the whole rectangle;
     # the blocks took 0.80x / 0.69x its fwd+bwd time at N 1024 / 2048 (1.09x at N 256; B 4,
     # d_model 256, 1 thread).
-    # Routed causal queries run in blocks (_causal_subset) and are charged the pairs those
-    # blocks compute (batch_flops).
+    # Routed causal queries run in blocks (the kernel's subset) and are charged the pairs those
+    # blocks compute (batch_flops). A kernel that runs neither in blocks (xformers) runs the
+    # masked rectangle and is charged it.
     dense_causal = "triangle"
-    blocks_causal_subsets = True  # mix() runs causal_blocks; a subclass with its own mix says no
 
-    def _dense_in_blocks(self, ctx: MixContext) -> bool:
+    def _dense_in_blocks(self, ctx: MixContext, kernel: Any) -> bool:
         """Whether a full causal call with this context runs every position in blocks."""
-        return self.blocks_causal_subsets and (self.dense_causal == "blocks"
-                                               or ctx.padding_mask is not None)
+        return kernel.in_blocks and (self.dense_causal == "blocks"
+                                     or ctx.padding_mask is not None)
 
     def score_pairs(self, n_query: int, n_key: int) -> int:
         """(query, key) score pairs the kernel computes for one head of an unpadded call."""
@@ -118,21 +209,18 @@ class Attention(TokenMixer):
 
     def call_score_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
         """Score pairs per head over the batch that one call with this context computes, as
-        mix() runs it: routed causal queries in blocks (or FlexAttention's tiles), padded full
-        causal calls in blocks (or, in a subclass with its own mix, the masked rectangle)."""
+        mix() runs it: routed causal queries as the kernel computes them (blocks, FlexAttention's
+        tiles, or the masked rectangle), padded full causal calls in blocks (or, with a kernel
+        that does not run blocks, the masked rectangle)."""
         if not self.causal:
             return batch * query_count(ctx, n_key) * n_key
+        kernel = self.kernel()
         if ctx.query_positions is not None:
-            if not self.blocks_causal_subsets:
-                return batch * ctx.query_positions.shape[1] * n_key  # the masked rectangle
-            if flex.available(ctx.query_positions):
-                return flex.score_pairs(ctx.query_positions, ctx.query_mask)
-            return causal_blocks.score_pairs(
-                causal_blocks.plan_blocks(ctx.query_positions, ctx.query_mask))
-        if self._dense_in_blocks(ctx):
+            return kernel.subset_pairs(ctx, n_key, batch)
+        if self._dense_in_blocks(ctx, kernel):
             return batch * causal_blocks.score_pairs(causal_blocks.dense_blocks(1, n_key))
         if ctx.padding_mask is not None:
-            return batch * n_key * n_key  # a subclass's own mix: the masked rectangle
+            return batch * n_key * n_key  # a kernel without blocks: the masked rectangle
         return batch * self.score_pairs(n_key, n_key)
 
     def _runs_in_blocks(self, ctx: MixContext) -> bool:
@@ -141,9 +229,10 @@ class Attention(TokenMixer):
         the triangle)."""
         if not self.causal:
             return False
+        kernel = self.kernel()
         if ctx.query_positions is None:
-            return self._dense_in_blocks(ctx)
-        return self.blocks_causal_subsets
+            return self._dense_in_blocks(ctx, kernel)
+        return kernel.in_blocks
 
     def projection_flops(self, n_query: int, n_key: int) -> int:
         d = self.d_model

@@ -3,7 +3,8 @@
 A token mixer maps x (B, N, D) to (B, N, D): it is the part of a transformer block that moves
 information *between* positions (attention, spectral mixing, kernel mixing, ...).
 
-Declarations (class attributes) the harness relies on:
+Declarations (class attributes, the one place they are written: the registry reads them from
+the source for ``python -m harness list`` and checks them when the class is imported):
 
 - ``supports_causal``: the operator has a form in which output t depends only on inputs <= t.
   It is told ``causal`` at construction and must never leak in causal mode; the harness checks
@@ -13,10 +14,17 @@ Declarations (class attributes) the harness relies on:
   routed to it, and only then is the skipped work counted as saved.
 - ``leaky``: a deliberately non-causal variant of a causal operator (the paper's form). It runs
   on a causal task only with ``--allow-leaky`` and every record it produces is marked leaky.
+- ``roles``: what the operator is, among ``operators.OPERATOR_ROLES`` (``("attention",)`` for
+  full softmax attention, ``("no-mixing",)`` for the identity); the board reads roles, never
+  names. Inherited like any attribute: a subclass that is something else says so.
+- ``Options``: a pydantic model (``registry.options.ComponentOptions``) of the options it takes
+  (``--op-option NAME.KEY=VALUE``). The constructor validates them and keeps ``self.options``;
+  a subclass extends its parent's model (``class Options(Parent.Options)``).
 - ``flops(n_query, n_key)``: analytic forward FLOPs for one example (multiply-add = 2 FLOPs),
-  counting the projections it owns. Used for cost accounting and ordering by cost. Where the
-  work of a query subset depends on *where* the queries are (causal attention computes only
-  keys <= each query), ``batch_flops(ctx, n_key, batch)`` says what one call really computed;
+  counting the projections it owns. Used for cost accounting (bands follow the ``--ops``
+  order, never a cost order). Where the work of a query subset depends on *where* the queries
+  are (causal attention computes only keys <= each query), ``batch_flops(ctx, n_key, batch)``
+  says what one call really computed;
   its default is ``batch * flops(Q, n_key)``. The harness reads both through
   ``executed_flops``, so a plugin that declares only ``flops`` keeps working.
   ``untracked_flops`` is flops() minus what torch's FLOP counter reports for the same call:
@@ -43,7 +51,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from registry import ConfigError, unknown_options_message
+from registry import ConfigError
+from registry.options import ComponentOptions, parse_options
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,30 @@ class MixContext:
 
 
 class TokenMixer(nn.Module):
-    """Base class for operators. Subclasses set the ClassVars and implement forward/flops."""
+    """Base class for operators. Subclasses set the ClassVars, extend ``Options`` and implement
+    forward/flops."""
 
     supports_causal: ClassVar[bool] = True
     supports_query_subset: ClassVar[bool] = False
     leaky: ClassVar[bool] = False
+    roles: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"  # set by the registry
-    # the options a subclass pops before calling this constructor (--op-option NAME.KEY=V);
-    # named in the error for an unknown one
-    option_names: ClassVar[tuple[str, ...]] = ()
+
+    class Options(ComponentOptions):
+        """No options; a subclass adds its fields."""
+
+    options: ComponentOptions  # the validated Options, set by the constructor
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
+        """The validated ``Options``, or one ConfigError line naming the option and the flag
+        that sets it (``OPERATORS.check_options`` asks this without building the operator)."""
+        return parse_options("operator", cls.registry_name, cls.Options, values,
+                             "--op-option {name}.{key}=VALUE")
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool, **options: Any):
         super().__init__()
-        if options:
-            raise ConfigError(unknown_options_message(
-                "operator", self.registry_name, options, self.option_names,
-                f"--op-option {self.registry_name}.KEY=VALUE"))
+        self.options = self.parse_options(options)
         for label, value in (("d_model", d_model), ("n_heads", n_heads), ("max_len", max_len)):
             if value <= 0:
                 raise ConfigError(f"{label} must be positive, got {value}")
@@ -129,6 +146,10 @@ def validate_operator(obj: Any) -> None:
     for attr in ("supports_causal", "supports_query_subset", "flops", "forward"):
         if not hasattr(obj, attr):
             raise TypeError(f"{obj.__name__} does not declare '{attr}' (see operators/base.py)")
+    options = getattr(obj, "Options", ComponentOptions)
+    if not (isinstance(options, type) and issubclass(options, ComponentOptions)):
+        raise TypeError(f"{obj.__name__}.Options is not a registry.options.ComponentOptions "
+                        f"model (see operators/base.py)")
 
 
 def gather_queries(x: Tensor, ctx: MixContext) -> Tensor:

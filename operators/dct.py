@@ -26,10 +26,10 @@ import functools
 import math
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from operators import register_operator
-from registry import ConfigError
 
 from .base import MixContext, TokenMixer
 from .spectral import dct, dct_twiddle, even_odd_order, upcast
@@ -294,19 +294,21 @@ def dct_filter(x: Tensor, h: Tensor) -> Tensor:
 
 
 @register_operator("dct", description="spectral mixing along the sequence (DCT filter; causal: "
-                   "DCT-parameterised long convolution)",
-                   supports_causal=True, supports_query_subset=False, leaky=False)
+                   "DCT-parameterised long convolution)")
 class DCTMixer(TokenMixer):
     supports_causal = True
     supports_query_subset = False
-    option_names = ("n_freq", "decay")
+
+    class Options(TokenMixer.Options):
+        n_freq: int | None = Field(None, gt=0, description="points of the non-causal filter "
+                                   "over normalised frequency (default: max_len)")
+        decay: float = Field(3.0, ge=0, description="the causal kernel's initial window "
+                             "exp(-decay * t / max_len): long taps start small")
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
-        n_freq = options.pop("n_freq", max_len)  # filter resolution over normalised frequency
-        decay = options.pop("decay", 3.0)  # causal kernel window exp(-decay * t / max_len)
         super().__init__(d_model, n_heads, max_len, causal, **options)
-        if int(n_freq) <= 0:
-            raise ConfigError(f"n_freq must be positive, got {n_freq}")
+        n_freq = self.options.n_freq or max_len
+        decay = self.options.decay
         # The leaky subclass accepts causal=True but keeps the non-causal form.
         self.conv = causal and not self.leaky
         if self.conv:
@@ -321,7 +323,7 @@ class DCTMixer(TokenMixer):
             self.register_buffer("window", window, persistent=False)
         else:
             # h = 1 at every frequency: the identity, so training starts stable.
-            self.filter = nn.Parameter(torch.ones(int(n_freq), d_model))
+            self.filter = nn.Parameter(torch.ones(n_freq, d_model))
 
     # -- non-causal: filter in the DCT domain --------------------------------------------------
 
@@ -419,8 +421,7 @@ class DCTMixer(TokenMixer):
 
 
 @register_operator("dct-leaky", description="LEAKY: the paper's non-causal DCT mixing even on "
-                   "causal tasks; only behind --allow-leaky",
-                   supports_causal=True, supports_query_subset=False, leaky=True)
+                   "causal tasks; only behind --allow-leaky")
 class LeakyDCTMixer(DCTMixer):
     """The paper's form: sequence-axis DCT mixing WITHOUT causal masking.
 

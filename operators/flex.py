@@ -2,9 +2,10 @@
 
 The same computation as ``operators.causal_blocks`` (each routed query attends keys <= its
 position; padded query slots produce zeros), but the mask lives on the device: FlexAttention
-skips every 128 x 128 tile the mask empties, and no positions travel to the host. Chosen
-automatically for CUDA tensors when ``torch.nn.attention.flex_attention`` imports; the CPU path
-is unchanged.
+skips every 128 x 128 tile the mask empties, and no positions travel to the host. The ``flex``
+kernel of attention's table (``operators/attention.py``): chosen by ``backend=auto`` on CUDA
+when ``torch.nn.attention.flex_attention`` imports, or by ``backend=flex``; every other call
+runs as the ``sdpa`` kernel does, and on a CPU ``auto`` is always ``sdpa``.
 
 UNTESTED ON A GPU: no accelerator was available to the session that wrote it. Its tests are
 marked ``gpu`` (tests/test_routed.py) and compare it with the CPU blocks and with dense
@@ -18,6 +19,8 @@ import functools
 import torch
 from torch import Tensor
 
+from .attention import SDPAKernel
+from .base import MixContext
 from .causal_blocks import plan_blocks
 
 FLEX_BLOCK = 128  # FlexAttention's default tile, queries x keys
@@ -35,6 +38,31 @@ def _kernels():
 
 def available(t: Tensor) -> bool:
     return t.is_cuda and _kernels() is not None
+
+
+class FlexKernel(SDPAKernel):
+    """Attention's ``flex`` kernel: routed causal queries through FlexAttention (CUDA)."""
+
+    name = "flex"
+
+    def unavailable(self, device: torch.device | None) -> str | None:
+        if device is not None and device.type != "cuda":
+            return f"FlexAttention runs on CUDA, not on {device}"
+        if device is None and not torch.cuda.is_available():
+            return "FlexAttention needs a CUDA GPU and none is available"
+        if _kernels() is None:
+            return f"torch {torch.__version__} has no torch.nn.attention.flex_attention"
+        return None
+
+    def subset(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext,
+               key_bias: Tensor | None, scale: float | None) -> Tensor:
+        assert ctx.query_positions is not None
+        return causal_subset_attention(q, k, v, ctx.query_positions, ctx.query_mask,
+                                       ctx.padding_mask, key_bias, scale)
+
+    def subset_pairs(self, ctx: MixContext, n_key: int, batch: int) -> int:
+        assert ctx.query_positions is not None
+        return score_pairs(ctx.query_positions, ctx.query_mask)
 
 
 def _round_up(n: int, multiple: int) -> int:

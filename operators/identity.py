@@ -10,11 +10,11 @@ from operators import register_operator
 from .base import MixContext, TokenMixer, gather_queries
 
 
-@register_operator("identity", description="y = x: no token mixing, no cost",
-                   supports_causal=True, supports_query_subset=True, leaky=False)
+@register_operator("identity", description="y = x: no token mixing, no cost")
 class Identity(TokenMixer):
     supports_causal = True
     supports_query_subset = True
+    roles = ("no-mixing",)
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
         return gather_queries(x, ctx)

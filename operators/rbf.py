@@ -22,9 +22,9 @@ from .attention import Attention
 
 
 @register_operator("rbf", description="RBF (Gaussian) kernel mixing with a learnable bandwidth "
-                   "per head",
-                   supports_causal=True, supports_query_subset=True, leaky=False)
+                   "per head")
 class RBFMixer(Attention):
+    roles = ()  # attention's machinery, not full softmax attention
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         # s^2 = sqrt(head_dim) makes q.k / s^2 the usual attention scaling at initialisation.

@@ -5,17 +5,24 @@ this example runs as a doctest (tests/test_doctests.py); ``OPERATORS`` is made t
 
     OPERATORS = Registry("operator", group="chiaroscuro.operators", validate=validate_operator,
                          builtins="operators", decorators=("register_operator",),
-                         declared=("supports_causal", "supports_query_subset", "leaky"))
+                         declared=("supports_causal", "supports_query_subset", "leaky"),
+                         roles=OPERATOR_ROLES)
 
->>> widgets = Registry("widget", group="chiaroscuro.doc_widgets")
+>>> widgets = Registry("widget", group="chiaroscuro.doc_widgets", declared=("fast",),
+...                    roles={"reference": "what the others are compared with"})
 >>> @widgets.register("dct", aliases=("spectral",), deprecated_aliases=("dct-mix",),
 ...                   description="mixes in the DCT domain")
 ... class DCTMixer:
-...     pass
+...     fast = True
+...     roles = ("reference",)
 >>> widgets.get("spectral") is DCTMixer
 True
 >>> DCTMixer.registry_name  # the decorator's name, bound by the decorator (see register)
 'dct'
+>>> widgets.entry("dct").prop("fast"), widgets.entry("dct").roles
+(True, frozenset({'reference'}))
+>>> widgets.has_role("dct-mix", "reference"), widgets.has_role("not-there", "reference")
+(True, False)
 >>> widgets.get("dtc")
 Traceback (most recent call last):
     ...
@@ -29,15 +36,27 @@ True
 widget name 'dct-mix' is deprecated; use 'dct'
 >>> [e.name for e in widgets.filter("*ct*")]
 ['dct']
+>>> widgets.register("Bad Name")(type("W", (), {}))
+Traceback (most recent call last):
+    ...
+registry.errors.InvalidNameError: widget name 'Bad Name' from this project is refused: ...
+
+One place for each fact: the decorator names a class (name, aliases, a one-line description);
+the class declares everything else in its own body, as a plugin's class does: its properties
+as class attributes (the registry's ``declared``: ``supports_causal = True``), its ``roles``
+(a tuple of the registry's role names: ``("attention",)``; read with ``entry.roles`` or
+``has_role``) and its options (a nested pydantic ``Options`` model, ``registry/options.py``;
+listed with ``entry.options``, validated with ``check_options``).
 
 Built-ins are lazy. A registry made with ``builtins="operators"`` reads the source of every
-module of that package (``registry/_scan.py``: the ``@register_operator("name", ...)`` calls,
-whose arguments must be literals) and records ``"operators.dct:DCTMixer"`` with the declared
-name, aliases, description and properties, importing nothing. ``get()`` imports the module;
-its decorator then binds the class to the entry, after validation, including a check that the
-properties declared in the decorator equal the class's. Adding a built-in is still one file
-with one decorator: nothing lists the files. A module whose decorator arguments are not
-literals is imported when the registry is first used, as before.
+module of that package (``registry/_scan.py``: the decorator calls, whose arguments must be
+literals, and the decorated classes' attributes, following their bases through the project's
+modules) and records ``"operators.dct:DCTMixer"`` with the name, aliases, description,
+properties, roles and options, importing nothing. ``get()`` imports the module; its decorator
+then binds the class to the entry, after validation, including a check that what the scan read
+equals the imported class's attributes. Adding a built-in is still one file with one decorator:
+nothing lists the files. A module whose decorator arguments are not literals is imported when
+the registry is first used.
 
 Third-party packages register through entry points in their own pyproject::
 
@@ -47,8 +66,9 @@ Third-party packages register through entry points in their own pyproject::
 An entry point ``name = module:Class`` is the same as decorating ``Class`` with
 ``@REGISTRY.register("name")``. Entry points are loaded lazily, the first time a registry is
 asked for a name or a listing (never at import). A plugin that fails to import, names a
-missing object, or does not satisfy the contract is reported once (name, distribution, error)
-and skipped: it never breaks the built-ins.
+missing object, has a name that is not a plain name (``check_name``) or does not satisfy the
+contract is reported once (name, distribution, error) and skipped: it never breaks the
+built-ins.
 """
 
 from __future__ import annotations
@@ -58,17 +78,20 @@ import fnmatch
 import functools
 import importlib
 import importlib.metadata as md
+import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._scan import OptionSpec
 from .errors import (
     ChiaroscuroError,
     ConfigError,
     DataError,
     DuplicateNameError,
+    InvalidNameError,
     UnknownNameError,
     did_you_mean,
     unknown_options_message,
@@ -77,12 +100,16 @@ from .errors import (
 __all__ = [
     "Registry",
     "Entry",
+    "OptionSpec",
     "PluginFailure",
     "ChiaroscuroError",
     "ConfigError",
     "DataError",
     "DuplicateNameError",
+    "InvalidNameError",
     "UnknownNameError",
+    "check_name",
+    "is_plain_name",
     "did_you_mean",
     "unknown_options_message",
 ]
@@ -93,21 +120,44 @@ BUILTIN = "built-in"
 
 _UNLOADED: Any = object()
 
+# A registered name becomes a path (run folders), a flag value and a markdown cell: lowercase
+# letters, digits and . _ + - only, starting with a letter or digit, and never "..".
+_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]*")
+NAME_RULE = ("lowercase letters, digits and . _ + - (starting with a letter or digit, "
+             "no '..')")
+
+
+def is_plain_name(name: Any) -> bool:
+    """[a-z0-9][a-z0-9._+-]* without '..': no '/', whitespace, markdown or HTML."""
+    return isinstance(name, str) and bool(_NAME.fullmatch(name)) and ".." not in name
+
+
+def check_name(kind: str, name: Any, origin: str = BUILTIN) -> None:
+    """Refuse a name that is not plain (``is_plain_name``) with one line naming it (escaped)
+    and where it comes from."""
+    if is_plain_name(name):
+        return
+    source = "this project" if origin == BUILTIN else origin
+    raise InvalidNameError(f"{kind} name {ascii(name)} from {source} is refused: names are "
+                           f"{NAME_RULE}; rename it")
+
 
 class Entry(Generic[T]):
     """One registered object and what is known about it.
 
-    A lazy built-in entry knows its ``target`` ("package.module:QualName") and its declared
-    metadata; ``obj`` imports the module the first time it is read.
+    A lazy built-in entry knows its ``target`` ("package.module:QualName"), its metadata (the
+    description and what its class declares, read from the source) and its options; ``obj``
+    imports the module the first time it is read.
     """
 
     __slots__ = ("name", "aliases", "deprecated_aliases", "origin", "metadata", "target",
-                 "_obj", "_loader")
+                 "_obj", "_loader", "_options")
 
     def __init__(self, name: str, obj: Any = _UNLOADED, *, aliases: tuple[str, ...] = (),
                  origin: str = BUILTIN, metadata: dict[str, Any] | None = None,
                  target: str | None = None, deprecated_aliases: tuple[str, ...] = (),
-                 loader: Callable[[Entry[T]], T] | None = None):
+                 loader: Callable[[Entry[T]], T] | None = None,
+                 options: tuple[OptionSpec, ...] | None = None):
         self.name = name
         self.aliases = tuple(aliases)
         self.deprecated_aliases = tuple(deprecated_aliases)
@@ -116,6 +166,7 @@ class Entry(Generic[T]):
         self.target = target if target is not None or obj is _UNLOADED else _target_of(obj)
         self._obj = obj
         self._loader = loader
+        self._options = options
 
     @property
     def obj(self) -> T:
@@ -134,10 +185,26 @@ class Entry(Generic[T]):
         return self.origin == BUILTIN
 
     def prop(self, attr: str, default: Any = None) -> Any:
-        """A property declared at registration, else read from the object (importing it)."""
+        """A declared class attribute: as read from the source, else from the object
+        (importing it)."""
         if attr in self.metadata:
             return self.metadata[attr]
         return getattr(self.obj, attr, default)
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles the class declares (``roles = ("attention",)``), e.g. {"attention"}."""
+        return frozenset(self.prop("roles", ()) or ())
+
+    @property
+    def options(self) -> tuple[OptionSpec, ...]:
+        """The fields of the class's ``Options`` model: read from the source for built-ins,
+        from the imported class otherwise."""
+        if self._options is None:
+            from .options import specs_of
+
+            self._options = specs_of(getattr(self.obj, "Options", None))
+        return self._options
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "lazy"
@@ -153,7 +220,13 @@ class PluginFailure:
     error: str
 
     def __str__(self) -> str:
-        return f"plugin '{self.name}' from {self.distribution} skipped: {self.error}"
+        return f"plugin {_shown(self.name)} from {self.distribution} skipped: {self.error}"
+
+
+def _shown(name: str) -> str:
+    """A name for a message: quoted as is when plain, else escaped (a name with a newline or
+    markup never reaches a terminal or a page raw)."""
+    return f"'{name}'" if is_plain_name(name) else ascii(name)
 
 
 _OWN_PACKAGES = ("registry", "operators", "routers", "tasks", "harness")
@@ -186,10 +259,10 @@ def bind_name(obj: Any, name: str) -> None:
     """Give a registered class its ``registry_name`` (a ClassVar declared on the base classes).
 
     A class that declares ``registry_name`` in its own body must declare the name it is
-    registered under (else TypeError). One that does not (the built-ins, whose files may change
-    only in their decorator line, and plugins, named by their entry point) is given it here,
-    once it has passed the registry's checks: this is the only place a name is written onto a
-    class, and it never overwrites a declared one nor reuses an inherited one.
+    registered under (else TypeError). One that does not (the built-ins, named by their
+    decorator, and plugins, named by their entry point) is given it here, once it has passed
+    the registry's checks: this is the only place a name is written onto a class, and it never
+    overwrites a declared one nor reuses an inherited one.
     """
     if not isinstance(obj, type):
         return
@@ -204,27 +277,30 @@ def bind_name(obj: Any, name: str) -> None:
 class Registry(Generic[T]):
     """Name -> object map for one kind of plug-in.
 
-    kind:       what the entries are, used in messages ("operator").
-    group:      the entry-point group scanned for plugins ("chiaroscuro.operators").
-    validate:   called on every object when it is bound (built-ins on first ``get``, plugins
-                when discovered); raises (TypeError/ValueError) if it does not satisfy the
-                contract.
-    builtins:   a package whose modules declare the built-ins (read statically, imported
-                lazily); None for none.
-    decorators: the decorator spellings to look for in those modules ("register_operator").
-    declared:   class properties that built-ins declare in their decorator (listed without
-                importing); checked against the class when it is imported.
+    kind:        what the entries are, used in messages ("operator").
+    group:       the entry-point group scanned for plugins ("chiaroscuro.operators").
+    validate:    called on every object when it is bound (built-ins on first ``get``, plugins
+                 when discovered); raises (TypeError/ValueError) if it does not satisfy the
+                 contract.
+    builtins:    a package whose modules declare the built-ins (read statically, imported
+                 lazily); None for none.
+    decorators:  the decorator spellings to look for in those modules ("register_operator").
+    declared:    the class attributes every entry declares (listed without importing the
+                 built-ins; checked against the class when it is imported).
+    roles:       the role names a class may list in its ``roles`` attribute, with what each
+                 means.
     """
 
     def __init__(self, kind: str, group: str, validate: Callable[[Any], None] | None = None,
                  *, builtins: str | None = None, decorators: tuple[str, ...] = (),
-                 declared: tuple[str, ...] = ()):
+                 declared: tuple[str, ...] = (), roles: Mapping[str, str] | None = None):
         self.kind = kind
         self.group = group
         self._validate = validate
         self.builtins = builtins
         self.decorators = tuple(decorators)
         self.declared = tuple(declared)
+        self.role_names: dict[str, str] = dict(roles or {})
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
         self._deprecated: dict[str, str] = {}
@@ -237,15 +313,21 @@ class Registry(Generic[T]):
 
     def register(
         self, name: str, *, aliases: tuple[str, ...] | list[str] = (),
-        deprecated_aliases: tuple[str, ...] | list[str] = (), **metadata: Any
+        deprecated_aliases: tuple[str, ...] | list[str] = (), description: str | None = None,
+        **declarations: Any,
     ) -> Callable[[T], T]:
         """Class/function decorator: register the object under ``name`` (and ``aliases``).
 
         ``deprecated_aliases`` are old names: ``get(old)`` still works and warns
-        (DeprecationWarning) with the new name. Other keywords are metadata (``description``
-        and the registry's ``declared`` properties, checked against the object). The decorator
-        sets ``registry_name`` on a class that does not declare it (see ``bind_name``).
+        (DeprecationWarning) with the new name. ``description`` is the one line ``list``
+        shows. Properties, roles and options are declared in the class body, not here (a
+        keyword such as ``supports_causal=True`` is refused: one place for each fact). The
+        decorator sets ``registry_name`` on a class that does not declare it (see
+        ``bind_name``).
         """
+        if declarations:
+            raise self._declared_in_decorator(name, declarations)
+        metadata = {} if description is None else {"description": description}
 
         def decorator(obj: T) -> T:
             self._scan()
@@ -260,6 +342,12 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def _declared_in_decorator(self, name: str, keywords: Any) -> TypeError:
+        return TypeError(
+            f"{self.kind} '{name}': declare {', '.join(sorted(keywords))} in the class body "
+            f"(class attributes, roles, a nested Options model), not in the decorator, which "
+            f"takes only the name, aliases and description")
+
     def add(
         self,
         name: str,
@@ -270,9 +358,11 @@ class Registry(Generic[T]):
         deprecated_aliases: tuple[str, ...] = (),
         **metadata: Any,
     ) -> Entry[T]:
-        """Register an object. A class is named by it (``bind_name``), after the duplicate
-        and validation checks have passed: a refused object is left untouched."""
+        """Register an object. A class is named by it (``bind_name``), after the name, duplicate
+        and validation checks have passed: a refused object is left untouched. ``metadata``:
+        the description."""
         for key in (name, *aliases, *deprecated_aliases):
+            check_name(self.kind, key, origin)
             existing = self._owner(key)
             if existing is not None:
                 if existing.loaded and existing.obj is obj:  # the same object twice
@@ -304,16 +394,31 @@ class Registry(Generic[T]):
             self._deprecated[alias] = entry.name
 
     def _check(self, entry: Entry[T], obj: Any) -> None:
-        """Validate the object, and the properties declared for it at registration."""
+        """Validate the object; check that what the source scan read equals the class's
+        attributes, and record the ones it could not read; check the roles."""
         if self._validate is not None:
             self._validate(obj)
-        for attr in self.declared:
-            if attr in entry.metadata and getattr(obj, attr, _UNLOADED) != entry.metadata[attr]:
+        for attr in (*self.declared, "roles"):
+            actual = getattr(obj, attr, _UNLOADED)
+            if attr not in entry.metadata:
+                if actual is not _UNLOADED:
+                    entry.metadata[attr] = actual
+            elif actual != entry.metadata[attr]:
                 raise TypeError(
-                    f"{self.kind} '{entry.name}' declares {attr}={entry.metadata[attr]!r} at "
-                    f"registration but {getattr(obj, '__name__', obj)}.{attr} is "
-                    f"{getattr(obj, attr, '<missing>')!r}"
+                    f"{self.kind} '{entry.name}': the source declares {attr}="
+                    f"{entry.metadata[attr]!r} but {getattr(obj, '__name__', obj)}.{attr} is "
+                    f"{'<missing>' if actual is _UNLOADED else repr(actual)} once imported "
+                    f"(assign it a literal in the class body)"
                 )
+        roles = entry.metadata.get("roles", ())
+        if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
+            raise TypeError(f"{self.kind} '{entry.name}' declares roles = {roles!r}; use a "
+                            f"tuple of role names")
+        unknown = sorted(set(roles) - set(self.role_names))
+        if unknown:
+            raise TypeError(f"{self.kind} '{entry.name}' declares unknown role "
+                            f"{', '.join(map(repr, unknown))} (roles: "
+                            f"{', '.join(sorted(self.role_names)) or 'none'})")
 
     def _bind(self, entry: Entry[T], obj: Any) -> None:
         self._check(entry, obj)
@@ -331,11 +436,16 @@ class Registry(Generic[T]):
 
         package = sys.modules[self.builtins]  # type: ignore[index]
         declarations, dynamic = scan_package(self.builtins, list(package.__path__),
-                                             self.decorators)
+                                             self.decorators, (*self.declared, "roles"))
         for d in declarations:
+            if d.keywords:
+                raise self._declared_in_decorator(d.name, d.keywords)
+            for key in (d.name, *d.aliases, *d.deprecated_aliases):
+                check_name(self.kind, key)
             entry: Entry[T] = Entry(d.name, aliases=d.aliases, origin=BUILTIN,
                                     metadata=d.metadata, target=d.target,
-                                    deprecated_aliases=d.deprecated_aliases, loader=self._load)
+                                    deprecated_aliases=d.deprecated_aliases, loader=self._load,
+                                    options=d.options)
             for key in (d.name, *d.aliases, *d.deprecated_aliases):
                 existing = self._owner(key)
                 if existing is not None:
@@ -375,6 +485,31 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
+    def has_role(self, name: str, role: str) -> bool:
+        """Whether the entry called `name` (or an alias, deprecated or not: no warning)
+        declares `role`; False for a name nobody registers (a record of an uninstalled plugin).
+        Built-ins answer from their source, without importing."""
+        if role not in self.role_names:
+            raise ValueError(f"unknown {self.kind} role {role!r} (roles: "
+                             f"{', '.join(sorted(self.role_names)) or 'none'})")
+        self._discover()
+        entry = self._owner(name)
+        return entry is not None and role in entry.roles
+
+    def with_role(self, role: str) -> list[str]:
+        """The names of the entries that declare `role`, sorted."""
+        return [e.name for e in self if self.has_role(e.name, role)]
+
+    def check_options(self, name: str, options: Mapping[str, Any]) -> Any:
+        """The validated ``Options`` of entry `name` (importing it), or one ConfigError line
+        naming the option and the flag that sets it: what the component's constructor does
+        with the same values (its class's ``parse_options``), without building it. A class
+        without ``parse_options`` (a task, or a plugin on no base class) is checked when it is
+        built."""
+        obj = self.entry(name).obj
+        parse = getattr(obj, "parse_options", None)
+        return parse(dict(options)) if parse is not None else None
+
     def __contains__(self, name: object) -> bool:
         self._discover()
         return name in self._entries or name in self._aliases or name in self._deprecated
@@ -407,9 +542,9 @@ class Registry(Generic[T]):
             hint = f"; did you mean '{suggestion}'?"
         for failure in self.failures:
             if failure.name == name:  # installed, but its plugin could not be registered
-                return f"{self.kind} '{name}' is unavailable: {failure}"
+                return f"{self.kind} {_shown(name)} is unavailable: {failure}"
         return (
-            f"unknown {self.kind} '{name}'{hint} "
+            f"unknown {self.kind} {_shown(name)}{hint} "
             f"(available: {', '.join(sorted(self._entries)) or 'none'})"
         )
 
@@ -426,6 +561,7 @@ class Registry(Generic[T]):
             version = ep.dist.version if ep.dist is not None else ""
             origin = f"{dist} {version}".strip()
             try:
+                check_name(self.kind, ep.name, origin)  # before importing anything of it
                 obj = ep.load()
                 existing = self._owner(ep.name)
                 if existing is not None and not (existing.loaded and existing.obj is obj):
@@ -449,17 +585,3 @@ class Registry(Generic[T]):
 
 def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
-
-
-def import_submodules(package_name: str) -> None:
-    """Import every module of a package, so that their decorators register the built-ins.
-
-    This is what makes "a new operator is one file in operators/": nothing lists the files.
-    """
-    import importlib
-    import pkgutil
-
-    package = sys.modules[package_name]
-    for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package_name}.{info.name}")

@@ -44,6 +44,10 @@ class DuplicateNameError(ChiaroscuroError):
     """Two entries (or an entry and an alias) claim the same name."""
 
 
+class InvalidNameError(ChiaroscuroError, ValueError):
+    """A name that may not be registered (it would become a path, a flag or a markdown cell)."""
+
+
 class ConfigError(ChiaroscuroError, ValueError):
     """An impossible option value or combination (for example a non-causal operator on a
     causal task)."""

@@ -7,7 +7,8 @@ the lowest band (by convention the cheapest operator), index K-1 the top band, t
 band. ``forward(x, ctx)`` sees the normalised layer input x (B, N, D) and returns a
 ``Routing``.
 
-Declarations (class attributes):
+Declarations (class attributes, the one place they are written: the registry reads them from
+the source for ``python -m harness list`` and checks them when the class is imported):
 
 - ``hard``: returns an ``assignment`` (each token goes to exactly one operator). Only hard
   routers let routed execution skip work; a soft router computes every operator everywhere and
@@ -20,6 +21,12 @@ Declarations (class attributes):
 - ``exact_fractions``: ``attn_fraction`` is honoured exactly at the ends (0.0 sends no token to
   the top operator, 1.0 sends every token). A router that only aims at it (a learned gate)
   leaves this False and is refused at 0.0 and 1.0 rather than silently missing them.
+- ``roles``: what the router is, among ``routers.ROUTER_ROLES``: ``("control",)`` for a chance
+  control (``random``), ``("privileged",)`` for one that reads ground truth (``oracle``),
+  ``("single",)`` for no routing. The board reads roles, never names; a subclass that is
+  something else than its parent says so.
+- ``Options``: a pydantic model (``registry.options.ComponentOptions``) of the options it takes
+  (``--router-option KEY=VALUE``); the constructor validates them and keeps ``self.options``.
 
 The harness checks ``causal`` and ``batch_independent`` empirically; the flags are what the
 router *claims*.
@@ -39,7 +46,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.core.options import ATTN_FRACTION
-from registry import ChiaroscuroError, ConfigError, unknown_options_message
+from registry import ChiaroscuroError, ConfigError
+from registry.options import ComponentOptions, parse_options
 
 
 class NonFiniteRouting(ChiaroscuroError):
@@ -77,10 +85,20 @@ class Router(nn.Module):
     # its evaluation routing is causal; the guard then lets causality fail in training mode only
     # (see harness/runner/guard.py) and the record carries a note.
     training_noncausal: ClassVar[str] = ""
+    roles: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"  # set by the registry
-    # the options a subclass pops before calling this constructor (--router-option KEY=V);
-    # named in the error for an unknown one
-    option_names: ClassVar[tuple[str, ...]] = ()
+
+    class Options(ComponentOptions):
+        """No options; a subclass adds its fields."""
+
+    options: ComponentOptions  # the validated Options, set by the constructor
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
+        """The validated ``Options``, or one ConfigError line naming the option and the flag
+        that sets it (``ROUTERS.check_options`` asks this without building the router)."""
+        return parse_options("router", cls.registry_name, cls.Options, values,
+                             "--router-option {key}=VALUE")
 
     def __init__(
         self,
@@ -92,10 +110,7 @@ class Router(nn.Module):
         **options: Any,
     ):
         super().__init__()
-        if options:
-            raise ConfigError(unknown_options_message(
-                "router", self.registry_name, options, self.option_names,
-                "--router-option KEY=VALUE"))
+        self.options = self.parse_options(options)
         if not self.min_ops <= n_ops <= self.max_ops:
             want = (
                 f"exactly {self.min_ops}"
@@ -161,3 +176,7 @@ def validate_router(obj: Any) -> None:
     for attr in ("hard", "causal", "batch_independent", "forward"):
         if not hasattr(obj, attr):
             raise TypeError(f"{obj.__name__} does not declare '{attr}' (see routers/base.py)")
+    options = getattr(obj, "Options", ComponentOptions)
+    if not (isinstance(options, type) and issubclass(options, ComponentOptions)):
+        raise TypeError(f"{obj.__name__}.Options is not a registry.options.ComponentOptions "
+                        f"model (see routers/base.py)")

@@ -39,11 +39,11 @@ import math
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from harness.core.options import ATTN_FRACTION
 from operators.spectral import spectral_entropy
-from registry import ConfigError
 
 from . import register_router
 from .base import NonFiniteRouting, Router, Routing, band_fractions, token_fractions
@@ -79,8 +79,8 @@ def entropy_scores(x: Tensor) -> Tensor:
 class CalibratedBandRouter(Router):
     """Base class: a per-token ``score`` (B, N) banded by running-quantile thresholds.
 
-    Option ``momentum`` (default 0.05): EMA rate of the thresholds toward each training batch's
-    quantiles. Subclasses implement ``score``.
+    Option ``momentum``: EMA rate of the thresholds toward each training batch's quantiles.
+    Subclasses implement ``score``.
     """
 
     hard = True
@@ -88,7 +88,10 @@ class CalibratedBandRouter(Router):
     batch_independent = True
     min_ops = 2
     exact_fractions = True
-    option_names = ("momentum",)
+
+    class Options(Router.Options):
+        momentum: float = Field(0.05, gt=0, le=1, description="EMA rate of the band thresholds "
+                                "toward each training batch's quantiles")
 
     thresholds: Tensor
     calibrated: Tensor
@@ -103,17 +106,8 @@ class CalibratedBandRouter(Router):
         attn_fraction: float = ATTN_FRACTION,
         **options: Any,
     ):
-        momentum = options.pop("momentum", 0.05)
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
-        try:
-            momentum = float(momentum)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"router option momentum must be a number, got {momentum!r}"
-            ) from None
-        if not 0.0 < momentum <= 1.0:
-            raise ConfigError(f"router option momentum must be in (0, 1], got {momentum}")
-        self.momentum = momentum
+        self.momentum = self.options.momentum
         targets = torch.tensor(band_fractions(n_ops, attn_fraction), dtype=torch.float64)
         # Quantile levels of the K-1 thresholds: cumulative shares of the bands below each.
         levels = targets[:-1].cumsum(0).clamp(0.0, 1.0).float()
@@ -189,11 +183,12 @@ class CalibratedBandRouter(Router):
         "spectral entropy of each token, banded by running-quantile thresholds: the "
         "highest-entropy attn_fraction of tokens go to the most expensive operator"
     ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class EntropyRouter(CalibratedBandRouter):
     """CHIAR-Former's router in its causal form: a threshold on each token's own spectral
     entropy (not a per-sequence top-k), so it never looks at other tokens."""
+
+    roles = ("method",)
 
     def score(self, x: Tensor) -> Tensor:
         return entropy_scores(x)
@@ -205,7 +200,6 @@ class EntropyRouter(CalibratedBandRouter):
         "LEAKY: the paper's capacity routing, the top ceil(attn_fraction * length) "
         "spectral-entropy tokens of each sequence go to the most expensive operator"
     ),
-    hard=True, causal=False, batch_independent=True, leaky=True, min_ops=2, max_ops=16,
 )
 class EntropyTopKRouter(Router):
     """Per sequence, the ``ceil(attn_fraction * L)`` highest-entropy real tokens go to operator

@@ -19,7 +19,6 @@ from .base import Router, Routing, band_fractions, token_fractions
         "learned linear top-1 gate per token, with a load-balancing loss toward the "
         "attn_fraction band targets"
     ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class LearnedRouter(Router):
     """probs = softmax(Linear(d, K)(x)); each token goes to argmax(probs).
@@ -36,6 +35,8 @@ class LearnedRouter(Router):
 
     The decision is per token (causal, batch independent); the loss is a training statistic.
     """
+
+    roles = ("learned",)
 
     hard = True
     causal = True

@@ -30,7 +30,6 @@ from .base import Router, Routing, band_fractions, soft_fractions
         "MetaRouter soft gate from the example's mean embedding (prefix mean on causal tasks); "
         "starts at attn_fraction on the most expensive operator"
     ),
-    hard=False, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class MetaRouter(Router):
     """Soft gate from a context vector m.
@@ -48,6 +47,8 @@ class MetaRouter(Router):
     stats: 'fractions' (mean weights over real tokens), 'gate' (B,): mean weight of the most
     expensive operator over each example's real tokens (g for K = 2).
     """
+
+    roles = ("learned",)
 
     hard = False
     causal = True
@@ -105,7 +106,6 @@ class MetaRouter(Router):
         "LEAKY: the paper's MetaRouter, one gate from the mean embedding of the whole batch "
         "(depends on other examples and on future tokens)"
     ),
-    hard=False, causal=False, batch_independent=False, leaky=True, min_ops=2, max_ops=16,
 )
 class BatchMetaRouter(MetaRouter):
     """The paper's form: m = mean over every real token of every example in the batch, one gate

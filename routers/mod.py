@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from harness.core.options import ATTN_FRACTION
@@ -55,9 +56,9 @@ def topk_membership(scores: Tensor, mask: Tensor | None, fraction: float) -> Ten
         "Mixture-of-Depths: learned score, expert-choice top-k in training (non-causal, noted "
         "in the record), a causal auxiliary predictor of top-k membership at evaluation"
     ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=2,
 )
 class MoDRouter(Router):
+    roles = ("learned",)
     hard = True
     causal = True  # at evaluation, which is what the checks and the results see
     batch_independent = True
@@ -70,13 +71,17 @@ class MoDRouter(Router):
     evaluate_with_topk: ClassVar[bool] = False
     training_noncausal: ClassVar[str] = "training routes by a per-sequence top-k"
 
+    class Options(Router.Options):
+        momentum: float = Field(0.05, gt=0, le=1, description="EMA rate of the evaluation "
+                                "threshold toward each training batch's quantile")
+
     threshold: Tensor
     calibrated: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
                  attn_fraction: float = ATTN_FRACTION, **options: Any):
-        self.momentum = float(options.pop("momentum", 0.05))
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
+        self.momentum = self.options.momentum
         self.score = nn.Linear(d_model, 1)
         nn.init.zeros_(self.score.bias)
         hidden = max(8, d_model // 2)
@@ -134,7 +139,6 @@ class MoDRouter(Router):
 @register_router(
     "mod-topk",
     description="LEAKY: Mixture-of-Depths evaluated with its non-causal per-sequence top-k",
-    hard=True, causal=False, batch_independent=True, leaky=True, min_ops=2, max_ops=2,
 )
 class MoDTopKRouter(MoDRouter):
     causal = False

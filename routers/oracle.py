@@ -31,10 +31,9 @@ from .random import RandomRouter
         "UPPER BOUND, privileged: sends the task's ground-truth needs_attention tokens to the "
         "most expensive operator and fills the rest of its share at random"
     ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class OracleRouter(RandomRouter):
-    oracle = True
+    roles = ("privileged",)  # not random's "control": it routes by the ground truth
     # copied by the trainer into every record's flags: a warning flag, so never ranked
     record_flags = ("oracle: routes by the task's ground truth (privileged information; an "
                     "upper bound, not a real router)",)

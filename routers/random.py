@@ -16,19 +16,17 @@ What it matches, option ``match``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from harness.core.options import ATTN_FRACTION
-from registry import ConfigError
 
 from . import register_router
 from .base import band_fractions
 from .entropy import CalibratedBandRouter
-
-MATCHES = ("tokens", "flops")
 
 
 @register_router(
@@ -38,7 +36,6 @@ MATCHES = ("tokens", "flops")
         "match=flops, the same attention FLOP fraction), but the score is a fixed "
         "pseudo-random hash of the token (unrelated to spectral entropy)"
     ),
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=2, max_ops=16,
 )
 class RandomRouter(CalibratedBandRouter):
     """The control for ``entropy``: routes the same shares of tokens, at random.
@@ -62,24 +59,38 @@ class RandomRouter(CalibratedBandRouter):
     """
 
     SCALE = 16.0
+    roles = ("control",)
+
+    class Options(CalibratedBandRouter.Options):
+        seed: int = Field(0, ge=0, le=9223372036854775807, description="seeds the random "
+                          "direction each token's score is a hash along")
+        match: Literal["tokens", "flops"] = Field("tokens", description="what it matches: "
+                                                  "the token shares, or flop_fraction")
+        flop_fraction: float | None = Field(None, gt=0, le=1, description="with match=flops: "
+                                            "the attention FLOP fraction to spend (the "
+                                            "attention_flop_fraction of the row it controls)")
+
+        @model_validator(mode="after")
+        def _fraction_with_flops(self) -> RandomRouter.Options:
+            if self.match == "flops" and self.flop_fraction is None:
+                raise ValueError("match=flops needs flop_fraction=F, the attention FLOP "
+                                 "fraction to match (the attention_flop_fraction of the row "
+                                 "this controls)")
+            if self.match == "tokens" and self.flop_fraction is not None:
+                raise ValueError("flop_fraction needs match=flops")
+            return self
 
     top_share: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
                  attn_fraction: float = ATTN_FRACTION, **options: Any):
-        seed = options.pop("seed", 0)
-        self.match = str(options.pop("match", "tokens"))
-        flop_fraction = options.pop("flop_fraction", None)
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
-        self.flop_fraction = _flop_fraction(self.match, flop_fraction)
+        self.match = self.options.match
+        self.flop_fraction = self.options.flop_fraction
         if self.match == "flops":  # the share that meets it is searched before step 1
             self.register_buffer("top_share", torch.tensor(float(attn_fraction)))
             self.register_load_state_dict_post_hook(lambda module, _: module._set_levels())
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise ConfigError(f"router option seed must be an integer, got {seed!r}") from None
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(self.options.seed)
         # A plain tensor, not a buffer: Module.to(dtype) must not round it (the hash would
         # change), and it is rebuilt from the seed, so checkpoints need not carry it.
         self._direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
@@ -108,23 +119,3 @@ class RandomRouter(CalibratedBandRouter):
             u = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
             projection = (u * self._direction_for(v.device, dtype)).sum(dim=-1)
             return torch.remainder(self.SCALE * projection, 1.0).float()
-
-
-def _flop_fraction(match: str, value: Any) -> float | None:
-    if match not in MATCHES:
-        raise ConfigError(f"router option match must be one of {', '.join(MATCHES)}, got "
-                          f"{match!r}")
-    if match == "tokens":
-        if value is not None:
-            raise ConfigError("router option flop_fraction needs match=flops")
-        return None
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            "router option match=flops needs flop_fraction=F, the attention FLOP fraction to "
-            "match (the attention_flop_fraction of the row this controls)") from None
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"router option flop_fraction must be in (0, 1], got {fraction}")
-    return fraction
-

@@ -14,7 +14,6 @@ from .base import Router, Routing, token_fractions
 @register_router(
     "single",
     description="no routing: the one operator handles every token (dense baseline)",
-    hard=True, causal=True, batch_independent=True, leaky=False, min_ops=1, max_ops=1,
 )
 class SingleRouter(Router):
     """Every token goes to operator 0, weight 1. Causal and batch independent trivially."""
@@ -24,6 +23,7 @@ class SingleRouter(Router):
     batch_independent = True
     min_ops = 1
     max_ops = 1
+    roles = ("single",)
 
     def forward(self, x: Tensor, ctx: Any) -> Routing:
         b, n = x.shape[:2]

@@ -1,6 +1,8 @@
-"""Benchmark tasks. One file per task family; each registers itself with a decorator::
+"""Benchmark tasks. One file per task family; the decorator names a task, its class declares
+the rest (``causal``, ``metric``, ``higher_is_better``: set by ``ClassificationTask`` and
+``LanguageModelingTask``, overridden where a task differs)::
 
-    @register_task("my_task", description="...", causal=False, metric="accuracy")
+    @register_task("my_task", description="...")
     class MyTask(ClassificationTask): ...
 
 Adding the file is all it takes: modules are read statically and imported only when one of
@@ -23,6 +25,7 @@ TASKS: Registry[type[Task]] = Registry(
     validate=deferred_validator(f"{__name__}.base", "validate_task"),
     decorators=("register_task", "TASKS.register"),
     declared=("causal", "metric"),
+   
 )
 register_task = TASKS.register
 

@@ -64,9 +64,12 @@ class Meter:
 
 
 class Task:
+    # Declarations (class attributes, the one place they are written: the registry reads them
+    # from the source for `python -m harness list` and checks them on import)
     causal: ClassVar[bool] = False
     metric: ClassVar[str] = "accuracy"  # the headline metric, a key of meter().compute()
     higher_is_better: ClassVar[bool] = True
+    roles: ClassVar[tuple[str, ...]] = ()  # none defined for tasks yet
     registry_name: ClassVar[str] = "?"  # set by the registry
     # What each harness preset ("smoke", "cpu", "paper") sets for this task: task options and
     # optionally "seq_len". Lets a preset shrink a task without the harness knowing the task.

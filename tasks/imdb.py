@@ -141,7 +141,6 @@ def find_source(data_dir: Path) -> tuple[str, Path]:
 @register_task(
     "imdb", aliases=("imdb-bytes",),
     description="IMDB sentiment, 2 classes; bytes (LRA style) or BPE; hub or aclImdb files",
-    causal=False, metric="accuracy",
 )
 class IMDB(ClassificationTask):
     num_classes = 2

@@ -380,7 +380,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     "listops",
     description="Long Range Arena ListOps: the value (0-9) of a nested MIN/MAX/MED/SUM-mod-10 "
     "expression; generated with LRA's parameters, or read from LRA's TSV files",
-    causal=False, metric="accuracy",
 )
 class ListOps(ClassificationTask):
     """Options: ``min_length``/``max_length`` (exclusive length window; default seq_len // 4 and

@@ -48,7 +48,6 @@ def selective_copy_examples(n: int, seq_len: int, n_copy: int, n_symbols: int,
     "selective-copy",
     description="MAD selective copying: copy the symbols scattered in a blank region, in order, "
     "after a separator; causal, scored at the copy, which carries needs_attention ground truth",
-    causal=True, metric="accuracy",
 )
 class SelectiveCopy(RecallTask):
     """Options: ``vocab_size`` (total ids, default 16: 13 symbols), ``n_copy`` (4),
@@ -99,7 +98,6 @@ class SelectiveCopy(RecallTask):
     "noisy-recall",
     description="MAD noisy in-context recall: mqar with value-token distractors in the filler; "
     "causal, scored at the queries, which carry needs_attention ground truth",
-    causal=True, metric="accuracy",
 )
 class NoisyRecall(MQAR):
     """MQAR's options and presets (cpu measured here too: attn 0.996, dct 0.335 over 3 seeds);

@@ -125,7 +125,6 @@ class MixMeter(Meter):
     "mix",
     description="mixed-dataset language modelling over registered LM corpora "
                 "(tasks=NAME:WEIGHT,...), one shared tokenizer, evaluated per corpus",
-    causal=True, metric="perplexity",
 )
 class Mix(LanguageModelingTask):
     presets: ClassVar[dict[str, dict[str, Any]]] = {

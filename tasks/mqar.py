@@ -211,7 +211,6 @@ def mqar_examples(n: int, seq_len: int, n_pairs: int, n_queries: int, n_keys: in
     "mqar",
     description="multi-query associative recall (Zoology): key-value pairs, then queries of "
     "earlier keys; causal, scored at the queries, which carry needs_attention ground truth",
-    causal=True, metric="accuracy",
 )
 class MQAR(RecallTask):
     """Options: ``vocab_size`` (total ids, default 64: 31 keys, 31 values), ``n_pairs`` (8),

@@ -39,7 +39,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
 @register_task(
     "shakespeare", description="Shakespeare's works, language modelling (causal), split by "
                                "work; shakespeare.*.txt files",
-    causal=True, metric="perplexity",
 )
 class Shakespeare(_WikiText):
     title = "Shakespeare"

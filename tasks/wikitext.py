@@ -425,7 +425,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
 @register_task(
     "wikitext103", aliases=("wikitext-103", "wt103"),
     description="WikiText-103 language modelling (causal); hub or wiki.*.tokens files",
-    causal=True, metric="perplexity",
 )
 class WikiText103(_WikiText):
     title = "WikiText-103"
@@ -437,7 +436,6 @@ class WikiText103(_WikiText):
 @register_task(
     "wikitext2", aliases=("wikitext-2", "wt2"),
     description="WikiText-2 language modelling (causal); hub or wiki.*.tokens files",
-    causal=True, metric="perplexity",
 )
 class WikiText2(_WikiText):
     title = "WikiText-2"

@@ -260,6 +260,18 @@ class BrokenInBF16(TokenMixer):
         return 0
 
 
+class StringRoles(TokenMixer):
+    """Declares a role as a bare string: the board would read 'a', 't', 't', 'n'."""
+
+    roles = "attn"
+
+    def forward(self, x, ctx):
+        return x
+
+    def flops(self, n_query, n_key):
+        return 0
+
+
 def _hard(assignment, n_ops, x, mask):
     weights = nn.functional.one_hot(assignment, n_ops).to(x.dtype)
     return Routing(assignment, weights, torch.zeros(()),
@@ -333,6 +345,8 @@ class LaxRouter(Router):
         (DetachedGateRouter, "gradients", False, "neither weights nor aux_loss depend on them"),
         (SoftOnHardRouter, "contract", False, "non-zero weight on operators"),
         (LaxRouter, "contract", False, "accepts 1 operators without raising ConfigError"),
+        (StringRoles, "contract", False, "roles must be a tuple of role names (attention, "
+                                         "no-mixing), got 'attn'"),
     ],
 )
 def test_each_check_can_fail(component, check, causal, expected):

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.core.config import resolve
-from harness.runner.train import improves, train
+from harness.core.record_sections import plateau_gain
+from harness.runner.train import train
 
 
-def test_an_improvement_counts_only_above_min_delta():
-    assert improves(9.0, None, higher_is_better=False, min_delta=0.1)  # the first evaluation
-    assert improves(8.9, 10.0, higher_is_better=False, min_delta=0.01)
-    assert not improves(9.95, 10.0, higher_is_better=False, min_delta=0.01)  # 0.5% < 1%
-    assert improves(0.61, 0.6, higher_is_better=True, min_delta=0.0)
-    assert not improves(0.6, 0.6, higher_is_better=True, min_delta=0.0)
+def test_the_gain_is_the_best_metrics_relative_improvement_over_the_window():
+    ppl = [21.13, 20.75, 20.42, 19.85, 19.73, 19.70, 19.65, 19.64]
+    # the best of the last 3 (19.64) against the best before them (19.73)
+    assert plateau_gain(ppl, higher_is_better=False, patience=3) == pytest.approx(
+        (19.73 - 19.64) / 19.73)
+    assert plateau_gain(ppl, higher_is_better=False, patience=8) is None  # too few
+    # a worse evaluation inside the window does not count as progress, nor as a loss
+    assert plateau_gain([10.0, 9.0, 9.5, 9.6], False, 2) == 0.0
+    assert plateau_gain([0.50, 0.60, 0.66], True, 1) == pytest.approx(0.1)
 
 
 def _cfg(tmp_path, **budget):
@@ -27,9 +33,11 @@ def test_a_run_stops_at_its_plateau_and_the_record_says_so(causal_task_and_nonca
     # nothing improves by half of the loss in two evaluations: the plateau is reached early
     record, _ = train(_cfg(tmp_path, patience=2, min_delta=0.5), log=lambda msg: None)
     assert record.training.stop_reason == "plateau"
-    assert record.training.steps == 6  # evaluations at 2 (the reference), 4, 6
-    assert record.training.plateau.model_dump() == {
-        "reached": True, "patience": 2, "min_delta": 0.5, "evals_since_improvement": 2}
+    assert record.training.steps == 6  # evaluations at 2 (before the window), 4 and 6
+    values = [e.valid["perplexity"] for e in record.training.history]
+    plateau = record.training.plateau
+    assert plateau.reached and (plateau.patience, plateau.min_delta) == (2, 0.5)
+    assert plateau.gain == plateau_gain(values, False, 2) < 0.5
 
 
 def test_a_run_capped_before_its_plateau_says_it_was_not_reached(causal_task_and_noncausal_op,

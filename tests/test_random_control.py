@@ -52,9 +52,10 @@ def test_the_default_matches_the_token_share_and_is_unchanged():
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"match": "cost"}, "match must be one of tokens, flops"),
+    ({"match": "cost"}, "option match='cost' is invalid: Input should be 'tokens' or 'flops'"),
     ({"match": "flops"}, "needs flop_fraction=F"),
-    ({"match": "flops", "flop_fraction": 1.5}, "flop_fraction must be in"),
+    ({"match": "flops", "flop_fraction": 1.5}, "flop_fraction=1.5 is invalid: Input should be "
+                                               "less than or equal to 1"),
     ({"flop_fraction": 0.5}, "flop_fraction needs match=flops"),
 ])
 def test_bad_match_options_say_what_to_pass(options, message):

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from registry import DuplicateNameError, Registry, UnknownNameError
+from registry import ConfigError, DuplicateNameError, InvalidNameError, Registry, UnknownNameError
 
 
 def make_registry(validate=None) -> Registry:
@@ -198,21 +198,50 @@ def test_listing_the_builtins_imports_neither_their_modules_nor_torch():
 
 
 @pytest.mark.parametrize("spec", REGISTRIES)
-def test_every_builtin_declares_its_listed_properties_and_they_match_the_class(spec):
+def test_every_builtin_is_read_whole_from_its_source_and_matches_the_class(spec):
+    from registry._scan import scan_package
+    from registry.options import specs_of
+
     reg = _registry(spec)
     assert reg.dynamic_modules == []  # every built-in decorator is readable statically
-    builtins = [e for e in reg if e.builtin]
-    assert builtins
-    for entry in builtins:
-        assert entry.target is not None
-        missing = set(reg.declared) - set(entry.metadata)
-        assert not missing, f"{entry.name} does not declare {sorted(missing)} in its decorator"
-        assert "description" in entry.metadata, entry.name
-        obj = reg.get(entry.name)  # imports it: validation compares declared and actual
-        assert entry.loaded and f"{obj.__module__}:{obj.__qualname__}" == entry.target
-        for attr in reg.declared:
-            assert getattr(obj, attr) == entry.metadata[attr], (entry.name, attr)
-        assert obj.registry_name == entry.name
+    declarations, dynamic = scan_package(reg.builtins, list(sys.modules[reg.builtins].__path__),
+                                         reg.decorators, (*reg.declared, "roles"))
+    assert declarations and not dynamic
+    assert {d.name for d in declarations} == {e.name for e in reg if e.builtin}
+    for d in declarations:
+        missing = {*reg.declared, "roles"} - set(d.metadata)
+        assert not missing, f"{d.name}: {sorted(missing)} not readable from the source"
+        assert "description" in d.metadata and not d.keywords, d.name
+        obj = reg.get(d.name)  # imports it: validation compares the source and the class
+        assert f"{obj.__module__}:{obj.__qualname__}" == d.target
+        for attr in (*reg.declared, "roles"):
+            assert getattr(obj, attr) == d.metadata[attr], (d.name, attr)
+        assert d.options == specs_of(getattr(obj, "Options", None)), d.name
+        assert set(reg.entry(d.name).roles) <= set(reg.role_names)
+        assert obj.registry_name == d.name
+
+
+def test_the_roles_the_board_reads_are_declared_and_readable_without_importing():
+    import subprocess
+
+    code = textwrap.dedent("""
+        import sys
+        from operators import OPERATORS
+        from routers import ROUTERS
+        assert OPERATORS.with_role("attention") == ["attn", "xformers"]
+        assert OPERATORS.with_role("no-mixing") == ["identity"]
+        assert not OPERATORS.has_role("rbf", "attention")  # attention's machinery only
+        assert ROUTERS.with_role("control") == ["random"]
+        assert ROUTERS.with_role("privileged") == ["oracle"]  # a subclass of random, not one
+        assert ROUTERS.with_role("single") == ["single"]
+        assert not ROUTERS.has_role("uninstalled-plugin", "control")
+        assert 'torch' not in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from operators import OPERATORS
+
+    with pytest.raises(ValueError, match="unknown operator role 'atention'"):
+        OPERATORS.has_role("attn", "atention")
 
 
 def _fake_builtin_package(tmp_path, monkeypatch, name: str, sources: dict[str, str]):
@@ -221,7 +250,8 @@ def _fake_builtin_package(tmp_path, monkeypatch, name: str, sources: dict[str, s
     (pkg / "__init__.py").write_text(textwrap.dedent("""
         from registry import Registry
         WIDGETS = Registry("widget", group="chiaroscuro.test_widgets", builtins=__name__,
-                           decorators=("register_widget",), declared=("flag",))
+                           decorators=("register_widget",), declared=("flag",),
+                           roles={"reference": "what the others are compared with"})
         register_widget = WIDGETS.register
     """))
     for module, source in sources.items():
@@ -238,34 +268,160 @@ def _fake_builtin_package(tmp_path, monkeypatch, name: str, sources: dict[str, s
 
 @pytest.fixture
 def lazy_widgets(tmp_path, monkeypatch):
-    yield from _fake_builtin_package(tmp_path, monkeypatch, "fakelazy_pkg", {"things": """
+    yield from _fake_builtin_package(tmp_path, monkeypatch, "fakelazy_pkg", {"base": """
+        from pydantic import Field
+
+        from registry.options import ComponentOptions
+
+        from registry.options import parse_options
+
+        class Widget:
+            flag = False
+            roles = ()
+            registry_name = "?"
+
+            class Options(ComponentOptions):
+                size: int = Field(3, ge=1, description="how big")
+
+            @classmethod
+            def parse_options(cls, values):
+                return parse_options("widget", cls.registry_name, cls.Options, values,
+                                     "--widget-option {name}.{key}=VALUE")
+    """, "things": """
         from fakelazy_pkg import register_widget
+        from fakelazy_pkg.base import Widget as Base
 
         @register_widget("good", aliases=("g",), deprecated_aliases=("old-good",),
-                         description="declared right", flag=True)
-        class Good:
+                         description="declared right")
+        class Good(Base):
             flag = True
+            roles = ("reference",)
+
+            class Options(Base.Options):
+                colour: str = "red"
+
+        @register_widget("plain", description="inherits everything")
+        class Plain(Good):
+            roles = ()
     """, "liars": """
         from fakelazy_pkg import register_widget
+        from fakelazy_pkg.base import Widget
 
-        @register_widget("liar", description="declared wrong", flag=True)
-        class Liar:
-            flag = False
+        class Overruling(Widget):
+            def __init_subclass__(cls):
+                cls.flag = False  # ... and the class another
+
+        @register_widget("liar", description="its source says one thing")
+        class Liar(Overruling):
+            flag = True
+    """, "computed": """
+        import fakelazy_pkg.base as base
+        from fakelazy_pkg import register_widget
+
+        @register_widget("computed", description="a value the source cannot tell")
+        class Computed(base.Widget):
+            flag = bool(len("x"))
     """})
 
 
-def test_lazy_builtins_are_listed_then_imported_and_checked_on_get(lazy_widgets):
+def test_lazy_builtins_are_listed_from_their_source_then_imported_and_checked_on_get(
+        lazy_widgets):
     reg = lazy_widgets
-    assert reg.names() == ["good", "liar"]
-    assert "fakelazy_pkg.things" not in sys.modules
-    assert reg.entry("g").metadata == {"description": "declared right", "flag": True}
-    assert reg.entry("good").prop("flag") is True and not reg.entry("good").loaded
-    good = reg.get("good")
-    assert good.__name__ == "Good" and good.registry_name == "good"
-    with pytest.raises(TypeError, match="declares flag=True at registration but Liar.flag"):
+    assert reg.names() == ["computed", "good", "liar", "plain"]
+    assert not [m for m in sys.modules if m.startswith("fakelazy_pkg.")]
+    good = reg.entry("g")
+    assert good.metadata == {"description": "declared right", "flag": True,
+                             "roles": ("reference",)}
+    assert [(o.name, o.default, o.description, o.constraints) for o in good.options] == [
+        ("size", 3, "how big", (("ge", 1),)), ("colour", "red", "", ())]
+    plain = reg.entry("plain")  # bases followed through the module and across modules
+    assert plain.metadata["flag"] is True and plain.roles == frozenset()
+    assert [o.name for o in plain.options] == ["size", "colour"]
+    assert reg.has_role("old-good", "reference") and not reg.has_role("plain", "reference")
+    assert not any(e.loaded for e in reg)
+    assert "flag" not in reg.entry("computed").metadata  # not a literal: read on import
+    assert reg.entry("computed").prop("flag") is True and reg.entry("computed").loaded
+    cls = reg.get("good")
+    assert cls.__name__ == "Good" and cls.registry_name == "good"
+    with pytest.raises(TypeError, match=r"the source declares flag=True but Liar.flag is False"):
         reg.get("liar")
     with pytest.raises(UnknownNameError, match="did you mean 'good'"):
         reg.get("goood")
+    options = reg.check_options("good", {"size": 2})
+    assert (options.size, options.colour) == (2, "red")
+    with pytest.raises(ConfigError, match=r"widget 'good' option size=0 is invalid: .*greater "
+                                          r"than or equal to 1 \(set it with --widget-option "
+                                          r"good.size=VALUE\)"):
+        reg.check_options("good", {"size": 0})
+
+
+def test_properties_in_the_decorator_are_refused(tmp_path, monkeypatch):
+    reg = make_registry()
+    with pytest.raises(TypeError, match="declare flag in the class body"):
+        reg.register("w", flag=True)
+    packages = _fake_builtin_package(tmp_path, monkeypatch, "fakeold_pkg", {"old": """
+        from fakeold_pkg import register_widget
+
+        @register_widget("old", description="the old style", flag=True)
+        class Old:
+            flag = True
+    """})
+    widgets = next(packages)
+    with pytest.raises(TypeError, match="widget 'old': declare flag in the class body"):
+        widgets.names()
+    next(packages, None)
+
+
+def test_roles_must_be_a_tuple_of_known_names():
+    reg = Registry("widget", group="chiaroscuro.test_widgets", roles={"reference": "..."})
+    for roles, message in ((("refrence",), "unknown role 'refrence'"),
+                           ("reference", "use a tuple of role names")):
+        with pytest.raises(TypeError, match=message):
+            reg.add("w", type("W", (), {"roles": roles}))
+    assert "w" not in reg
+    reg.add("w", type("W", (), {"roles": ("reference",)}))
+    assert reg.has_role("w", "reference") and reg.with_role("reference") == ["w"]
+
+
+@pytest.mark.parametrize("name", [
+    "Upper", "has space", "new\nline", "../up", "a/b", "a..b", "<script>", "[link](x)",
+    "-dash-first", "", "tab\there", "a|b", "#heading", "`code`",
+])
+def test_names_that_are_not_plain_are_refused_at_registration(name):
+    reg = make_registry()
+    with pytest.raises(InvalidNameError, match="is refused: names are lowercase letters"):
+        reg.add(name, object())
+    with pytest.raises(InvalidNameError):
+        reg.add("fine", object(), aliases=(name,))
+    with pytest.raises(InvalidNameError):
+        reg.register(name)(type("W", (), {}))
+    assert reg.names() == []
+
+
+def test_plain_names_are_accepted():
+    reg = make_registry()
+    for name in ("dct", "dct-leaky", "my_mixer", "wt2", "a.b", "x+y", "0day"):
+        reg.add(name, object())
+    assert len(reg) == 7
+
+
+def test_a_plugin_with_a_bad_name_is_skipped_naming_it_and_its_package(plugin_path):
+    _install_fake_distribution(
+        plugin_path,
+        "fakebadname",
+        "class Good:\n    pass\n",
+        "[chiaroscuro.test_widgets]\n<img src=x onerror=alert(1)> = fakebadname_never:Good\n"
+        "ok-name = fakebadname_mod:Good\n",
+    )
+    reg = make_registry()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert reg.names() == ["ok-name"]
+    (failure,) = reg.failures
+    assert "fakebadname 1.2.3" in str(failure) and "InvalidNameError" in str(failure)
+    assert "is refused: names are lowercase letters" in str(failure)
+    assert len(str(failure).splitlines()) == 1 and len(caught) == 1
+    assert "fakebadname_never" not in str(failure)  # refused before importing anything
 
 
 def test_deprecated_aliases_work_and_warn_with_the_new_name(lazy_widgets):
@@ -306,16 +462,6 @@ def test_a_refused_class_is_left_untouched_and_a_declared_name_must_match():
     assert reg.get("named") is Named
     with pytest.raises(TypeError, match="declares registry_name = 'named'"):
         reg.register("renamed")(Named)
-
-
-def test_eager_metadata_is_checked_against_the_class():
-    reg = Registry("widget", group="chiaroscuro.test_widgets", declared=("flag",))
-
-    class W:
-        flag = False
-
-    with pytest.raises(TypeError, match="declares flag=True"):
-        reg.register("w", flag=True)(W)
 
 
 def test_filter_by_fnmatch_patterns_on_names_and_aliases():

@@ -1,7 +1,8 @@
 """What the registries hold, for `python -m harness list`.
 
-Built-ins are described from what their decorators declare: listing them imports none of their
-modules (nor torch). Plugins are loaded (and their failures reported) as before.
+Built-ins are described from what their source declares (the decorator's name and description,
+the class's attributes, roles and ``Options``): listing them imports none of their modules (nor
+torch, nor pydantic). Plugins are loaded (and their failures reported) as before.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def _describe(entry, fields: dict[str, str]) -> dict[str, Any]:
         row["aliases"] = ",".join(entry.aliases)
     for label, attr in fields.items():
         row[label] = entry.prop(attr)
+    row["roles"] = ",".join(sorted(entry.roles))
+    row["options"] = [spec.as_dict() for spec in entry.options]
     doc = entry.metadata.get("description") or (entry.obj.__doc__ or "").strip().split("\n")[0]
     row["description"] = doc
     return row
@@ -47,3 +50,17 @@ def describe_registries(patterns: list[str] | None = None) -> dict[str, list[Any
         if not patterns or any(fnmatch.fnmatchcase(f.name, p) for p in patterns)
     ]
     return out
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of one kind for the text table: options as 'name=default, ...'."""
+    return [{**row, "options": ", ".join(f"{o['name']}={o['default']}" for o in row["options"])}
+            for row in rows]
+
+
+def option_lines(listing: dict[str, list[Any]]) -> list[str]:
+    """One line per option of every listed entry ('operator dct: decay: float, >= 0, ...'),
+    for a listing filtered by name."""
+    return [f"{kind.removesuffix('s')} {row['name']}: {option['summary']}"
+            for kind in ("operators", "routers", "tasks") for row in listing[kind]
+            for option in row["options"]]

@@ -156,7 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from harness.cli.listing import describe_registries
+    from harness.cli.listing import describe_registries, option_lines, table_rows
 
     listing = describe_registries(args.patterns or None)
     if args.json:
@@ -168,7 +168,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.patterns and not entries:
             continue
         print(f"\n{kind}:")
-        print(tabulate([{k: v for k, v in e.items()} for e in entries], headers="keys"))
+        print(tabulate(table_rows(entries), headers="keys"))
+    if args.patterns and option_lines(listing):
+        print("\noptions:\n" + "\n".join(option_lines(listing)))
     print("\n" + textwrap.fill(texts.DESCRIPTION_SOURCE, width=100))
     return 0
 

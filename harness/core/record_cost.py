@@ -142,3 +142,5 @@ class Cost(Section):
     train: SplitCost | None = None  # every training step
     execution: str | None = None  # "routed" or "dense"
     bands: list[Band] | None = None  # which operator got which band, lowest scores first
+    # the kernel each operator ran on, for operators with a kernel table (attn.backend)
+    backends: dict[str, str] | None = None

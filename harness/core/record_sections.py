@@ -36,14 +36,31 @@ class Section(BaseModel):
 # -- training -----------------------------------------------------------------------------------
 
 
+def plateau_gain(values: list[float], higher_is_better: bool, patience: int) -> float | None:
+    """How much the best validation metric improved over the last `patience` evaluations,
+    relative to where it stood before them (>= 0); None with too few evaluations. The one
+    definition behind a run's plateau: the runner stops on it, the record and the board
+    report it."""
+    if patience < 1 or len(values) <= patience:
+        return None
+    pick = max if higher_is_better else min
+    before, now = pick(values[:-patience]), pick(values)
+    if before == 0:
+        return 0.0 if now == before else float("inf")
+    gain = (now - before) / abs(before)
+    return gain if higher_is_better else -gain
+
+
 class Plateau(Section):
-    """Whether the run reached its plateau (``patience`` evaluations in a row without an
-    improvement by more than ``min_delta``, relative), whether that stopped it or a cap did."""
+    """Whether the run reached its plateau: over its last ``patience`` evaluations the best
+    validation metric improved by less than ``min_delta`` (relative, ``gain``), whether that
+    stopped it or the cap did."""
 
     reached: bool = False
     patience: int | None = None
     min_delta: float = 0.0
-    evals_since_improvement: int = 0
+    gain: float | None = None  # plateau_gain at the end of the run
+    evals_since_improvement: int = 0  # records before the window rule (kept, not used)
 
 
 class Evaluation(Section):

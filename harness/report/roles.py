@@ -1,8 +1,9 @@
 """What the pages need to know about a run's router and operators beyond their names: which
 router is a chance control, which reads what no real router can, which operator is attention.
 
-``roles_of`` is the only place in the report that tests router or operator names; every page
-asks it. When the registries declare roles, this one function reads them instead.
+``roles_of`` is the only place in the report that asks; it reads the roles each component
+declares (``roles`` in its class, ``ROUTERS.has_role`` / ``OPERATORS.has_role``), statically,
+without importing it. A record of a plugin that is not installed here has no roles.
 """
 
 from __future__ import annotations
@@ -10,13 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.core.records import RunRecord
-
-_CONTROLS = ("random",)  # routes at random at a matched share: the chance control
-_PRIVILEGED = ("oracle",)  # reads the task's ground truth: an upper bound, never a real router
-_UNROUTED = ("single",)  # one operator on every token: nothing to route
-_METHODS = ("entropy",)  # the method under test (the paper's router): listed first
-_LEARNED = ("learned", "meta", "mod")  # learn their decisions in training
-_ATTENTION = ("attn", "xformers")  # softmax attention, whatever the kernel
+from operators import OPERATORS
+from routers import ROUTERS
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,11 @@ class Roles:
 def roles_of(record: RunRecord) -> Roles:
     """The roles of a record's router and operators."""
     router = record.router
-    return Roles(control=router in _CONTROLS, privileged=router in _PRIVILEGED,
-                 unrouted=router in _UNROUTED, method=router in _METHODS,
-                 learned=router in _LEARNED,
-                 attention=tuple(op in _ATTENTION for op in record.operators))
+
+    def has(role: str) -> bool:
+        return ROUTERS.has_role(router, role)
+
+    return Roles(control=has("control"), privileged=has("privileged"), unrouted=has("single"),
+                 method=has("method"), learned=has("learned"),
+                 attention=tuple(OPERATORS.has_role(op, "attention")
+                                 for op in record.operators))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -14,8 +14,6 @@ class Progress:
     train_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
     best: dict[str, Any] | None = None  # the history entry with the best validation metric
-    evals_since_best: int = 0  # evaluations since the last improvement by more than min_delta
-    improved_at: float | None = None  # the validation metric at that improvement
     stop_reason: str | None = None
     finished: bool = False
     gate_history: list[dict[str, Any]] = field(default_factory=list)
@@ -32,4 +30,11 @@ class Progress:
 
     @classmethod
     def from_json(cls, text: str) -> Progress:
-        return cls(**json.loads(text))
+        """Counters of a checkpoint; keys an older harness kept and this one no longer does
+        (``evals_since_best``) are dropped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def valid_values(self, metric: str) -> list[float]:
+        """The validation metric at each evaluation so far."""
+        return [float(entry["valid"][metric]) for entry in self.history]

@@ -16,6 +16,7 @@ import torch
 from harness.core import records
 from harness.core.config import RunConfig
 from harness.core.paths import run_id
+from harness.core.record_sections import plateau_gain
 from harness.engine import provenance
 from harness.engine.evaluate import evaluate
 from harness.engine.meters.collapse import collapse_flags, find_collapses
@@ -79,24 +80,25 @@ def bands_text(names: list[str], attn_fraction: float) -> str:
     return ", ".join(f"{op} {share:.1%}" for op, share in band_map(names, attn_fraction))
 
 
-def plateau(progress: Progress, patience: int | None, min_delta: float) -> dict | None:
-    """Whether the run reached its plateau: `patience` evaluations in a row without an
-    improvement by more than `min_delta` (relative), whether that stopped it or the cap did."""
+def plateau(progress: Progress, metric: str, higher_is_better: bool, patience: int | None,
+            min_delta: float) -> dict | None:
+    """Whether the run reached its plateau (``plateau_gain`` below min_delta over the last
+    `patience` evaluations), whether that stopped it or the cap did."""
     if patience is None:
         return None
-    return {"reached": progress.evals_since_best >= patience, "patience": patience,
-            "min_delta": min_delta, "evals_since_improvement": progress.evals_since_best}
+    gain = plateau_gain(progress.valid_values(metric), higher_is_better, patience)
+    return {"reached": gain is not None and gain < min_delta, "patience": patience,
+            "min_delta": min_delta, "gain": gain}
 
 
 def training_summary(progress: Progress, wall_seconds: float | None,
                      peak_memory_mb: float | None, processes: int,
-                     budget: dict[str, Any] | None = None) -> dict:
+                     plateau: dict | None = None) -> dict:
     p = progress
-    budget = budget or {}
     return {
         "steps": p.step,
         "stop_reason": p.stop_reason,
-        "plateau": plateau(p, budget.get("patience"), budget.get("min_delta", 0.0)),
+        "plateau": plateau,
         "train_tokens": p.train_tokens,
         "tokens_per_second": p.tokens_per_second,
         "train_seconds": p.train_seconds,
@@ -119,7 +121,8 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
                  flags: list[str], progress: Progress, train_cost: dict[str, Any],
                  final: FinalEvaluation | None, device: torch.device, processes: int,
                  wall_seconds: float | None, peak_memory_mb: float | None,
-                 status: str = "finished", error: str | None = None) -> records.RunRecord:
+                 backends: dict[str, str] | None = None, status: str = "finished",
+                 error: str | None = None) -> records.RunRecord:
     """The record of a run; ``final`` is None for a run that did not finish (diverged)."""
     op_bands = bands(op_names, cfg.routing.attn_fraction)
     collapses = find_collapses(progress.routing_history, op_names,
@@ -138,9 +141,12 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         flags=flags + collapse_flags(collapses),
         metrics=final.metrics if final else {},
         cost={"test": final.test_cost if final else None, "train": train_cost,
-              "execution": cfg.routing.execution, "bands": op_bands},
-        training=training_summary(progress, wall_seconds, peak_memory_mb, processes,
-                                  cfg.budget.model_dump()),
+              "execution": cfg.routing.execution, "bands": op_bands,
+              **({"backends": backends} if backends else {})},
+        training=training_summary(
+            progress, wall_seconds, peak_memory_mb, processes,
+            plateau(progress, task.metric, task.higher_is_better, cfg.budget.patience,
+                    cfg.budget.min_delta)),
         parameters=parameters,
         data=task_data(task),
         task_metric=task.metric,

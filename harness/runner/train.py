@@ -21,6 +21,7 @@ import torch
 from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
 from harness.core.paths import run_paths
+from harness.core.record_sections import plateau_gain
 from harness.engine import checkpoint, distributed
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.data import EpochBatches, build_task
@@ -51,16 +52,6 @@ def router_flags(cfg: RunConfig) -> list[str]:
 
     return list(getattr(ROUTERS.get(cfg.routing.router), "record_flags", ()))
 
-
-
-def improves(value: float, reference: float | None, higher_is_better: bool,
-             min_delta: float) -> bool:
-    """Whether a validation metric improves on the reference by more than `min_delta` of it
-    (relative): what resets the plateau's patience."""
-    if reference is None:
-        return True
-    margin = min_delta * abs(reference)
-    return value > reference + margin if higher_is_better else value < reference - margin
 
 
 class _StopSignals:
@@ -310,12 +301,14 @@ class Trainer:
             p.best = entry
             if self.dist.is_main:
                 save_best(self.work_dir, step, self.cfg.digest(), self.model)
-        value = val[task.metric]
-        if improves(value, p.improved_at, task.higher_is_better, self.cfg.budget.min_delta):
-            p.improved_at, p.evals_since_best = value, 0
-        else:
-            p.evals_since_best += 1
         bar.evaluated(step, task.metric, val, full=self.cfg.budget.eval_batches is None)
+
+    def at_plateau(self) -> bool:
+        """Over the last --patience evaluations the best validation metric improved by less
+        than --min-delta (relative)."""
+        gain = plateau_gain(self.progress.valid_values(self.task.metric),
+                            self.task.higher_is_better, self.cfg.budget.patience or 0)
+        return gain is not None and gain < self.cfg.budget.min_delta
 
     def _budget_exhausted(self) -> str | None:
         b, p = self.cfg.budget, self.progress
@@ -323,7 +316,7 @@ class Trainer:
             return "max_time"
         if b.max_tokens is not None and p.train_tokens >= b.max_tokens:
             return "max_tokens"
-        if b.patience is not None and p.evals_since_best >= b.patience:
+        if b.patience is not None and self.at_plateau():
             return "plateau"
         return None
 
@@ -339,7 +332,14 @@ class Trainer:
             flags=self.flags, progress=self.progress, train_cost=self.step_fn.cost.summary(),
             final=final, device=self.device, processes=self.dist.world,
             wall_seconds=time.perf_counter() - t_start if t_start else None,
-            peak_memory_mb=peak_memory_mb(self.device), status=status, error=error)
+            peak_memory_mb=peak_memory_mb(self.device), backends=self.backends(),
+            status=status, error=error)
+
+    def backends(self) -> dict[str, str]:
+        """The kernel each operator with a kernel table ran on (``attn.backend``)."""
+        ops = self.model.mixing_layers[0].ops
+        return {name: op.backend for name, op in zip(self.model.op_names, ops, strict=True)
+                if getattr(op, "backend", None)}
 
     def write(self, record: records.RunRecord) -> Path:
         if self.dist.is_main:

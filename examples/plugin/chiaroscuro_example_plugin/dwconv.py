@@ -23,29 +23,29 @@ import math
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from operators import MixContext, TokenMixer
-from registry import ConfigError
 
 
 class DepthwiseConvMixer(TokenMixer):
     """Depthwise 1-D convolution along the sequence: causal, or a centred window."""
 
+    # Declarations: class attributes, the one place they are written.
     supports_causal = True  # causal=True gives a left-only window
     supports_query_subset = True  # a query row needs only its own window
     leaky = False
-    option_names = ("kernel_size",)  # what __init__ pops: named when an option is misspelt
+
+    class Options(TokenMixer.Options):
+        # --op-option dwconv.kernel_size=5; the base class validates it (type, bound, unknown
+        # keys) and keeps the result as self.options. One tap would scale each token alone:
+        # no mixing at all.
+        kernel_size: int = Field(7, ge=2, description="taps per channel")
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool, **options):
-        # Pop your own options before calling the base class: it rejects unknown ones.
-        kernel_size = options.pop("kernel_size", 7)
         super().__init__(d_model, n_heads, max_len, causal, **options)
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 2:
-            raise ConfigError(  # one tap would scale each token alone: no mixing at all
-                f"operator 'dwconv' option kernel_size must be an integer >= 2, got "
-                f"{kernel_size!r} (--op-option dwconv.kernel_size=7)"
-            )
+        kernel_size = self.options.kernel_size
         self.kernel_size = kernel_size
         self.past = kernel_size - 1 if causal else kernel_size // 2  # taps before position t
         self.future = kernel_size - 1 - self.past  # taps after t: 0 in causal mode

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from registry import ConfigError
 from routers import Router, Routing
 from routers.base import token_fractions
 
@@ -35,26 +35,26 @@ from routers.base import token_fractions
 class FlatnessRouter(Router):
     """Hard routing between two operators on each token's feature flatness |x|_1/(sqrt(d)|x|_2)."""
 
+    # Declarations: class attributes, the one place they are written.
     hard = True  # one operator per token: routed execution really skips work
     causal = True  # a token's decision reads only that token
     batch_independent = True  # ... and never another example
-    option_names = ("momentum",)  # what __init__ pops: named when an option is misspelt
     leaky = False
     min_ops = 2
     max_ops = 2
+
+    class Options(Router.Options):
+        # --router-option momentum=0.1, validated by the base class (self.options.momentum)
+        momentum: float = Field(0.05, gt=0, le=1, description="EMA rate of the threshold "
+                                "toward each training batch's quantile")
 
     threshold: Tensor
     calibrated: Tensor
 
     def __init__(self, d_model: int, n_ops: int, *, causal: bool,
                  attn_fraction: float = 0.375, **options: Any):
-        momentum = options.pop("momentum", 0.05)  # pop your options; the base rejects others
         super().__init__(d_model, n_ops, causal=causal, attn_fraction=attn_fraction, **options)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
-                or not 0.0 < momentum <= 1.0:
-            raise ConfigError(f"router 'flatness' option momentum must be in (0, 1], "
-                              f"got {momentum!r}")
-        self.momentum = float(momentum)
+        self.momentum = self.options.momentum
         # Prior before any training: the expected score of a Gaussian token, sqrt(2/pi) ~ 0.80.
         self.register_buffer("threshold", torch.tensor(math.sqrt(2.0 / math.pi)))
         self.register_buffer("calibrated", torch.tensor(False))

@@ -165,6 +165,14 @@ def fail(message: str) -> None:
     raise AssertionError(message)
 
 
+def check_roles(cls: type, known: dict[str, str]) -> None:
+    """``roles`` is a tuple of the registry's role names (what the board reads)."""
+    roles = getattr(cls, "roles", ())
+    if not (isinstance(roles, tuple) and all(isinstance(r, str) for r in roles)
+            and set(roles) <= set(known)):
+        fail(f"roles must be a tuple of role names ({', '.join(known)}), got {roles!r}")
+
+
 def check_close(what: str, got: Tensor, want: Tensor, rtol: float, hint: str = "") -> None:
     diff, tol = max_diff(got, want), tolerance(want, rtol)
     if not diff <= tol:  # also catches NaN

@@ -14,6 +14,7 @@ from harness.probes.conformance.common import (
     check_close,
     check_finite,
     check_grads,
+    check_roles,
     fail,
     max_diff,
     more_padding,
@@ -21,7 +22,7 @@ from harness.probes.conformance.common import (
     under_bf16_autocast,
     with_garbage,
 )
-from operators import MixContext
+from operators import OPERATOR_ROLES, MixContext
 from operators.base import executed_flops
 from registry import ConfigError
 
@@ -39,6 +40,7 @@ def _op_contract(p: Probe) -> None:
         value = getattr(cls, attr, False)
         if not isinstance(value, bool):
             fail(f"{attr} must be a bool class attribute, got {value!r}")
+    check_roles(cls, OPERATOR_ROLES)
     if p.causal and not cls.supports_causal:
         try:
             cls(s.d_model, s.n_heads, s.seq_len, True, **dict(s.options))

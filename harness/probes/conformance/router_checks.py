@@ -13,6 +13,7 @@ from harness.probes.conformance.common import (
     check_close,
     check_finite,
     check_grads,
+    check_roles,
     fail,
     max_diff,
     more_padding,
@@ -22,6 +23,7 @@ from harness.probes.conformance.common import (
 )
 from operators import MixContext
 from registry import ConfigError
+from routers import ROUTER_ROLES
 
 
 def _route(router: nn.Module, x: Tensor, ctx: MixContext):
@@ -59,12 +61,14 @@ def _router_contract(p: Probe) -> None:
 
 
 def _check_router_declarations(p: Probe) -> None:
-    """Declarations are booleans, and an operator count outside [min_ops, max_ops] is refused."""
+    """Declarations are booleans, roles known ones, and an operator count outside
+    [min_ops, max_ops] is refused."""
     cls, s = p.cls, p.s
     for attr in ("hard", "causal", "batch_independent", "leaky"):
         value = getattr(cls, attr, None)
         if not isinstance(value, bool):
             fail(f"{attr} must be a bool class attribute, got {value!r}")
+    check_roles(cls, ROUTER_ROLES)
     lo, hi = getattr(cls, "min_ops", 1), getattr(cls, "max_ops", 16)
     for bad in (lo - 1, hi + 1):
         if bad < 1 or bad > 64:

@@ -6,8 +6,9 @@ check (many mixers and gates start as the identity or a constant and would pass 
 
 Operators (``operators/base.py``), in non-causal and causal mode:
 
-- contract: declarations are booleans; construction works; ``forward`` returns (B, N, D) float32
-  and finite; an operator without a causal form refuses ``causal=True`` with a ConfigError;
+- contract: declarations are booleans and ``roles`` known role names; construction works;
+  ``forward`` returns (B, N, D) float32 and finite; an operator without a causal form refuses
+  ``causal=True`` with a ConfigError;
 - dtypes: float32, and bfloat16 (float32 and bf16 inputs under bf16 autocast) runs, is finite
   and stays close to float32;
 - padding: appending padding, or changing what padding holds, never changes real outputs;
