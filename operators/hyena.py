@@ -90,6 +90,19 @@ class _ShortConv(torch.autograd.Function):
         return du, dw, g.sum((0, 1)), None
 
 
+def long_conv(u: Tensor, taps: Tensor, causal: bool) -> Tensor:
+    """y[t] = sum_s h[t - s] u[s] for u (B, N, D) by zero-padded FFT, taps (D, L) for offsets
+    0 .. L-1 (causal) or (D, 2L-1) for -(L-1) .. L-1."""
+    n = u.shape[1]
+    if causal:
+        return causal_conv(u, taps, _fft_size(n, taps.shape[1]))
+    # the two-sided filter is a causal one delayed by L-1: output t + L - 1 of the causal
+    # convolution of u extended by L-1 zeros
+    delay = (taps.shape[1] - 1) // 2
+    extended = F.pad(u, (0, 0, 0, delay))
+    return causal_conv(extended, taps, _fft_size(n + delay, taps.shape[1]))[:, delay:]
+
+
 def long_conv_reference(u: Tensor, taps: Tensor, causal: bool) -> Tensor:
     """Reference (tests): y[t] = sum_s h[t - s] u[s] by an explicit (N, N) Toeplitz matrix per
     channel; taps (D, L) for offsets 0 .. L-1 (causal) or (D, 2L-1) for -(L-1) .. L-1."""
@@ -100,6 +113,18 @@ def long_conv_reference(u: Tensor, taps: Tensor, causal: bool) -> Tensor:
     valid = (index >= 0) & (index < taps.shape[1])
     toeplitz = taps[:, index.clamp(0, taps.shape[1] - 1)] * valid  # (D, N, N)
     return torch.einsum("dts,bsd->btd", toeplitz, u)
+
+
+def long_conv_recurrent(u: Tensor, taps: Tensor) -> Tensor:
+    """Reference, causal: one output at a time from a buffer of the last L inputs (the state a
+    long convolution carries), y[t] = sum_j h[j] u[t - j]."""
+    length = taps.shape[1]
+    buffer = u.new_zeros(u.shape[0], length, u.shape[2])  # newest first
+    out = []
+    for t in range(u.shape[1]):
+        buffer = torch.cat([u[:, t : t + 1], buffer[:, :-1]], 1)
+        out.append((buffer * taps.t()).sum(1))
+    return torch.stack(out, 1)
 
 
 @register_operator("hyena", description="Hyena: gated long convolution by FFT with an implicit "
@@ -142,21 +167,10 @@ class HyenaMixer(TokenMixer):
         window = torch.exp(-t.abs()[:, None] * self.decay_rates)
         return (h * window.to(h.dtype)).t()
 
-    def _long_conv(self, u: Tensor) -> Tensor:
-        """h * u along the sequence for u (B, N, D) (float32 at least)."""
-        n = u.shape[1]
-        kt = self.taps(n).to(u.dtype)
-        if self.causal:
-            return causal_conv(u, kt, _fft_size(n, kt.shape[1]))
-        # the two-sided filter as a causal one delayed by L-1: output t + L - 1 of the causal
-        # convolution of u extended by L-1 zeros
-        delay = (kt.shape[1] - 1) // 2
-        extended = F.pad(u, (0, 0, 0, delay))
-        return causal_conv(extended, kt, _fft_size(n + delay, kt.shape[1]))[:, delay:]
-
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
         if ctx.causal != self.causal:  # the constructor's promise wins: never leak
             ctx = dataclasses.replace(ctx, causal=self.causal)
+        n = x.shape[1]
         real = None if ctx.padding_mask is None else ctx.padding_mask[..., None]
         u = self.in_proj(x)
         if real is not None:  # padding enters neither convolution
@@ -166,7 +180,7 @@ class HyenaMixer(TokenMixer):
         z = upcast(k * v)  # FFTs in float32 at least (bf16 autocast)
         if real is not None:
             z = z * real.to(z.dtype)
-        z = self._long_conv(z) + z * self.skip.to(z.dtype)
+        z = long_conv(z, self.taps(n).to(z.dtype), self.causal) + z * self.skip.to(z.dtype)
         return self.out_proj(q * z)
 
     # -- cost ----------------------------------------------------------------------------------

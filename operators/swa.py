@@ -93,6 +93,41 @@ def window_attention(qb: Tensor, k: Tensor, v: Tensor, query_pos: Tensor, span: 
     return probs @ _key_spans(v, span)
 
 
+def sliding_window_blocked(q: Tensor, k: Tensor, v: Tensor, window: int, causal: bool,
+                           padding_mask: Tensor | None = None) -> Tensor:
+    """Every position as a query, in blocks: q (already scaled), k, v (B, H, N, d)."""
+    b, h, n, _ = q.shape
+    span = _span(n, window, causal)
+    s, c = span.size, span.n_blocks
+    qb = F.pad(q, (0, 0, 0, c * s - n)).view(b, h, c, s, -1)
+    pos = torch.arange(c * s, device=q.device).view(1, c, s)
+    y = window_attention(qb, k, v, pos, span, window, causal, padding_mask)
+    return y.flatten(2, 3)[:, :, :n]
+
+
+def sliding_window_quadratic(q: Tensor, k: Tensor, v: Tensor, window: int,
+                             causal: bool) -> Tensor:
+    """Reference: the N x N scores, masked to each query's window."""
+    n = q.shape[2]
+    lo, hi = window_offsets(window, causal)
+    offset = torch.arange(n, device=q.device)[None, :] - torch.arange(n, device=q.device)[:, None]
+    allowed = (offset >= lo) & (offset <= hi)
+    scores = (q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def sliding_window_recurrent(q: Tensor, k: Tensor, v: Tensor, window: int) -> Tensor:
+    """Reference, causal: one query at a time against a cache of the last `window` keys and
+    values (the state it carries)."""
+    out = []
+    for t in range(q.shape[2]):
+        first = max(0, t - window + 1)
+        keys, values = k[:, :, first : t + 1], v[:, :, first : t + 1]
+        scores = q[:, :, t, None] @ keys.transpose(-1, -2)
+        out.append(scores.softmax(-1) @ values)
+    return torch.cat(out, 2)
+
+
 @register_operator("swa", description="sliding-window softmax attention (option window, "
                    "default 256; blocked)",
                    supports_causal=True, supports_query_subset=True, leaky=False)
@@ -121,15 +156,11 @@ class SlidingWindowAttention(TokenMixer):
         nq = xq.shape[1]
         q = (self.q_proj(xq) * (d // h) ** -0.5).view(b, nq, h, d // h)
         k, v = self.kv_proj(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
-        span = _span(n, self.window, self.causal)
         if ctx.query_positions is None:
-            s, c = span.size, span.n_blocks
-            qb = F.pad(q.transpose(1, 2), (0, 0, 0, c * s - n)).view(b, h, c, s, -1)
-            pos = torch.arange(c * s, device=x.device).view(1, c, s)
-            y = window_attention(qb, k, v, pos, span, self.window, self.causal,
-                                 ctx.padding_mask)
-            y = y.flatten(2, 3)[:, :, :n].transpose(1, 2)
+            y = sliding_window_blocked(q.transpose(1, 2), k, v, self.window, self.causal,
+                                       ctx.padding_mask).transpose(1, 2)
         else:
+            span = _span(n, self.window, self.causal)
             slots = self._slots(ctx, span)
             qb = to_blocks(q, slots).permute(0, 3, 1, 2, 4)  # (B, H, C, W, d_head)
             y = window_attention(qb, k, v, slots.positions, span, self.window, self.causal,
