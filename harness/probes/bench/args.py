@@ -155,8 +155,39 @@ def _end_to_end_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"timed rounds (default {d['repeats']}; warm-up: {d['warmup']} step)")
 
 
+# -- the zoo section (harness/probes/bench/zoo.py): each cheap mixer, and its routed pair with
+# attention, against full attention over N (issue 34) ------------------------------------------
+
+ZOO_DEFAULTS: dict[str, Any] = {
+    "ops": "linear,swa,hyena,ssd", "seq_lens": "256,512,1024,2048,4096,8192",
+    "fraction": 0.375, "repeats": 5, "warmup": 1,
+}
+ZOO_QUICK: dict[str, Any] = {**ZOO_DEFAULTS, "seq_lens": "32,64", "repeats": 1}
+
+
+def _zoo_arguments(p: argparse.ArgumentParser) -> None:
+    d = ZOO_DEFAULTS
+    g = p.add_argument_group("zoo: cheap mixers and their routed pairs vs full attention over N")
+    g.add_argument("--zoo", action="store_true",
+                   help="also time each --zoo-ops mixer, and its routed pair with attention, "
+                        "against full attention (forward and forward+backward, interleaved), "
+                        "with the analytic FLOP ratio and the crossover N; --causal for the "
+                        "causal forms")
+    g.add_argument("--zoo-ops", default=None, metavar="OP[,OP]",
+                   help=f"(default {d['ops']})")
+    g.add_argument("--zoo-seq-lens", default=None, metavar="N[,N]",
+                   help=f"comma-separated (default {d['seq_lens']}; --quick: "
+                        f"{ZOO_QUICK['seq_lens']})")
+    g.add_argument("--zoo-fraction", type=float, default=None, metavar="F",
+                   help=f"share of tokens the routed pairs send to attention (default "
+                        f"{d['fraction']})")
+    g.add_argument("--zoo-repeats", type=int, default=None, metavar="N",
+                   help=f"timed rounds (default {d['repeats']}; warm-up: {d['warmup']})")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _what_arguments(p)
     _shape_and_timing_arguments(p)
     _train_and_output_arguments(p)
     _end_to_end_arguments(p)
+    _zoo_arguments(p)

@@ -15,6 +15,8 @@ from harness.probes.bench.args import (
     E2E_REFERENCE,
     FULL,
     QUICK,
+    ZOO_DEFAULTS,
+    ZOO_QUICK,
 )
 from registry import ConfigError
 
@@ -35,6 +37,12 @@ TARGET_E2E_CROSSOVER = ("entropy:dct+attn", 1024)  # crossover N at most
 TARGET_E2E_CONTROL = ("entropy:dct+attn", "random:dct+attn", 2048, 1.03)  # step / step
 
 REFERENCE = E2E_REFERENCE  # the end-to-end section's reference combination
+
+# --zoo (issue 34), forward+backward at d_model 256 against full attention in the same round:
+ZOO_TARGET_N = 8192
+ZOO_TARGET_OF_ANALYTIC = 1.3  # measured time ratio <= this x the analytic FLOP ratio
+ZOO_TARGET_RATIO = (("linear", "swa", "hyena", "ssd"), 0.25)  # measured time ratio below
+ZOO_TARGET_SCALING = (1024, 8192, 12.0)  # time(N2) / time(N1) <= bound (linear: 8)
 
 _POSITIVE = ("d_model", "heads", "batch_size", "repeats", "train_layers", "train_seq_len",
              "train_batch_size", "train_vocab")
@@ -94,6 +102,39 @@ def resolve_end_to_end(args: argparse.Namespace, quick: bool, vocab: int
         warmup=base["warmup"], vocab=vocab)
 
 
+@dataclass(frozen=True)
+class ZooSettings:
+    ops: list[str]
+    seq_lens: list[int]
+    fraction: float
+    repeats: int
+    warmup: int
+
+
+def resolve_zoo(args: argparse.Namespace, quick: bool) -> ZooSettings | None:
+    if not getattr(args, "zoo", False):
+        return None
+    from operators import OPERATORS
+
+    base = ZOO_QUICK if quick else ZOO_DEFAULTS
+
+    def pick(name: str) -> Any:
+        value = getattr(args, f"zoo_{name}", None)
+        return base[name] if value is None else value
+
+    ops = [OPERATORS.entry(o.strip()).name for o in pick("ops").split(",") if o.strip()]
+    ops = [o for o in dict.fromkeys(ops) if o != FULL]  # attention is the reference
+    if not ops:
+        raise ConfigError(f"--zoo-ops names no operator besides {FULL}, the reference")
+    if not 0 < pick("fraction") < 1:
+        raise ConfigError(f"--zoo-fraction must be in (0, 1), got {pick('fraction')}")
+    if pick("repeats") <= 0:
+        raise ConfigError(f"--zoo-repeats must be positive, got {pick('repeats')}")
+    return ZooSettings(ops=ops, seq_lens=int_list(pick("seq_lens"), "--zoo-seq-lens"),
+                       fraction=pick("fraction"), repeats=pick("repeats"),
+                       warmup=base["warmup"])
+
+
 def combo_key(router: str, ops: list[str]) -> str:
     return f"{router}:{'+'.join(ops)}"
 
@@ -116,6 +157,7 @@ class Settings:
     train: dict[str, int] | None
     targets: bool
     end_to_end: EndToEndSettings | None = None  # None: not measured
+    zoo: ZooSettings | None = None  # None: not measured
 
 
 def int_list(text: str, flag: str) -> list[int]:
@@ -200,4 +242,5 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         repeats=pick("repeats"), warmup=pick("warmup"), device=device, dtype=dtype,
         seed=args.seed, train=train, targets=args.targets,
         end_to_end=resolve_end_to_end(args, args.quick, pick("train_vocab")),
+        zoo=resolve_zoo(args, args.quick),
     )
