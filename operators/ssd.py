@@ -74,10 +74,13 @@ def ssd_chunked(x: Tensor, a: Tensor, b: Tensor, c: Tensor, chunk: int) -> Tenso
     to_end = (a_cum[..., -1:] - a_cum).exp()  # (B, H, C, L)
     states = (xc * to_end[..., None]).transpose(-1, -2) @ bc  # (B, H, C, P, S)
     # 3. the state each chunk starts from, carried chunk by chunk
-    chunk_decay = a_cum[..., -1].exp()  # (B, H, C)
-    carried = [torch.zeros_like(states[:, :, 0])]
+    # (unbind, not indexing: the backward of one index per chunk zero-fills a whole
+    # (B, H, C, P, S) gradient each time, quadratic in the number of chunks)
+    decays = a_cum[..., -1].exp()[..., None, None].unbind(2)  # each (B, H, 1, 1)
+    ends = states.unbind(2)
+    carried = [torch.zeros_like(ends[0])]
     for i in range(nc - 1):
-        carried.append(carried[-1] * chunk_decay[:, :, i, None, None] + states[:, :, i])
+        carried.append(carried[-1] * decays[i] + ends[i])
     start = torch.stack(carried, 2)  # (B, H, C, P, S)
     # 4. what that state gives each position of the chunk, decayed to it
     y = y + (cc @ start.transpose(-1, -2)) * a_cum.exp()[..., None]

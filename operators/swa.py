@@ -63,13 +63,69 @@ def _span(n: int, window: int, causal: bool) -> _Span:
     return _Span(size, c, before, after)
 
 
-def _key_spans(t: Tensor, span: _Span) -> Tensor:
-    """Keys or values (B, H, N, d) -> each query block's span of them (B, H, C, keys, d)."""
-    b, h, n, d = t.shape
+def _windows(padded: Tensor, span: _Span) -> Tensor:
+    """Keys or values padded by `before` blocks in front (B, H, L, d), contiguous -> each query
+    block's span of them (B, H, C, keys, d): overlapping views, no copy."""
+    b, h, _, d = padded.shape
+    return padded.as_strided((b, h, span.n_blocks, span.keys, d),
+                             (padded.stride(0), padded.stride(1), span.size * d, d, 1))
+
+
+def _add_windows(target: Tensor, grads: Tensor, span: _Span) -> None:
+    """target (L, d) += each block's span gradient grads (C, keys, d), block by block of keys
+    (the spans overlap, so one write per key block)."""
     s, c = span.size, span.n_blocks
-    padded = F.pad(t, (0, 0, span.before * s, (c + span.after) * s - n))
-    blocks = padded.view(b, h, c + span.before + span.after, s, d)
-    return torch.cat([blocks[:, :, j : j + c] for j in range(span.before + 1 + span.after)], 3)
+    blocks = target.view(-1, s, target.shape[-1])
+    for j in range(span.before + 1 + span.after):
+        blocks[j : j + c] += grads[:, j * s : (j + 1) * s]
+
+
+class _WindowAttention(torch.autograd.Function):
+    """softmax(q k^T + mask) v over each query block's span of keys, per example and head, with
+    a hand-written backward.
+
+    The spans are overlapping views of the padded keys and values (no copy); the scores are
+    masked and normalised in place, and only the probabilities are kept for backward, which
+    uses rowsum(dP * P) = rowsum(dy * y) (as flash attention does) and adds each span's key
+    and value gradients back block by block. Written with autograd's ops (spans concatenated,
+    a masked copy, softmax) it made two copies of every span and three of every score."""
+
+    @staticmethod
+    def forward(ctx, qb: Tensor, kp: Tensor, vp: Tensor, blocked: Tensor, span: _Span
+                ) -> Tensor:
+        kw, vw = _windows(kp, span), _windows(vp, span)
+        y = torch.empty_like(qb)
+        probs = qb.new_empty(*qb.shape[:-1], span.keys)
+        for b in range(qb.shape[0]):
+            mask = blocked[min(b, blocked.shape[0] - 1)]
+            for h in range(qb.shape[1]):
+                p = torch.bmm(qb[b, h], kw[b, h].transpose(1, 2), out=probs[b, h])
+                p.masked_fill_(mask, float("-inf"))
+                p.sub_(p.amax(-1, keepdim=True)).exp_()
+                p.div_(p.sum(-1, keepdim=True))
+                torch.bmm(p, vw[b, h], out=y[b, h])
+        ctx.save_for_backward(qb, kp, vp, y, probs)
+        ctx.span = span
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy: Tensor):
+        qb, kp, vp, y, probs = ctx.saved_tensors
+        span = ctx.span
+        kw, vw = _windows(kp, span), _windows(vp, span)
+        dy = dy.contiguous()
+        dq = torch.empty_like(qb)
+        dkp, dvp = torch.zeros_like(kp), torch.zeros_like(vp)
+        row_dot = (dy * y).sum(-1, keepdim=True)
+        for b in range(qb.shape[0]):
+            for h in range(qb.shape[1]):
+                p, g = probs[b, h], dy[b, h]
+                _add_windows(dvp[b, h], torch.bmm(p.transpose(1, 2), g), span)
+                ds = torch.bmm(g, vw[b, h].transpose(1, 2)).sub_(row_dot[b, h]).mul_(p)
+                torch.bmm(ds, kw[b, h], out=dq[b, h])
+                _add_windows(dkp[b, h], torch.bmm(ds.transpose(1, 2), qb[b, h]), span)
+        return dq, dkp, dvp, None, None
 
 
 def window_attention(qb: Tensor, k: Tensor, v: Tensor, query_pos: Tensor, span: _Span,
@@ -88,9 +144,10 @@ def window_attention(qb: Tensor, k: Tensor, v: Tensor, query_pos: Tensor, span: 
     if padding_mask is not None:
         allowed = allowed & padding_mask[:, key_pos.clamp(0, n - 1)][:, :, None, :]
     allowed = allowed | ~allowed.any(-1, keepdim=True)  # an empty row must not be NaN
-    scores = qb @ _key_spans(k, span).transpose(-1, -2)
-    probs = scores.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
-    return probs @ _key_spans(v, span)
+    s = span.size
+    pad = (0, 0, span.before * s, (span.n_blocks + span.after) * s - n)
+    kp, vp = F.pad(k, pad).contiguous(), F.pad(v, pad).contiguous()
+    return _WindowAttention.apply(qb.contiguous(), kp, vp, ~allowed, span)
 
 
 def sliding_window_blocked(q: Tensor, k: Tensor, v: Tensor, window: int, causal: bool,
