@@ -52,7 +52,44 @@ def segsum(a: Tensor) -> Tensor:
     strictly_lower = torch.ones(length, length, dtype=torch.bool, device=a.device).tril(-1)
     sums = terms.masked_fill(~strictly_lower, 0.0).cumsum(-2)
     lower = torch.ones(length, length, dtype=torch.bool, device=a.device).tril()
-    return sums.masked_fill(~lower, float("-inf"))
+    return sums.masked_fill_(~lower, float("-inf"))  # in place: cumsum's backward keeps none
+
+
+def _padded(t: Tensor, pad: int) -> Tensor:
+    """t (B, N, ...) with `pad` zero positions appended (no copy when there are none)."""
+    return F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) if pad else t
+
+
+class _CarriedStates(torch.autograd.Function):
+    """The state entering each chunk: start[0] = 0, start[i+1] = decay[i] start[i] + end[i],
+    for decay (B, H, C) and end (B, H, C, P, S); one chunk at a time, in place, forward and
+    backward. (Two autograd ops per chunk cost a node, a fresh tensor and a stack of them all;
+    indexing them out one chunk at a time zero-filled a whole (B, H, C, P, S) gradient per
+    chunk, quadratic in the number of chunks.)"""
+
+    @staticmethod
+    def forward(ctx, decay: Tensor, end: Tensor) -> Tensor:
+        b, h, c, p, s = end.shape
+        start = end.new_empty(c, b, h, p, s)
+        start[0].zero_()
+        for i in range(c - 1):
+            torch.addcmul(end[:, :, i], start[i], decay[:, :, i, None, None], out=start[i + 1])
+        ctx.save_for_backward(decay, start)
+        return start.permute(1, 2, 0, 3, 4)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        decay, start = ctx.saved_tensors
+        c = start.shape[0]
+        d_end = torch.zeros_like(g)  # the last chunk's end enters no start
+        d_decay = torch.zeros_like(decay)
+        carry = g[:, :, c - 1].clone()  # d loss / d start[i + 1], through every later chunk
+        for i in range(c - 2, -1, -1):
+            d_end[:, :, i] = carry
+            d_decay[:, :, i] = (carry * start[i]).sum((-1, -2))
+            carry = torch.addcmul(g[:, :, i], carry, decay[:, :, i, None, None])
+        return d_decay, d_end
 
 
 def ssd_chunked(x: Tensor, a: Tensor, b: Tensor, c: Tensor, chunk: int) -> Tensor:
@@ -62,28 +99,21 @@ def ssd_chunked(x: Tensor, a: Tensor, b: Tensor, c: Tensor, chunk: int) -> Tenso
     size = min(chunk, n)
     nc = block_count(n, size)
     pad = nc * size - n
-    xc = F.pad(x, (0, 0, 0, 0, 0, pad)).view(bsz, nc, size, h, p).permute(0, 3, 1, 2, 4)
-    ac = F.pad(a, (0, 0, 0, pad)).view(bsz, nc, size, h).permute(0, 3, 1, 2)  # (B, H, C, L)
-    bc = F.pad(b, (0, 0, 0, pad)).view(bsz, 1, nc, size, -1)  # (B, 1, C, L, S)
-    cc = F.pad(c, (0, 0, 0, pad)).view(bsz, 1, nc, size, -1)
+    xc = _padded(x, pad).view(bsz, nc, size, h, p).permute(0, 3, 1, 2, 4)
+    ac = _padded(a, pad).view(bsz, nc, size, h).permute(0, 3, 1, 2)  # (B, H, C, L)
+    bc = _padded(b, pad).view(bsz, 1, nc, size, -1)  # (B, 1, C, L, S)
+    cc = _padded(c, pad).view(bsz, 1, nc, size, -1)
     a_cum = ac.cumsum(-1)
     # 1. inside each chunk: the masked quadratic form
     scores = cc @ bc.transpose(-1, -2)  # (B, 1, C, L, L), shared by the heads
-    y = (scores * segsum(ac).exp()) @ xc  # (B, H, C, L, P)
+    y = (scores * segsum(ac).exp_()) @ xc  # (B, H, C, L, P)
     # 2. each chunk's contribution to the state at its end
     to_end = (a_cum[..., -1:] - a_cum).exp()  # (B, H, C, L)
     states = (xc * to_end[..., None]).transpose(-1, -2) @ bc  # (B, H, C, P, S)
     # 3. the state each chunk starts from, carried chunk by chunk
-    # (unbind, not indexing: the backward of one index per chunk zero-fills a whole
-    # (B, H, C, P, S) gradient each time, quadratic in the number of chunks)
-    decays = a_cum[..., -1].exp()[..., None, None].unbind(2)  # each (B, H, 1, 1)
-    ends = states.unbind(2)
-    carried = [torch.zeros_like(ends[0])]
-    for i in range(nc - 1):
-        carried.append(carried[-1] * decays[i] + ends[i])
-    start = torch.stack(carried, 2)  # (B, H, C, P, S)
+    start = _CarriedStates.apply(a_cum[..., -1].exp(), states)  # (B, H, C, P, S)
     # 4. what that state gives each position of the chunk, decayed to it
-    y = y + (cc @ start.transpose(-1, -2)) * a_cum.exp()[..., None]
+    y = y.addcmul_(cc @ start.transpose(-1, -2), a_cum.exp()[..., None])
     return y.permute(0, 2, 3, 1, 4).reshape(bsz, nc * size, h, p)[:, :n]
 
 
@@ -158,7 +188,7 @@ class SSDMixer(TokenMixer):
             xh = xs.view(bsz, n, h, d // h)
             u = xh * dt[..., None]
             scan = ssd_chunked if self.causal else ssd_bidirectional
-            y = scan(u, a, b, c, self.chunk) + xh * self.D.to(wide)[:, None]
+            y = torch.addcmul(scan(u, a, b, c, self.chunk), xh, self.D.to(wide)[:, None])
         y = y.reshape(bsz, n, d) * F.silu(z).to(y.dtype)
         return self.out_proj(y.to(z.dtype))
 

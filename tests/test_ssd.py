@@ -41,6 +41,20 @@ def test_chunked_equals_recurrent_equals_quadratic(n, chunk, decay, seed):
     assert_rel_close(ssd_quadratic(x, a, b, c), recurrent)
 
 
+@pytest.mark.parametrize("n, chunk", [(1, 4), (13, 1), (13, 4), (16, 4), (30, 64)])
+def test_chunked_gradients_equal_the_quadratic_forms(n, chunk):
+    """The hand-written backward of the state carried across chunks, against autograd through
+    the N x N form (every input: x, decays, B, C); and gradcheck."""
+    inputs_ = [t.requires_grad_(True) for t in inputs(n, n + chunk)]
+    w = torch.randn(2, n, 3, 4, dtype=torch.float64)
+    got = torch.autograd.grad((ssd_chunked(*inputs_, chunk) * w).sum(), inputs_)
+    expected = torch.autograd.grad((ssd_quadratic(*inputs_) * w).sum(), inputs_)
+    for a, b in zip(got, expected, strict=True):
+        assert_rel_close(a, b)
+    small = [t[:1, :7].detach().requires_grad_(True) for t in inputs_]
+    assert torch.autograd.gradcheck(lambda *t: ssd_chunked(*t, 2), small)
+
+
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 40), chunk=st.integers(1, 16), seed=st.integers(0, 2**16))
 def test_bidirectional_is_the_scan_plus_the_reversed_scan(n, chunk, seed):
