@@ -35,7 +35,9 @@ from .base import MixContext, TokenMixer
 from .spectral import dct, dct_twiddle, even_odd_order, upcast
 
 
-def _fft_flops(length: int, channels: int) -> int:
+def fft_flops(length: int, channels: int) -> int:
+    """The FLOP convention for an FFT of `length` points over `channels` (every mixer that
+    runs FFTs charges them by it)."""
     return int(5 * length * math.log2(max(length, 2)) * channels)
 
 
@@ -407,13 +409,13 @@ class DCTMixer(TokenMixer):
         # The whole sequence (n_key) is transformed; there are no projections.
         n, d = n_key, self.d_model
         if not self.conv:
-            return 2 * _fft_flops(n, d) + n * d  # dct + idct + the filter multiply
+            return 2 * fft_flops(n, d) + n * d  # dct + idct + the filter multiply
         n_fft = 1 << (n + min(n, self.max_len) - 2).bit_length()
         half = n_fft // 2 + 1
         # rfft(x) + irfft(y) + the kernel (its idct, an irfft of length 2 max_len, and its rfft;
         # shared across the batch but counted per example, which errs on the expensive side)
         # + complex multiply.
-        return 3 * _fft_flops(n_fft, d) + _fft_flops(2 * self.max_len, d) + 6 * half * d
+        return 3 * fft_flops(n_fft, d) + fft_flops(2 * self.max_len, d) + 6 * half * d
 
     def untracked_flops(self, n_query: int, n_key: int) -> int:
         # FlopCounterMode sees neither FFTs nor elementwise work: all of it is untracked.

@@ -21,9 +21,10 @@ FULL = "attn"  # the reference every ratio is taken against: full softmax attent
 # attention against routed combinations over N
 E2E_REFERENCE = "single:attn"
 
-WHAT, SHAPE, TIMING, TRAIN, OUTPUT, E2E = (
+WHAT, SHAPE, TIMING, TRAIN, OUTPUT, E2E, ZOO = (
     "what to time", "shape", "timing", "training step: harness vs bare reference", "output",
-    "end to end: training step vs N, single attention vs routed")
+    "end to end: training step vs N, single attention vs routed",
+    "zoo: cheap mixers and their routed pairs vs full attention over N")
 
 BENCH_OPTIONS: tuple[Option, ...] = (
     Option("seq_lens", int, (256, 1024, 4096), "comma-separated sequence lengths",
@@ -87,6 +88,22 @@ BENCH_OPTIONS: tuple[Option, ...] = (
            gt=0),
     Option("e2e.warmup", int, 1, "untimed rounds first (more while steps page-fault)",
            flag="--e2e-warmup", metavar="N", group=E2E, gt=0),
+    # the zoo section (harness/probes/bench/zoo.py, issue 34): each cheap mixer, and its routed
+    # pair with attention, against full attention over N
+    Option("zoo_on", bool, False, "also time each --zoo-ops mixer, and its routed pair with "
+           "attention, against full attention (forward and forward+backward, interleaved), "
+           "with the analytic FLOP ratio and the crossover N; --causal for the causal forms",
+           flag="--zoo", group=ZOO),
+    Option("zoo.ops", str, ("linear", "swa", "hyena", "ssd"), "mixers to time",
+           flag="--zoo-ops", metavar="OP[,OP]", group=ZOO, many=True),
+    Option("zoo.seq_lens", int, (256, 512, 1024, 2048, 4096, 8192), "comma-separated",
+           flag="--zoo-seq-lens", metavar="N[,N]", group=ZOO, many=True, gt=0),
+    Option("zoo.fraction", float, ATTN_FRACTION, "share of tokens the routed pairs send to "
+           "attention", flag="--zoo-fraction", metavar="F", group=ZOO, gt=0, lt=1),
+    Option("zoo.repeats", int, 5, "timed rounds", flag="--zoo-repeats", metavar="N", group=ZOO,
+           gt=0),
+    Option("zoo.warmup", int, 1, "untimed rounds first", flag="--zoo-warmup", metavar="N",
+           group=ZOO, ge=0),
 )
 
 # --quick: tiny sizes, for tests (explicit flags still win)
@@ -95,6 +112,7 @@ QUICK: dict[str, Any] = {
     "repeats": 2, "warmup": 1, "train_layers": 1, "train_seq_len": 32, "train_batch_size": 2,
     "train_vocab": 64,
     "e2e": {"seq_lens": [32, 64], "layers": 1, "batch_size": 2, "repeats": 1, "warmup": 1},
+    "zoo": {"seq_lens": [32, 64], "repeats": 1},
 }
 
 DESCRIPTION = """\

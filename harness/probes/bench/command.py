@@ -36,7 +36,8 @@ Modules: ``args`` (the declared settings: flags, defaults, the --quick preset), 
 ratios and their spread, the busy-CPU warning), ``microbench`` (operator and routed-layer cases),
 ``train_step`` (harness step vs bare reference), ``end_to_end`` (training step of single
 attention vs routed combinations over N, its crossover; ``end_to_end_report``: its table,
-targets and plot), ``report`` (targets, tables, PNG, JSON). Each
+targets and plot), ``zoo`` (each cheap mixer and its routed pair vs full attention over N;
+``zoo_report``: its table, targets and plot), ``report`` (targets, tables, PNG, JSON). Each
 measurement is a ``Section`` of ``SECTIONS``: to add one, append it there.
 """
 
@@ -83,6 +84,8 @@ from .settings import (
 )
 from .timing import load_average_warning, paired_ratio
 from .train_step import BareTransformer, run_train_step, train_step_comparison
+from .zoo import run_zoo
+from .zoo_report import plot_zoo, print_zoo, zoo_targets
 
 __all__ = [
     "FULL", "MODES", "SECTIONS", "TARGET_DCT", "TARGET_DCT_SCALING", "TARGET_ROUTED",
@@ -101,12 +104,17 @@ class Section:
     to_json: Callable[[Any], Any]
     print_table: Callable[[Any, Settings, dict[str, Any]], None]
     targets: Callable[[Any, Settings], list[dict[str, Any]]]
+    # its own PNG from its result and the machine label: <stem>-<key, dashed>.png, named in
+    # the JSON as <key>_plot
+    plot: Callable[[Any, str], bytes] | None = None
 
 
 SECTIONS: list[Section] = [
     Section("results", run_microbench, lambda m: m.rows, print_microbench, microbench_targets),
     Section("train_step", run_train_step, lambda t: t, print_train_step, train_step_targets),
-    Section("end_to_end", run_end_to_end, lambda e: e, print_end_to_end, end_to_end_targets),
+    Section("end_to_end", run_end_to_end, lambda e: e, print_end_to_end, end_to_end_targets,
+            plot_end_to_end),
+    Section("zoo", run_zoo, lambda z: z, print_zoo, zoo_targets, plot_zoo),
 ]
 
 
@@ -162,10 +170,11 @@ def run(args: argparse.Namespace) -> int:
     stem = config.name or f"bench-{s.device.type}{'-quick' if config.quick else ''}"
     payload = _payload(args, s, env, measured, targets, t0, stem)
     png = plot(measured["results"].rows, s, plot_title(s, env))
-    if measured["end_to_end"] is not None:  # its own plot: step time vs N
-        payload["end_to_end_plot"] = f"{stem}-end-to-end.png"
-        files.atomic_write_bytes(Path(config.out) / payload["end_to_end_plot"],
-                                   plot_end_to_end(measured["end_to_end"],
-                                                   machine_label(s, env)))
+    for section in SECTIONS:  # sections with their own plot (end to end: step time vs N)
+        if section.plot is not None and measured[section.key] is not None:
+            name = f"{stem}-{section.key.replace('_', '-')}.png"
+            payload[f"{section.key}_plot"] = name
+            files.atomic_write_bytes(Path(config.out) / name,
+                                     section.plot(measured[section.key], machine_label(s, env)))
     write_outputs(Path(config.out), stem, payload, png)
     return 0

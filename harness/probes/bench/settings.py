@@ -31,11 +31,18 @@ TARGET_E2E = (("entropy:dct+attn", 1024, 0.95), ("entropy:dct+attn", 2048, 0.85)
               ("entropy:dct+attn", 4096, 0.75))
 TARGET_E2E_CROSSOVER = ("entropy:dct+attn", 1024)  # crossover N at most
 TARGET_E2E_CONTROL = ("entropy:dct+attn", "random:dct+attn", 2048, 1.03)  # step / step
+# --zoo (issue 34), forward+backward at d_model 256 against full attention in the same round:
+ZOO_TARGET_N = 8192
+ZOO_TARGET_OF_ANALYTIC = 1.3  # measured time ratio <= this x the analytic FLOP ratio
+ZOO_TARGET_RATIO = (("linear", "swa", "hyena", "ssd"), 0.25)  # measured time ratio below
+ZOO_TARGET_SCALING = (1024, 8192, 12.0)  # time(N2) / time(N1) <= bound (linear: 8)
 
 REFERENCE = E2E_REFERENCE  # the end-to-end section's reference combination
 
 EndToEndConfig = config_model("EndToEndConfig", BENCH_OPTIONS, "e2e")
-BenchConfig = config_model("BenchConfig", BENCH_OPTIONS, sections={"e2e": EndToEndConfig},
+ZooConfig = config_model("ZooConfig", BENCH_OPTIONS, "zoo")
+BenchConfig = config_model("BenchConfig", BENCH_OPTIONS,
+                           sections={"e2e": EndToEndConfig, "zoo": ZooConfig},
                            doc="The bench's settings as given (harness/probes/bench/args.py).")
 
 
@@ -92,6 +99,29 @@ def combo_key(router: str, ops: list[str]) -> str:
     return f"{router}:{'+'.join(ops)}"
 
 
+@dataclass(frozen=True)
+class ZooSettings:
+    ops: list[str]
+    seq_lens: list[int]
+    fraction: float
+    repeats: int
+    warmup: int
+
+
+def resolve_zoo(config: BenchConfig) -> ZooSettings | None:
+    if not config.zoo_on:
+        return None
+    from operators import OPERATORS
+
+    z = config.zoo
+    ops = [OPERATORS.entry(o.strip()).name for o in z.ops if o.strip()]
+    ops = [o for o in dict.fromkeys(ops) if o != FULL]  # attention is the reference
+    if not ops:
+        raise ConfigError(f"--zoo-ops names no operator besides {FULL}, the reference")
+    return ZooSettings(ops=ops, seq_lens=sorted(set(z.seq_lens)), fraction=z.fraction,
+                       repeats=z.repeats, warmup=z.warmup)
+
+
 @dataclass
 class Settings:
     seq_lens: list[int]
@@ -110,6 +140,7 @@ class Settings:
     train: dict[str, int] | None
     targets: bool
     end_to_end: EndToEndSettings | None = None  # None: not measured
+    zoo: ZooSettings | None = None  # None: not measured
 
 
 def _resolve_ops(config: BenchConfig, device: torch.device) -> tuple[list[str], str]:
@@ -160,5 +191,5 @@ def resolve_settings(config: BenchConfig) -> Settings:
         d_model=config.d_model, heads=config.heads, batch_size=config.batch_size,
         repeats=config.repeats, warmup=config.warmup, device=device, dtype=dtype,
         seed=config.seed, train=train, targets=config.targets,
-        end_to_end=resolve_end_to_end(config),
+        end_to_end=resolve_end_to_end(config), zoo=resolve_zoo(config),
     )
