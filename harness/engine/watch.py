@@ -97,7 +97,7 @@ class LeakWatch:
     """The probes of one run, and what they found."""
 
     def __init__(self, seed: int, vocab_size: int, causal: bool,
-                 steps: frozenset[int] = frozenset(), eval_share: float = EVAL_SHARE):
+                 steps: frozenset[int] = frozenset(), eval_share: float = 0.0):
         self.seed, self.vocab_size, self.causal = seed, vocab_size, causal
         self.steps, self.eval_share = steps, eval_share
         self.findings: list[Finding] = []
@@ -108,7 +108,8 @@ class LeakWatch:
     @classmethod
     def for_run(cls, cfg: RunConfig, vocab_size: int, causal: bool) -> LeakWatch:
         b = cfg.budget
-        return cls(cfg.seed, vocab_size, causal, probe_steps(cfg.seed, b.max_steps, b.ckpt_every))
+        return cls(cfg.seed, vocab_size, causal, probe_steps(cfg.seed, b.max_steps, b.ckpt_every),
+                   EVAL_SHARE)
 
     def probes_step(self, step: int) -> bool:
         return step in self.steps
@@ -116,7 +117,7 @@ class LeakWatch:
     def evaluation_sample(self, n_batches: int) -> frozenset[int]:
         """The batches of an evaluation to probe (a fresh draw for each evaluation)."""
         self._evaluations += 1
-        if n_batches <= 0:
+        if n_batches <= 0 or self.eval_share <= 0:
             return frozenset()
         g = self._generator(f"sample {self._evaluations}")
         k = min(n_batches, max(1, math.ceil(self.eval_share * n_batches)))
