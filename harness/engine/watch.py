@@ -52,7 +52,8 @@ EVAL_SHARE = 0.1  # of an evaluation's batches, probed
 @dataclass
 class Finding:
     """A probe whose outputs moved where they must not. ``phase`` groups repeats ("training",
-    "test evaluation"); ``count`` says how many probes of the phase found the same."""
+    "test evaluation"); ``count`` says how many probes of the phase failed the same check in
+    the same mode (the first one is blamed)."""
 
     check: str
     mode: str  # "train" or "eval"
@@ -155,13 +156,12 @@ class LeakWatch:
         moved = variant.moved(ref.logits, out.logits)
         if not moved:
             return
-        at_fault = culprits(model, ref, out, variant)
         mode = "train" if model.training else "eval"
-        for finding in self.findings:
-            if (finding.check, finding.mode, finding.phase, finding.culprits) == \
-                    (variant.check, mode, phase, at_fault):
+        for finding in self.findings:  # blamed once per check, mode and phase: counted after
+            if (finding.check, finding.mode, finding.phase) == (variant.check, mode, phase):
                 finding.count += 1
                 return
+        at_fault = culprits(model, ref, out, variant)
         b, n = variant.batch.tokens.shape
         self.findings.append(Finding(
             variant.check, mode, phase, where,
