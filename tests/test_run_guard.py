@@ -6,6 +6,9 @@ change none of an honest run's numbers."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cheaters
@@ -84,6 +87,26 @@ def test_a_component_that_leaks_once_unwatched_ends_flagged_leaky(plugins, tmp_p
     assert flags, record.flags
     assert all(f"at fault: {kind} '{culprit}'" in f for f in flags), flags
     assert f"WARNING: leaky: check '{check}'" in capsys.readouterr().out
+
+
+def test_what_training_probes_found_survives_a_resume(plugins, tmp_path, capsys):
+    """Findings travel in the checkpoint: a run resumed from it (here after its record was
+    lost) with a fresh instance, honest again until its counter fills, still ends flagged for
+    what the probes saw before."""
+    assert _run(tmp_path, "watch-lm", "single", "cheat-calls") == 0
+    next((tmp_path / "runs").glob("*.json")).unlink()
+    assert _run(tmp_path, "watch-lm", "single", "cheat-calls") == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "checks of the trained model (causality and batch " \
+        "independence; train mode with a backward pass at batch 8, eval mode at batch 8): pass" \
+        in out  # the fresh instance behaves
+    again = _record(tmp_path)
+    assert again.leaky
+    flags = [f for f in again.flags if f.startswith("leaky")]
+    assert any(f.startswith("leaky: check 'causality' failed at training step") for f in flags)
+    for flag in flags:  # from the checkpoint only
+        assert "on the trained model" not in flag and "evaluation" not in flag
+        assert flag.endswith("at fault: operator 'cheat-calls'")
 
 
 # -- honest built-ins ---------------------------------------------------------------------------
@@ -187,3 +210,68 @@ def test_the_probes_change_none_of_an_honest_runs_numbers(tmp_path, monkeypatch,
     assert probed["telemetry"] == bare["telemetry"]  # router thresholds, gates, histograms
     assert all(torch.equal(probed_weights[k], bare_weights[k]) for k in bare_weights)
     assert not [f for f in probed["flags"] if f.startswith("leaky")]
+
+
+# -- outside pytest, on the issue's tasks -------------------------------------------------------
+
+# the harness's own entry point with the cheaters registered, in a process with no pytest frame
+# on its stack (a component that hides from pytest leaks there, as in a user's run)
+DRIVER = ("import sys; sys.path[:0] = sys.argv[1:3]; import cheaters; cheaters.register(); "
+          "from harness.cli.main import main; sys.exit(main(sys.argv[3:]))")
+
+
+def _run_outside_pytest(out: Path, *args: str) -> tuple[str, object]:
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(ROOT), str(ROOT / "tests"), "run",
+                           "--preset", "smoke", "--max-steps", "12", "--out", str(out), *args],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = out.glob("*.json")
+    return done.stdout, load_record(path)
+
+
+def test_a_component_hiding_from_pytest_and_the_checks_is_caught_in_a_real_run(tmp_path):
+    out, record = _run_outside_pytest(tmp_path / "runs", "--task", "listops", "--router",
+                                      "single", "--ops", "cheat-caller-pytest", "--cache-dir",
+                                      str(tmp_path / "cache"), *TINY["listops"])
+    assert record.leaky
+    (flag,) = [f for f in record.flags if f.startswith("leaky")]
+    assert flag.startswith("leaky: check 'batch independence' failed at training step")
+    assert "evaluation" in flag and "on the trained model" not in flag  # it hid from the checks
+    assert flag.endswith("at fault: operator 'cheat-caller-pytest'")
+    assert f"WARNING: {flag}" in out
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One data cache for the module's runs: WikiText-2's tokenizer is trained once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+WIKITEXT2 = Path(os.environ.get("CHIAROSCURO_SHARED_DATA", ROOT.parent / "shared" / "data")) \
+    / "wikitext-2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (WIKITEXT2 / "wiki.valid.tokens").is_file(),
+                    reason=f"real WikiText-2 files not found in {WIKITEXT2}")
+@pytest.mark.parametrize("task", ["wikitext2", "listops"])
+@pytest.mark.parametrize("router,ops,culprit", [*CASES[:4],
+                                                ("single", "cheat-caller-pytest",
+                                                 "cheat-caller-pytest"), *CASES[4:]])
+def test_every_cheat_ends_flagged_on_wikitext2_and_listops(shared_cache, tmp_path, task, router,
+                                                           ops, culprit):
+    """The issue's "Done when": each trigger, on the real WikiText-2 (trained on its validation
+    split, tested on its test split) and on ListOps, ends flagged leaky and unranked, the flag
+    naming the check and the component."""
+    data = ["--data-dir", str(WIKITEXT2), "--task-option", "train_file=wiki.valid.tokens",
+            "--vocab-size", "512"] if task == "wikitext2" else []
+    check = "causality" if task == "wikitext2" and culprit != "cheat-batch-mean" \
+        else "batch independence"
+    _, record = _run_outside_pytest(tmp_path / "runs", "--task", task, "--router", router,
+                                    "--ops", ops, "--cache-dir", str(shared_cache), *data)
+    kind = "router" if culprit == router else "operator"
+    assert record.leaky and record.warning_flags
+    assert any(f.startswith(f"leaky: check '{check}' failed")
+               and f.endswith(f"at fault: {kind} '{culprit}'") for f in record.flags), \
+        record.flags

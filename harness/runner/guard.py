@@ -1,5 +1,6 @@
-"""What may train: leaky variants refused from their declarations, and an empirical check
-before training that nothing sees the future or the rest of the batch.
+"""What may train, and whether what trained stayed honest: leaky variants refused from their
+declarations, an empirical check before training that nothing sees the future or the rest of
+the batch, and the same checks on the trained model and along the run.
 
 Declarations can be wrong, plugins included, so before every run (causal task or not) the
 guard probes the assembled model the way the run will use it:
@@ -20,6 +21,15 @@ training mode, and only there, and only when the router alone is at fault. Evalu
 checked as for everyone, so every number a record reports comes from causal routing; the
 record carries a note with what the guard measured. An operator that leaks in training mode
 next to such a router is still refused.
+
+Fresh copies cannot show a component that behaves while new and leaks later (after N training
+forwards, optimiser steps or backward passes, or when no check module is on its call stack).
+So the guard watches the whole run: ``guard_trained`` checks the trained instance itself
+after training, in training mode with a backward pass and in eval mode, and the run's
+``LeakWatch`` (harness/engine/watch.py) probes a few training steps and the final evaluation
+along their own call sites. Their failures cannot be refused any more: ``run_flags`` turns
+them into the record's leaky flags (the same declared exception applies), which keep it off
+the ranking.
 """
 
 from __future__ import annotations
