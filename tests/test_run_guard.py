@@ -109,6 +109,35 @@ def test_what_training_probes_found_survives_a_resume(plugins, tmp_path, capsys)
         assert flag.endswith("at fault: operator 'cheat-calls'")
 
 
+class _NaNOnEvenCalls(cheaters.Cheater):
+    """Poisons every second training forward once past the guard: with every step probed,
+    the probes' variants."""
+
+    def forward(self, x, ctx):
+        y = super().forward(x, ctx)
+        poison = self.training and self.training_calls > cheaters.AFTER_CALLS \
+            and self.training_calls % 2 == 0
+        return y * float("nan") if poison else y
+
+    def cheats(self):
+        return False
+
+
+def test_a_variant_whose_loss_turns_nan_is_a_finding_not_the_runs_end(plugins, every_probe,
+                                                                       tmp_path):
+    from operators import OPERATORS
+
+    OPERATORS.add("nan-on-even-calls", _NaNOnEvenCalls)
+    try:
+        assert _run(tmp_path, "watch-classes", "single", "nan-on-even-calls") == 0
+    finally:
+        del OPERATORS._entries["nan-on-even-calls"]
+    record = _record(tmp_path)
+    assert record.status == "finished" and record.training["steps"] == 12
+    assert any(f.startswith("leaky: check 'batch independence' failed at training step")
+               and "loss became nan" in f for f in record.flags), record.flags
+
+
 # -- honest built-ins ---------------------------------------------------------------------------
 
 

@@ -21,10 +21,11 @@ changed where its input did not.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +120,13 @@ class Variant:
         return torch.where(self.agree.to(x_ref.device)[..., None], x_ref, x_var)
 
 
+def _with_tokens(batch: Batch, tokens: Tensor) -> Batch:
+    """`batch` with other tokens; everything else, a task's own fields included, kept."""
+    varied = copy.copy(batch)
+    varied.tokens = tokens
+    return varied
+
+
 def _noise(batch: Batch, g: torch.Generator, vocab_size: int) -> Tensor:
     noise = torch.randint(1, vocab_size, tuple(batch.tokens.shape), generator=g)
     return noise.to(batch.tokens.device)
@@ -134,7 +142,7 @@ def future_changed(batch: Batch, cuts: Sequence[int], g: torch.Generator,
     tokens = torch.where(later & batch.padding_mask, _noise(batch, g, vocab_size), batch.tokens)
     shown = sorted(set(cuts))
     at = ", ".join(map(str, shown[:4])) + (", ..." if len(shown) > 4 else "")
-    return Variant(CAUSALITY, replace(batch, tokens=tokens), f"tokens after t={at} changed",
+    return Variant(CAUSALITY, _with_tokens(batch, tokens), f"tokens after t={at} changed",
                    agree=~later & batch.padding_mask)
 
 
@@ -145,7 +153,7 @@ def others_replaced(batch: Batch, keep: Tensor, g: torch.Generator,
     change = ~keep[:, None] & batch.padding_mask
     tokens = torch.where(change, _noise(batch, g, vocab_size), batch.tokens)
     n_other = int((~keep).sum())
-    return Variant(BATCH_INDEPENDENCE, replace(batch, tokens=tokens),
+    return Variant(BATCH_INDEPENDENCE, _with_tokens(batch, tokens),
                    f"{n_other} other example{'' if n_other == 1 else 's'} of the batch "
                    f"replaced", agree=keep[:, None] & batch.padding_mask)
 

@@ -102,8 +102,14 @@ class TrainStep:
                 # gradients sync on the last micro-batch; a probe's never leave this process
                 sync = not distributed or (last and run.real)
                 context = nullcontext() if sync else self.forward_model.no_sync()
-                with context:
-                    loss, out = self._backward(run.batch, step, n_micro)
+                try:
+                    with context:
+                        loss, out = self._backward(run.batch, step, n_micro)
+                except TrainingDiverged as exc:
+                    if run.real:
+                        raise
+                    run.failed(str(exc))  # a probe's variant: a finding, not the run's end
+                    continue
                 run.took(out)
                 if run.real:
                     self.cost.update(out, batch)

@@ -78,10 +78,15 @@ class Forward:
     def __init__(self, batch: Batch, real: bool = True, keep: bool = False):
         self.batch, self.real, self.keep = batch, real, keep
         self.trace: Trace | None = None
+        self.failure = ""
 
     def took(self, out: ModelOutput) -> None:
         if self.keep:
             self.trace = trace(out)
+
+    def failed(self, why: str) -> None:
+        """A variant's forward raised (its loss became non-finite where the batch's was not)."""
+        self.failure = why
 
 
 def probe_steps(seed: int, max_steps: int, ckpt_every: int) -> frozenset[int]:
@@ -145,28 +150,34 @@ class LeakWatch:
                     probe = Forward(variant.batch, real=False, keep=True)
                     yield probe
                     self.probes += 1
-                    assert probe.trace is not None
-                    self._judge(model, real.trace, probe.trace, variant, phase, where)
+                    mode = "train" if model.training else "eval"
+                    if probe.trace is not None:
+                        self._judge(model, real.trace, probe.trace, variant, mode, phase, where)
+                    elif not self._seen(variant.check, mode, phase):
+                        self.findings.append(Finding(variant.check, mode, phase, where,
+                                                     f"{variant.how}: {probe.failure}", ()))
         finally:
             after.restore()
             self.seconds += time.perf_counter() - start
 
-    def _judge(self, model: Model, ref: Trace, out: Trace, variant: Variant, phase: str,
-               where: str) -> None:
+    def _judge(self, model: Model, ref: Trace, out: Trace, variant: Variant, mode: str,
+               phase: str, where: str) -> None:
         moved = variant.moved(ref.logits, out.logits)
-        if not moved:
+        if not moved or self._seen(variant.check, mode, phase):  # blamed once per phase
             return
-        mode = "train" if model.training else "eval"
-        for finding in self.findings:  # blamed once per check, mode and phase: counted after
-            if (finding.check, finding.mode, finding.phase) == (variant.check, mode, phase):
-                finding.count += 1
-                return
-        at_fault = culprits(model, ref, out, variant)
         b, n = variant.batch.tokens.shape
         self.findings.append(Finding(
             variant.check, mode, phase, where,
             f"{variant.how}, batch {b} x {n}: outputs that must not change moved by "
-            f"{moved:.2e}", at_fault))
+            f"{moved:.2e}", culprits(model, ref, out, variant)))
+
+    def _seen(self, check: str, mode: str, phase: str) -> bool:
+        """Whether `check` already failed in `mode` and `phase`; if so it counts one more."""
+        for finding in self.findings:
+            if (finding.check, finding.mode, finding.phase) == (check, mode, phase):
+                finding.count += 1
+                return True
+        return False
 
     def state_dict(self) -> list[dict]:
         """Training's findings, for the checkpoint (plain values: weights_only loads them)."""
