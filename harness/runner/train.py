@@ -119,8 +119,8 @@ class Trainer:
             self.flags.append(f"preset:{cfg.preset}")
         self.flags += router_flags(cfg)
         self.seq_len = seq_len_of(cfg)
-        micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
-        self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,
+        self.micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
+        self.flags += guard_leaks(cfg, self.task, self.seq_len, self.micro, cfg.optim.batch_size,
                                   self.log, self.device)
         seed_everything(cfg.seed)
         self.model = Model(cfg, self.task, self.seq_len).to(self.device)
@@ -337,9 +337,8 @@ class Trainer:
                     t_start: float | None = None) -> records.RunRecord:
         final = None
         if status == "finished":
-            cfg = self.cfg
-            micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
-            guard_trained(cfg, self.model, self.task, self.seq_len, micro,
+            cfg = self.cfg  # the trained model checked again, then probed along its evaluation
+            guard_trained(cfg, self.model, self.task, self.seq_len, self.micro,
                           cfg.optim.batch_size, self.watch, self.log)
             final = final_evaluation(self.model, self.task, self.device, cfg, self.seq_len,
                                      self.progress, self.work_dir, self.watch)
