@@ -136,7 +136,9 @@ class LeakWatch:
     def variants(self, model: Model, batch: Batch, key: int, phase: str,
                  where: str) -> Iterator[Forward]:
         """Yield the real forward of `batch`, then its variants (see the module docstring)."""
+        start = time.perf_counter()
         before = SameState(model)
+        self.seconds += time.perf_counter() - start
         real = Forward(batch, keep=True)
         yield real
         start = time.perf_counter()
