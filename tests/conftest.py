@@ -41,17 +41,26 @@ def causal_task_and_noncausal_op():
     del OPERATORS._entries["future-only-test"]
 
 
-class _NaNAfterThreeCalls(TokenMixer):
-    """Healthy for three training forwards, then poisons the output. Counted per instance:
-    the leak guard probes its own copies of the model in training mode first."""
+class _NaNAfterThreeSteps(TokenMixer):
+    """Healthy for three optimiser steps, then poisons the output. It counts the steps by its
+    own weight moving, not by its calls: the leak probes add training forwards along the run
+    (and the guard's fresh copies take none)."""
 
     supports_causal = True
-    calls = 0
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.seen: torch.Tensor | None = None
+        self.steps = 0
 
     def forward(self, x, ctx):
         if self.training:
-            self.calls += 1
-        return x * float("nan") if self.calls > 3 else x
+            now = self.scale.detach().clone()
+            self.steps += self.seen is not None and not torch.equal(now, self.seen)
+            self.seen = now
+        y = x * self.scale
+        return y * float("nan") if self.steps >= 3 else y
 
     def flops(self, n_query, n_key):
         return 0
@@ -60,7 +69,6 @@ class _NaNAfterThreeCalls(TokenMixer):
 @pytest.fixture
 def nan_operator():
     """The name of a registered operator that turns the loss NaN at the fourth training step."""
-    _NaNAfterThreeCalls.calls = 0
-    OPERATORS.add("nan-after-3-test", _NaNAfterThreeCalls)
+    OPERATORS.add("nan-after-3-test", _NaNAfterThreeSteps)
     yield "nan-after-3-test"
     del OPERATORS._entries["nan-after-3-test"]

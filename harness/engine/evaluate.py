@@ -1,4 +1,6 @@
-"""Evaluation of a model on one split of its task."""
+"""Evaluation of a model on one split of its task, probed for leaks along the way when given a
+``LeakWatch`` (harness/engine/watch.py): the probes' variants run through the same forward
+line as the batches they vary."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from torch.utils.data import DataLoader
 from harness.engine.data import by_length
 from harness.engine.device import autocast
 from harness.engine.model import Model, ModelOutput
+from harness.engine.watch import LeakWatch, probed_forwards
 from tasks import Batch, Task
 
 
@@ -29,23 +32,32 @@ def evaluate(
     batch_size: int,
     max_batches: int | None = None,
     meters: Sequence[Meter] = (),
+    watch: LeakWatch | None = None,
 ) -> dict[str, float]:
     """The task's metrics on `split` (the first `max_batches` batches, or all); each of
-    `meters` also sees every forward's output."""
+    `meters` also sees every forward's output. With a `watch`, a random sample of the batches
+    is probed (the probes' outputs count nowhere)."""
     was_training = model.training
     model.eval()
     meter = task.meter(split)
     loader = DataLoader(by_length(task.dataset(split)), batch_size=batch_size, shuffle=False,
                         collate_fn=task.collate)
+    n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    sample = watch.evaluation_sample(n_batches) if watch is not None else frozenset()
     for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
+        if i >= n_batches:
             break
-        batch = batch.to(device)
-        with autocast(device):
-            out = model(batch)
-        meter.update(out.logits, batch)
-        for m in meters:
-            m.update(out, batch)
+        for run in probed_forwards(watch, model, batch.to(device), probed=i in sample, key=i,
+                                   phase=f"{split} evaluation",
+                                   where=f"in batch {i + 1} of {n_batches} of the {split} "
+                                         f"evaluation"):
+            with autocast(device):
+                out = model(run.batch)
+            run.took(out)
+            if run.real:
+                meter.update(out.logits, run.batch)
+                for m in meters:
+                    m.update(out, run.batch)
     model.train(was_training)
     return meter.compute()
 

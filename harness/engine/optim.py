@@ -1,7 +1,10 @@
 """The optimiser step: AdamW with warmup and cosine decay, clipping, accumulation, accounting.
 
 ``TrainStep`` is the one public way to take a training step, used by the training loop and by
-``harness bench`` (which times it against a bare reference step)."""
+``harness bench`` (which times it against a bare reference step). Given a ``LeakWatch``, the
+steps it names are probed for leaks on their own batch (harness/engine/watch.py): the probes'
+forwards and backwards go through the same call as the step's own, and leave its gradients,
+router state and RNG as they were."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from harness.engine.device import autocast
 from harness.engine.distributed import Dist, all_reduce_sum
 from harness.engine.meters.cost import CostMeter
 from harness.engine.model import Model, ModelOutput
+from harness.engine.watch import LeakWatch, probed_forwards
 from registry import ChiaroscuroError
 from routers.base import NonFiniteRouting
 from tasks import Batch, Task
@@ -31,6 +35,7 @@ class StepResult(NamedTuple):
     loss: float  # mean over the micro-batches
     tokens: int  # real tokens of the global batch
     routing_stats: list[dict[str, torch.Tensor]]  # per layer, the last micro-batch's (detached)
+    probe_seconds: float = 0.0  # spent on leak probes: not training time
 
 
 def make_optimizer(model: Model, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -65,10 +70,11 @@ class TrainStep:
 
     def __init__(self, model: Model, task: Task, cfg: RunConfig, device: torch.device,
                  seq_len: int, *, forward_model: nn.Module | None = None,
-                 dist: Dist | None = None):
+                 dist: Dist | None = None, watch: LeakWatch | None = None):
         self.model, self.task, self.cfg, self.device = model, task, cfg, device
         self.forward_model = forward_model if forward_model is not None else model
         self.dist = dist
+        self.watch = watch
         self.optimizer = make_optimizer(model, cfg)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
@@ -85,20 +91,38 @@ class TrainStep:
         distributed = self.dist is not None and self.dist.enabled
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, tokens = 0.0, 0
+        stats: list[dict[str, torch.Tensor]] = []
+        probe_seconds = self.watch.seconds if self.watch is not None else 0.0
         for micro in range(n_micro):
             batch = micro_batch(micro).to(self.device)
-            sync = micro == n_micro - 1 or not distributed
-            context = nullcontext() if sync else self.forward_model.no_sync()
-            with context:
-                loss, out = self._backward(batch, step, n_micro)
-            self.cost.update(out, batch)
-            loss_sum += loss / n_micro
-            tokens += int(batch.padding_mask.sum())
+            last = micro == n_micro - 1
+            probed = last and self.watch is not None and self.watch.probes_step(step)
+            for run in probed_forwards(self.watch, self.model, batch, probed=probed, key=step,
+                                       phase="training", where=f"at training step {step + 1}"):
+                # gradients sync on the last micro-batch; a probe's never leave this process
+                sync = not distributed or (last and run.real)
+                context = nullcontext() if sync else self.forward_model.no_sync()
+                try:
+                    with context:
+                        loss, out = self._backward(run.batch, step, n_micro)
+                except TrainingDiverged as exc:
+                    if run.real:
+                        raise
+                    run.failed(str(exc))  # a probe's variant: a finding, not the run's end
+                    continue
+                run.took(out)
+                if run.real:
+                    self.cost.update(out, batch)
+                    loss_sum += loss / n_micro
+                    tokens += int(batch.padding_mask.sum())
+                    stats = [{k: v.detach() for k, v in report.routing.stats.items()}
+                             for report in out.layers]
         self._clip_and_step(step)
         if distributed:  # the global batch's token count, not this rank's times world
             tokens = all_reduce_sum(tokens, self.device)
-        stats = [{k: v.detach() for k, v in report.routing.stats.items()} for report in out.layers]
-        return StepResult(loss_sum, tokens, stats)
+        if self.watch is not None:
+            probe_seconds = self.watch.seconds - probe_seconds
+        return StepResult(loss_sum, tokens, stats, probe_seconds)
 
     def _backward(self, batch: Batch, step: int, n_micro: int) -> tuple[float, ModelOutput]:
         with autocast(self.device):
@@ -129,10 +153,15 @@ class TrainStep:
         self.schedule.step()
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "train_cost": self.cost.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                 "train_cost": self.cost.state_dict()}
+        if self.watch is not None:  # what the probes found survives a kill
+            state["leak_findings"] = self.watch.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.cost.load_state_dict(state["train_cost"])
+        if self.watch is not None:
+            self.watch.load_state_dict(state.get("leak_findings", []))

@@ -10,30 +10,42 @@ check perturbs inputs and looks at outputs; it needs no knowledge of the code un
 - finite: outputs, loss and every gradient are finite;
 - flop counter: each operator's analytic FLOPs agree with torch.utils.flop_counter.
 
-When the model-level causality or batch-independence check fails, the same perturbation is
-applied to each operator and to the router alone, so the message names the component at fault.
+When the model-level causality or batch-independence check fails, each router and operator of
+that model is asked the same question on its own input (harness/engine/leak_probe.py), so the
+message names the component at fault. The leak checks run on any model: fresh copies before
+training (harness/runner/guard.py) and the trained instance itself after it.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from harness.core.config import RunConfig
+from harness.engine.leak_probe import (
+    ATOL,
+    SameState,
+    Trace,
+    Variant,
+    alone,
+    culprits,
+    future_changed,
+    gradients_aside,
+    max_diff,
+    others_replaced,
+    rng_kept,
+    trace,
+)
 from harness.engine.model import Model
 from harness.probes.conformance.common import perturb_parameters
-from operators import OPERATORS, MixContext, TokenMixer
-from routers import ROUTERS, Router
+from operators import OPERATORS, MixContext
 from tasks import Batch, Task
 
-# float32 on CPU: reordered reductions differ by ~1e-6; anything above this is a real leak
-ATOL, RTOL = 1e-4, 1e-4
 FLOP_TOLERANCE = 0.05  # analytic vs counted, relative
 
 
@@ -42,22 +54,14 @@ class CheckResult:
     name: str
     passed: bool
     detail: str
-    culprits: tuple[str, ...] = ()
+    culprits: tuple[str, ...] = ()  # the components at fault, for a failed leak check
+
+    def message(self) -> str:
+        """The detail, with the components at fault."""
+        return self.detail + (f"; at fault: {', '.join(self.culprits)}" if self.culprits else "")
 
     def row(self) -> list[str]:
-        return [self.name, "pass" if self.passed else "FAIL", self.detail]
-
-
-def _max_diff(a: Tensor, b: Tensor) -> float:
-    """Largest |a - b|; equal non-finite values (NaN and NaN, inf and inf) count as equal, a
-    non-finite value against anything else as an infinite difference (a NaN must not hide a
-    leak: NaN > tolerance is False)."""
-    if not a.numel():
-        return 0.0
-    a, b = a.float(), b.float()
-    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-    diff = torch.where(same, torch.zeros_like(a), (a - b).abs())
-    return float(torch.nan_to_num(diff, nan=math.inf).max())
+        return [self.name, "pass" if self.passed else "FAIL", self.message()]
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -104,125 +108,117 @@ def probe_mode(model: nn.Module, mode: str) -> Iterator[None]:
         model.train(was_training)
 
 
-class _SameState:
-    """Forward passes that start from the same state: buffers (router thresholds move in
-    training mode) restored and the RNG re-seeded before each, so two outputs differ only
-    because their inputs do."""
+@contextmanager
+def same_start(model: nn.Module, task: Task, backward: bool = False
+               ) -> Iterator[Callable[[Batch], Trace]]:
+    """A forward whose every call starts from the state the model had on entry (buffers, RNG),
+    so two outputs differ only because their inputs do; in training mode with autograd and
+    `backward`, each forward is followed by a backward pass of the task's loss, as a training
+    step runs. Leaves the model's state, its gradients and the RNG streams as it found them."""
+    device = next(model.parameters()).device
+    with rng_kept(device), gradients_aside(model):
+        state = SameState(model)
 
-    def __init__(self, model: nn.Module, seed: int):
-        self.model, self.seed = model, seed
-        self.device = next(model.parameters()).device
-        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        def forward(batch: Batch) -> Trace:
+            state.restore()
+            batch = batch.to(device)
+            out = model(batch)
+            if backward and model.training and torch.is_grad_enabled():
+                (task.loss(out.logits, batch) + out.aux_loss).backward()
+            return trace(out)
 
-    def restore(self) -> None:
-        with torch.no_grad():
-            for n, b in self.model.named_buffers():
-                b.copy_(self.buffers[n])
-
-    def __call__(self, batch: Batch) -> Tensor:
-        return self.run(lambda: self.model(batch.to(self.device))[0])
-
-    def run(self, compute: Callable[[], Tensor]) -> Tensor:
-        self.restore()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            out = compute()
-        return out.detach().float().cpu()
-
-
-def _take(batch: Batch, rows: slice) -> Batch:
-    values = (getattr(batch, f.name) for f in fields(batch))
-    return Batch(*(v[rows] if v is not None else None for v in values))  # optional fields
+        try:
+            yield forward
+        finally:
+            state.restore()
 
 
-def _join(a: Batch, b: Batch) -> Batch:
-    pairs = ((getattr(a, f.name), getattr(b, f.name)) for f in fields(a))
-    return Batch(*(torch.cat([x, y]) if x is not None and y is not None else None
-                   for x, y in pairs))  # optional fields (needs_attention) may be absent
+class _Worst:
+    """The variant that moved the outputs most, with what blame needs."""
+
+    def __init__(self) -> None:
+        self.moved, self.at = 0.0, ""
+        self.evidence: tuple[Trace, Trace, Variant, str] | None = None
+
+    def consider(self, ref: Trace, out: Trace, variant: Variant, mode: str, at: str) -> None:
+        moved = variant.moved(ref.logits, out.logits)
+        if moved > self.moved:
+            self.moved, self.at, self.evidence = moved, at, (ref, out, variant, mode)
+
+    def blame(self, model: Model, result: CheckResult, task: Task, backward: bool) -> None:
+        """Name the components at fault in the failing mode, from the state the check ran in."""
+        if self.evidence is None:
+            return
+        ref, out, variant, mode = self.evidence
+        with probe_mode(model, mode), same_start(model, task, backward):
+            result.culprits = culprits(model, ref, out, variant)
 
 
-def _tolerance(ref: Tensor) -> float:
-    """ATOL + RTOL x the largest finite |value| of ref. One pass: boolean indexing (a nonzero
-    and a gather) of the guard's (32, 128, 8192) logits took 0.8 s a call."""
-    if not ref.numel():
-        return ATOL
-    magnitude = torch.where(torch.isfinite(ref), ref.abs(), 0.0).max()
-    return ATOL + RTOL * float(magnitude)
-
-
-def _where(mode: str, batch_size: int, seq_len: int) -> str:
-    grad = "autograd on" if mode == "train" else "no autograd"
+def _where(mode: str, batch_size: int, seq_len: int, backward: bool = False) -> str:
+    grad = "no autograd" if mode == "eval" else \
+        "autograd and a backward pass" if backward else "autograd on"
     return f"{mode} mode, {grad}, batch {batch_size} x {seq_len}"
 
 
 def check_causality(model: Model, task: Task, seq_len: int, g: torch.Generator,
-                    batch_size: int = 2, modes: tuple[str, ...] = MODES) -> CheckResult:
+                    batch_size: int = 2, modes: tuple[str, ...] = MODES,
+                    backward: bool = False) -> CheckResult:
     """Changing the tokens after t leaves outputs at <= t unchanged, at several t (the last
     ones included: a leak may start late in the sequence). Each example of a perturbed batch
-    is cut at its own t, so one forward tests up to `batch_size` cuts."""
+    is cut at its own t, so one forward tests up to `batch_size` cuts. `backward`: a backward
+    pass after each training-mode forward."""
     batch = random_batch(task, batch_size, seq_len, g)
     cuts = {0, seq_len // 2, seq_len - 2,
             int(torch.randint(0, max(seq_len - 1, 1), (1,), generator=g))}
     cuts = sorted(t for t in cuts if 0 <= t < seq_len - 1)
     rounds = [cuts[i:i + batch_size] for i in range(0, len(cuts), batch_size)]
-    forward = _SameState(model, int(torch.randint(0, 2**31, (1,), generator=g)))
-    worst, at = 0.0, ""
+    worst = _Worst()
     for mode in modes:
-        with probe_mode(model, mode):
+        with probe_mode(model, mode), same_start(model, task, backward) as forward:
             ref = forward(batch)
-            tol = _tolerance(ref)
             for ts in rounds:
                 cut = [ts[i % len(ts)] for i in range(batch_size)]  # example i: after cut[i]
-                tokens = batch.tokens.clone()
-                noise = torch.randint(1, task.vocab_size, tokens.shape, generator=g)
-                later = torch.arange(seq_len)[None, :] > torch.tensor(cut)[:, None]
-                out = forward(Batch(torch.where(later, noise, tokens), batch.padding_mask,
-                                    batch.targets))
-                for i, t in enumerate(cut):
-                    diff = _max_diff(out[i, : t + 1], ref[i, : t + 1])
-                    if diff > tol and diff > worst:
-                        worst, at = diff, f"t={t}, {_where(mode, batch_size, seq_len)}"
-    forward.restore()
-    if not at:
+                variant = future_changed(batch, cut, g, task.vocab_size)
+                worst.consider(ref, forward(variant.batch), variant, mode,
+                               f"{variant.how}, {_where(mode, batch_size, seq_len, backward)}")
+    if not worst.at:
         return CheckResult("causality", True,
                            f"outputs <= t unchanged ({', '.join(modes)}; batch {batch_size} x "
                            f"{seq_len})")
-    return CheckResult("causality", False,
-                       f"changing tokens after {at} changed outputs at <= t by {worst:.2e}")
+    result = CheckResult("causality", False,
+                         f"{worst.at}: outputs at <= t changed by {worst.moved:.2e}")
+    worst.blame(model, result, task, backward)
+    return result
 
 
 def check_batch_independence(model: Model, task: Task, seq_len: int, g: torch.Generator,
-                             batch_size: int = 4, modes: tuple[str, ...] = MODES) -> CheckResult:
+                             batch_size: int = 4, modes: tuple[str, ...] = MODES,
+                             backward: bool = False) -> CheckResult:
     """An example's output is the same in a batch of `batch_size` as alone (the last example:
     it would see every other one through a running mean over the batch) and when the second
     half of its batch is replaced by other examples (the first half would see later ones)."""
     batch = random_batch(task, batch_size, seq_len, g, padded=True)
-    fresh = random_batch(task, batch_size, seq_len, g, padded=True)
     half = max(batch_size // 2, 1)
-    forward = _SameState(model, int(torch.randint(0, 2**31, (1,), generator=g)))
-    worst, at = 0.0, ""
+    variants = [alone(batch, batch_size - 1)]
+    if batch_size > 1:
+        keep = torch.arange(batch_size) < half
+        variants.append(others_replaced(batch, keep, g, task.vocab_size))
+    worst = _Worst()
     for mode in modes:
-        with probe_mode(model, mode):
+        with probe_mode(model, mode), same_start(model, task, backward) as forward:
             together = forward(batch)
-            tol = _tolerance(together)
-            last = slice(batch_size - 1, batch_size)
-            variants = [("alone", last, _take(batch, last), slice(0, 1))]
-            if batch_size > 1:
-                keep, other = slice(0, half), slice(half, None)
-                variants.append(("with other examples", keep,
-                                 _join(_take(batch, keep), _take(fresh, other)), keep))
-            for how, rows, variant, out_rows in variants:
-                diff = _max_diff(forward(variant)[out_rows], together[rows])
-                if diff > tol and diff > worst:
-                    worst, at = diff, f"{how}, {_where(mode, batch_size, seq_len)}"
-    forward.restore()
-    if not at:
+            for variant in variants:
+                worst.consider(together, forward(variant.batch), variant, mode,
+                               f"{variant.how}, {_where(mode, batch_size, seq_len, backward)}")
+    if not worst.at:
         return CheckResult("batch independence", True,
                            f"alone == in batch == with other examples ({', '.join(modes)}; "
                            f"batch {batch_size} x {seq_len})")
-    return CheckResult("batch independence", False,
-                       f"an example's output changed with the rest of its batch ({at}) by "
-                       f"{worst:.2e}")
+    result = CheckResult("batch independence", False,
+                         f"an example's output changed with the rest of its batch ({worst.at}) "
+                         f"by {worst.moved:.2e}")
+    worst.blame(model, result, task, backward)
+    return result
 
 
 def check_routed_equals_dense(model: Model, task: Task, seq_len: int,
@@ -241,8 +237,8 @@ def check_routed_equals_dense(model: Model, task: Task, seq_len: int,
                  if p.grad is not None}
         results[mode] = (logits.detach(), grads)
     (out_r, grad_r), (out_d, grad_d) = results["routed"], results["dense"]
-    out_diff = _max_diff(out_r, out_d)
-    grad_diff = max((_max_diff(grad_r[n], grad_d[n]) for n in grad_d if n in grad_r), default=0.0)
+    out_diff = max_diff(out_r, out_d)
+    grad_diff = max((max_diff(grad_r[n], grad_d[n]) for n in grad_d if n in grad_r), default=0.0)
     missing = set(grad_d) ^ set(grad_r)
     passed = out_diff <= ATOL and grad_diff <= ATOL and not missing
     detail = f"max diff outputs {out_diff:.1e}, gradients {grad_diff:.1e}"
@@ -298,59 +294,6 @@ def check_flop_counts(cfg: RunConfig, task: Task, seq_len: int) -> CheckResult:
     return CheckResult("flop counter", True, "agree within 5%: " + ", ".join(notes))
 
 
-# -- component-level blame ---------------------------------------------------------------------
-
-
-def _component_leaks(cfg: RunConfig, task: Task, seq_len: int, g: torch.Generator,
-                     what: str, batch_size: int = 4) -> list[str]:
-    """Apply the failed perturbation to each operator and the router alone, moved away from
-    their initial parameters, in both modes; return the culprits."""
-    m, r = cfg.model, cfg.routing
-    b = max(batch_size, 2)
-    x = torch.randn(b, seq_len, m.d_model, generator=g)
-    other = torch.randn(b, seq_len, m.d_model, generator=g)
-    ctx = MixContext(causal=task.causal)
-    culprits: list[str] = []
-
-    def leaks(module: nn.Module, fn: Callable[[Tensor], Tensor]) -> bool:
-        perturb_parameters(module, g)
-        same = _SameState(module, 0) if any(True for _ in module.parameters()) else None
-        call = (lambda inp: same.run(lambda: fn(inp))) if same else (lambda inp: fn(inp).detach())
-        for mode in MODES:
-            with probe_mode(module, mode):
-                ref = call(x)
-                tol = _tolerance(ref)
-                if what == "causality":
-                    for t in (seq_len // 2, seq_len - 2):
-                        y = x.clone()
-                        y[:, t + 1:] = other[:, t + 1:]
-                        if _max_diff(call(y)[:, : t + 1], ref[:, : t + 1]) > tol:
-                            return True
-                else:
-                    h = b // 2
-                    mixed = torch.cat([x[:h], other[h:]])
-                    if (_max_diff(call(x[-1:]), ref[-1:]) > tol
-                            or _max_diff(call(mixed)[:h], ref[:h]) > tol):
-                        return True
-        return False
-
-    for name in r.ops:
-        op: TokenMixer = OPERATORS.get(name)(m.d_model, m.heads, seq_len, task.causal,
-                                             **r.op_options.get(name, {}))
-        if leaks(op, lambda inp, op=op: op(inp, ctx)):
-            culprits.append(f"operator '{name}'")
-    router: Router = ROUTERS.get(r.router)(m.d_model, len(r.ops), causal=task.causal,
-                                           attn_fraction=r.attn_fraction, **r.router_options)
-    if hasattr(router, "calibrate"):
-        router.calibrate(True)
-        with torch.no_grad():
-            router(torch.randn(b, seq_len, m.d_model, generator=g), ctx)
-        router.calibrate(False)
-    if leaks(router, lambda inp: router(inp, ctx).weights):
-        culprits.append(f"router '{r.router}'")
-    return culprits
-
-
 # -- entry points ------------------------------------------------------------------------------
 
 
@@ -390,23 +333,6 @@ def run_checks(cfg: RunConfig, task: Task, seq_len: int, *, which: tuple[str, ..
     for name, fn in plan:
         if which is not None and name not in which:
             continue
-        result = fn()
-        if not result.passed and name in ("causality", "batch independence"):
-            blame(result, cfg, task, seq_len, g, batch_size)
-        results.append(result)
+        results.append(fn())
     return results
 
-
-def blame(result: CheckResult, cfg: RunConfig, task: Task, seq_len: int, g: torch.Generator,
-          batch_size: int) -> None:
-    """Name the component(s) behind a failed leak check in its detail. A causality failure
-    can come from the rest of the batch (each example is cut at its own t), so the other
-    perturbation is tried when the first finds no culprit."""
-    other = "batch independence" if result.name == "causality" else "causality"
-    for what in (result.name, other):
-        culprits = _component_leaks(cfg, task, seq_len, g, what, batch_size)
-        if culprits:
-            result.culprits = tuple(culprits)
-            how = "" if what == result.name else f" (it fails {what} alone)"
-            result.detail += f"; at fault: {', '.join(culprits)}{how}"
-            return

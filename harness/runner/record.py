@@ -24,6 +24,7 @@ from harness.engine.meters.cost import CostMeter
 from harness.engine.meters.groundtruth import GroundTruthMeter
 from harness.engine.meters.telemetry import EntropyHistogramMeter
 from harness.engine.model import Model, band_map
+from harness.engine.watch import LeakWatch
 from harness.runner.best import best_checkpoint_metrics
 from harness.runner.progress import Progress
 from registry import DataError
@@ -44,23 +45,25 @@ class FinalEvaluation:
 
 
 def final_evaluation(model: Model, task: Task, device: torch.device, cfg: RunConfig,
-                     seq_len: int, progress: Progress, work_dir: Path) -> FinalEvaluation:
+                     seq_len: int, progress: Progress, work_dir: Path,
+                     watch: LeakWatch | None = None) -> FinalEvaluation:
     """Full valid and test splits of the final weights (with the test split's cost, the
     spectral entropy of the tokens each operator received and the routing against the task's
-    ground truth), then the best-validation weights' valid and test metrics."""
+    ground truth), then the best-validation weights' valid and test metrics. Every one of these
+    evaluations is probed for leaks by `watch` along its own path."""
     batch_size = cfg.optim.batch_size
     cost = CostMeter(model, d_model=cfg.model.d_model, heads=cfg.model.heads, seq_len=seq_len,
                      causal=task.causal)
     n_layers = len(model.mixing_layers)
     histogram = EntropyHistogramMeter(n_layers, model.op_names, "test")
     truth = GroundTruthMeter(n_layers)
-    metrics = {"valid": evaluate(model, task, "valid", device, batch_size),
+    metrics = {"valid": evaluate(model, task, "valid", device, batch_size, watch=watch),
                "test": evaluate(model, task, "test", device, batch_size,
-                                meters=(cost, histogram, truth))}
+                                meters=(cost, histogram, truth), watch=watch)}
     ground_truth, predictor_accuracy = truth.summary()
 
     def both_splits() -> dict[str, dict[str, float]]:
-        return {split: evaluate(model, task, split, device, batch_size)
+        return {split: evaluate(model, task, split, device, batch_size, watch=watch)
                 for split in ("valid", "test")}
 
     best = best_checkpoint_metrics(model, both_splits, work_dir, progress.best, progress.step,

@@ -29,10 +29,11 @@ from harness.engine.device import peak_memory_mb, resolve_device, seed_everythin
 from harness.engine.evaluate import better, evaluate
 from harness.engine.model import Model, count_parameters
 from harness.engine.optim import StepResult, TrainingDiverged, TrainStep
+from harness.engine.watch import LeakWatch
 from harness.runner import metrics_log, tracking
 from harness.runner.best import save_best
 from harness.runner.console import ProgressDisplay
-from harness.runner.guard import guard_leaks, refuse_leaks
+from harness.runner.guard import guard_leaks, guard_trained, refuse_leaks, run_flags
 from harness.runner.lock import RunLock
 from harness.runner.progress import Progress
 from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
@@ -109,8 +110,8 @@ class Trainer:
             self.flags.append(f"preset:{cfg.preset}")
         self.flags += router_flags(cfg)
         self.seq_len = seq_len_of(cfg)
-        micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
-        self.flags += guard_leaks(cfg, self.task, self.seq_len, micro, cfg.optim.batch_size,
+        self.micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
+        self.flags += guard_leaks(cfg, self.task, self.seq_len, self.micro, cfg.optim.batch_size,
                                   self.log, self.device)
         seed_everything(cfg.seed)
         self.model = Model(cfg, self.task, self.seq_len).to(self.device)
@@ -121,8 +122,11 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.batches = EpochBatches(self.task.dataset("train"), cfg.optim.batch_size, cfg.seed,
                                     bucket=cfg.data.length_bucketing)
+        # the guard watches the whole run: a few training steps, then the final evaluation
+        self.watch = LeakWatch.for_run(cfg, self.task.vocab_size, self.task.causal)
         self.step_fn = TrainStep(self.model, self.task, cfg, self.device, self.seq_len,
-                                 forward_model=self._forward_model(), dist=self.dist)
+                                 forward_model=self._forward_model(), dist=self.dist,
+                                 watch=self.watch)
 
 
     def _forward_model(self) -> torch.nn.Module:
@@ -227,7 +231,7 @@ class Trainer:
                 result = self.train_step(p.step)
                 p.step += 1
                 p.train_tokens += result.tokens
-                p.train_seconds += time.perf_counter() - t0
+                p.train_seconds += time.perf_counter() - t0 - result.probe_seconds
                 bar.step(p.step, result.loss, p.tokens_per_second)
                 if self._after_step(result, bar, signals):
                     break
@@ -324,9 +328,14 @@ class Trainer:
 
     def make_record(self, status: str = "finished", error: str | None = None,
                     t_start: float | None = None) -> records.RunRecord:
-        final = (final_evaluation(self.model, self.task, self.device, self.cfg, self.seq_len,
-                                  self.progress, self.work_dir)
-                 if status == "finished" else None)
+        final = None
+        if status == "finished":
+            cfg = self.cfg  # the trained model checked again, then probed along its evaluation
+            guard_trained(cfg, self.model, self.task, self.seq_len, self.micro,
+                          cfg.optim.batch_size, self.watch, self.log)
+            final = final_evaluation(self.model, self.task, self.device, cfg, self.seq_len,
+                                     self.progress, self.work_dir, self.watch)
+            self.flags += run_flags(cfg, self.watch, self.log)
         return build_record(
             self.cfg, task=self.task, op_names=self.model.op_names, parameters=self.n_params,
             flags=self.flags, progress=self.progress, train_cost=self.step_fn.cost.summary(),
