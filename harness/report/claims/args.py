@@ -12,12 +12,16 @@ DEFAULT_REFERENCE = "results/reference.json"  # the paper's reported numbers (cl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", choices=STUDIES, help="whose claims to test")
     parser.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
-                        help="the scale: cpu (this machine; WikiText-2 stands in for "
+                        help="the scale: cpu (this machine; Shakespeare stands in for "
                              "WikiText-103) or paper (GPU, WikiText-103)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds to run (default 0,1,2)")
     parser.add_argument("--data-dir", default=None,
-                        help="language-modelling data (paper: a folder holding wikitext-103/ "
-                             "and wikitext-2/); cpu default: ../shared/data/wikitext-2")
+                        help="paper only: a folder holding wikitext-103/ and wikitext-2/ (the "
+                             "cpu setting names its data, ../shared/data/shakespeare and "
+                             "../shared/data/wikitext-2, in each cell's configuration hash: run "
+                             "from a checkout next to shared/)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="cells side by side on the CPU, one thread each (default 1)")
     parser.add_argument("--out", default="results/runs",
                         help="records: read, and written by the missing runs "
                              "(default results/runs)")
@@ -29,9 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--page", default=DEFAULT_PAGE,
                         help=f"the claims page to write (default {DEFAULT_PAGE})")
     parser.add_argument("--plots", default="results/plots",
-                        help="folder for the routing-collapse plot (default results/plots)")
+                        help="folder for the routing-collapse plot and the claims' budget "
+                             "curves, claims_<family>.png (default results/plots)")
     parser.add_argument("--check", action="store_true",
                         help="run nothing, write nothing; exit 1 if the page is stale with "
                              "respect to the records (CI)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: write the page and the plots from the records "
+                             "there are")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the runs the claims need, done or missing, and exit")

@@ -44,7 +44,8 @@ def _verdicts(claim: Claim, evidence: list[Evidence]) -> str:
     for ev in evidence:
         v = judge(claim, ev, estimate=False)
         ours = f" (ours: {v.ours})" if v.ours != "—" else ""
-        parts.append(f"{ev.setting} scale: **{v.status}**{ours}.")
+        moves = f"; {v.budget_note}" if v.budget_note else ""
+        parts.append(f"{ev.setting} scale: **{v.status}**{ours}{moves}.")
     return " ".join(parts)
 
 

@@ -1,7 +1,10 @@
-"""Verdict rules: measurements in, one of three verdicts out. Each rule is a small function of
-the evidence with its thresholds as arguments; the claims
-(harness/report/claims/chiar_former.py) pick a rule and its numbers, and the page prints the
-rule's text next to the verdict.
+"""Verdict rules: measurements in, one verdict out. Each rule is a small function of the
+evidence with its thresholds as arguments; the claims (harness/report/claims/chiar_former.py)
+pick a rule and its numbers, and the page prints the rule's text next to the verdict.
+
+The verdict words: **supported**, **contradicted**, **inconclusive** (tested: the 95% CI holds
+both answers) and **not testable here** (could not be tested: the runs are missing, cannot run
+at this scale, or fail a gate of harness/report/claims/gates.py).
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ from harness.core.records import Measure
 from harness.core.stats import ALPHA, Comparison, compare, mean, sample_std
 from harness.engine.meters.collapse import THRESHOLD, collapsed_ops, final_shares
 from harness.report.claims.evidence import Runs, routing_history
+from harness.report.claims.runs import LM_FAMILIES
 
 SUPPORTED = "supported"
 CONTRADICTED = "contradicted"
+INCONCLUSIVE = "inconclusive"
 NOT_TESTABLE = "not testable here"
+TESTED = (SUPPORTED, CONTRADICTED, INCONCLUSIVE)  # the words of a claim that could be tested
+MORE_SEEDS = 5  # what an inconclusive verdict asks for when its CI is wider than the effect
+REPRODUCE = "python -m harness reproduce chiar-former"
 
 
 @dataclass
@@ -26,6 +34,11 @@ class Verdict:
     test: str = "—"  # the test and its p-value
     why: str = ""  # one sentence: how the rule decided
     details: list[str] = field(default_factory=list)
+    # language modelling (harness/report/claims/gates.py and budgets.py): the one git commit
+    # every arm ran, the verdict at smaller budgets (label, verdict), and how it moves with them
+    commit: str | None = None
+    budgets: list[tuple[str, Verdict]] = field(default_factory=list)
+    budget_note: str = ""
 
 
 def summary(values: dict[int, float], digits: int) -> str:
@@ -43,15 +56,42 @@ def test_text(c: Comparison, digits: int) -> str:
 
 
 def missing(*runs: Runs, seeds: int = 2) -> str | None:
-    """Why these runs cannot decide anything yet, or None."""
+    """Why these runs cannot decide anything yet, or None: too few seeds (at the plateau, for
+    language modelling: how many finished short of it), or a tuning that has not chosen."""
     for r in runs:
         if not r.runnable:
             return f"{r.label} cannot run at this scale"
-        if len(r.records) < seeds:
-            have = ",".join(map(str, r.seeds)) or "none"
-            return (f"{r.label} has {len(r.records)} finished seed(s) (seeds: {have}); "
-                    f"needs {seeds}: run `python -m harness reproduce chiar-former`")
+        if len(r.records) >= seeds:
+            continue
+        where = f" ({r.spec.family})"
+        if not r.records and not r.short and (r.tuning is None or r.tuning.seed is None):
+            return f"no records of {r.label}{where} yet; needs {seeds} seeds: run `{REPRODUCE}`"
+        have = ",".join(map(str, r.seeds)) or "none"
+        plateau = " at its plateau" if r.spec.family in LM_FAMILIES else ""
+        text = f"{r.label}{where} has {len(r.records)} finished seed(s){plateau} (seeds: {have})"
+        if r.short:
+            text += (f"; {len(r.short)} more did not reach their plateau (seeds "
+                     f"{','.join(str(x.seed) for x in r.short)}: the step cap stopped them)")
+        if r.problem:
+            text += f"; tuning: {r.problem}"
+        return f"{text}; needs {seeds}: run `{REPRODUCE}`"
     return None
+
+
+def inconclusive(ours: str, test: str, what: str, c: Comparison, *, effect: float | None,
+                 effect_text: str) -> Verdict:
+    """The CI holds both answers. Where it is wider than the effect the claim names (``effect``,
+    in the value's units), the seeds at hand cannot resolve that effect: 5 seeds are needed."""
+    width = c.ci_high - c.ci_low
+    n = min(c.n_a, c.n_b)
+    if effect is not None and width > abs(effect) and n < MORE_SEEDS:
+        seeds = ",".join(map(str, range(MORE_SEEDS)))
+        return Verdict(INCONCLUSIVE, ours, test,
+                       f"{what}: the 95% CI (width {width:.3g}) is wider than the effect the "
+                       f"claim names ({effect_text}, {abs(effect):.3g}): {MORE_SEEDS} seeds are "
+                       f"needed (`{REPRODUCE} --seeds {seeds}`)")
+    return Verdict(INCONCLUSIVE, ours, test, f"{what}: inconclusive at {n} seeds; more seeds "
+                   "would decide")
 
 
 def lacking(runs: Runs, values: dict[int, float], value: Measure, seeds: int = 2) -> str | None:
@@ -68,7 +108,7 @@ def beats(a: Runs, b: Runs, value: Measure, *, paper_gain: float | None = None) 
     mean(A) - mean(B): supported if A is significantly better and, when the paper gives the
     size of the gain (``paper_gain``, relative to B), that size is not excluded as too large;
     contradicted if A is significantly worse, or the CI excludes the paper's gain;
-    otherwise not testable here (inconclusive at this number of seeds)."""
+    otherwise inconclusive (5 seeds needed where the CI is wider than the paper's gain)."""
     if value.metric.higher_is_better is None:
         raise ValueError(f"'{value.name}' has no better direction: 'beats' cannot compare it")
     lower_is_better, digits = not value.metric.higher_is_better, value.metric.digits
@@ -94,9 +134,10 @@ def beats(a: Runs, b: Runs, value: Measure, *, paper_gain: float | None = None) 
                        f"{paper_gain:.1%} lies outside the 95% CI")
     if hi < 0:
         return Verdict(SUPPORTED, ours, test, f"{what}, significantly (CI excludes 0)")
-    return Verdict(NOT_TESTABLE, ours, test, f"{what}; the CI includes 0"
-                   + ("" if expected is None else " and the paper's gain")
-                   + ": inconclusive at this number of seeds; more seeds would decide")
+    return inconclusive(ours, test, f"{what}; the CI includes 0"
+                        + ("" if expected is None else " and the paper's gain"), c,
+                        effect=expected, effect_text=f"the paper's {paper_gain:.1%} gain"
+                        if paper_gain is not None else "")
 
 
 def at_most(a: Runs, value: Measure, *, limit: float, tolerance: float, label: str) -> Verdict:
