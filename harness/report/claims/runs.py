@@ -202,8 +202,9 @@ def family_text(setting: str, family: str, *, short: bool = False) -> str:
         return f"{short_text}, {budget} (cap {cap:,} training tokens), {lr}"
     lrs = (f"learning rate tuned over {', '.join(lr_text(lr) for lr in LR_GRID)}" if is_tuned
            else f"learning rate {lr_text(o.lr)}")
-    steps = (f"to its plateau (full validation every {b.eval_every} steps, stop after "
-             f"{b.patience} evaluations without a {b.min_delta:.1%} gain), capped at "
+    steps = (f"to its plateau (full validation every {b.eval_every} steps; stop once the last "
+             f"{b.patience} evaluations improved the best by less than {b.min_delta:.1%}), "
+             f"capped at "
              f"{b.max_steps:,} steps = {cap:,} training tokens" if b.patience
              else f"{b.max_steps:,} steps = {cap:,} training tokens")
     return (f"{data}: BPE {cfg.data.task_options.get('vocab_size')}, {m.layers} layers, "
