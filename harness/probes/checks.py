@@ -111,7 +111,9 @@ class _SameState:
 
     def __init__(self, model: nn.Module, seed: int):
         self.model, self.seed = model, seed
-        self.device = next(model.parameters()).device
+        # a router may hold buffers and no parameter (entropy's thresholds): its device is theirs
+        first = next(iter([*model.parameters(), *model.buffers()]), None)
+        self.device = first.device if first is not None else torch.device("cpu")
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
 
     def restore(self) -> None:
@@ -314,8 +316,13 @@ def _component_leaks(cfg: RunConfig, task: Task, seq_len: int, g: torch.Generato
 
     def leaks(module: nn.Module, fn: Callable[[Tensor], Tensor]) -> bool:
         perturb_parameters(module, g)
-        same = _SameState(module, 0) if any(True for _ in module.parameters()) else None
-        call = (lambda inp: same.run(lambda: fn(inp))) if same else (lambda inp: fn(inp).detach())
+        # every call from the same state, parameters or not: a router without parameters still
+        # moves its thresholds in training mode, which is no leak (entropy was blamed for it)
+        same = _SameState(module, 0)
+
+        def call(inp: Tensor) -> Tensor:
+            return same.run(lambda: fn(inp))
+
         for mode in MODES:
             with probe_mode(module, mode):
                 ref = call(x)
