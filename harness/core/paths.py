@@ -20,9 +20,17 @@ def run_id(cfg: RunConfig) -> str:
     return f"{cfg.data.task}__{cfg.routing.router}__{ops}__{cfg.digest()}__seed{cfg.seed}"
 
 
-def record_filename(run_id: str) -> str:
+def safe_name(run_id: str) -> str:
+    """A run id as one file or folder name, inside the folder it is joined to: the names in it
+    come from the command line or a config file (``--ops ../../x`` is only looked up later), so
+    anything but letters, digits and -_.+=@ becomes _ (no '/'), and leading dots go (no '..',
+    no hidden file). Every path built from a run id goes through here."""
     safe = "".join(c if c.isalnum() or c in "-_.+=@" else "_" for c in run_id)
-    return f"{safe.lstrip('.') or 'run'}.json"
+    return safe.lstrip(".") or "run"
+
+
+def record_filename(run_id: str) -> str:
+    return f"{safe_name(run_id)}.json"
 
 
 def results_dir(cfg: RunConfig) -> Path:
@@ -31,7 +39,8 @@ def results_dir(cfg: RunConfig) -> Path:
 
 
 def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
-    """(record path, work directory for checkpoint and metrics log) of a run."""
+    """(record path, work directory for checkpoint and metrics log) of a run: both directly
+    inside --out (or --work-dir), whatever the names in the config."""
     rid = run_id(cfg)
     work = Path(cfg.work_dir) if cfg.work_dir else results_dir(cfg)
-    return results_dir(cfg) / record_filename(rid), work / rid
+    return results_dir(cfg) / record_filename(rid), work / safe_name(rid)

@@ -53,6 +53,18 @@ def router_flags(cfg: RunConfig) -> list[str]:
     return list(getattr(ROUTERS.get(cfg.routing.router), "record_flags", ()))
 
 
+def look_up_names(cfg: RunConfig) -> None:
+    """Look the task, router and operators up before anything is written: an unknown name is
+    one line (with "did you mean") and leaves no run folder or run.lock behind."""
+    from operators import OPERATORS
+    from routers import ROUTERS
+    from tasks import TASKS
+
+    TASKS.entry(cfg.data.task)
+    ROUTERS.entry(cfg.routing.router)
+    for name in cfg.routing.ops:
+        OPERATORS.entry(name)
+
 
 class _StopSignals:
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint written
@@ -351,6 +363,7 @@ class Trainer:
 def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[records.RunRecord, Path]:
     """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
     t_start = time.perf_counter()
+    look_up_names(cfg)
     trainer = Trainer(cfg, log)
     lock = RunLock(trainer.work_dir, log)
     try:

@@ -216,6 +216,7 @@ def hexbin(layers: list[dict[str, Tensor]], title: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.core.paths import record_filename
     from registry.files import atomic_write_text
 
     torch.set_num_threads(args.threads)
@@ -223,9 +224,9 @@ def run(args: argparse.Namespace) -> int:
     summary, layers = analyze(path, args.max_batches, args.batch_size)
     base = Path(args.out) if args.out else (path.parent if path.suffix == ".json"
                                             else Path("results/runs")) / "analysis"
-    out_json = base / f"{summary['run_id']}.json"
+    out_json = base / record_filename(summary["run_id"])  # a run id is not always a safe name
     atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    hexbin(layers, f"{summary['task']}: {summary['run_id']}", base / f"{summary['run_id']}.png")
+    hexbin(layers, f"{summary['task']}: {summary['run_id']}", out_json.with_suffix(".png"))
     for layer in summary["layers"]:
         d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
         print(f"layer {layer['layer']}: spearman(spectral entropy, attention distance) = "
