@@ -22,7 +22,7 @@ from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
 from harness.core.paths import run_paths
 from harness.core.record_sections import plateau_gain
-from harness.engine import checkpoint, distributed
+from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.data import EpochBatches, build_task
 from harness.engine.device import peak_memory_mb, resolve_device, seed_everything
@@ -64,6 +64,20 @@ def look_up_names(cfg: RunConfig) -> None:
     ROUTERS.entry(cfg.routing.router)
     for name in cfg.routing.ops:
         OPERATORS.entry(name)
+
+
+def data_source(cfg: RunConfig, split: str) -> str:
+    """Where a split's data comes from, as the user named it: its file, the training file it is
+    carved from, the --data-dir, or the task's own source."""
+    options = cfg.data.task_options
+    given = options.get(f"{split}_file")
+    if given is None and split == "valid" and options.get("train_file") is not None:
+        given = options["train_file"]  # carved from the training file's tail
+    if given is not None:
+        return f"the file {given}"
+    if cfg.data.data_dir is not None:
+        return f"--data-dir {cfg.data.data_dir}"
+    return f"the source of task '{cfg.data.task}'"
 
 
 class _StopSignals:
@@ -170,6 +184,7 @@ class Trainer:
             **self.step_fn.state_dict(),
             "rng": checkpoint.rng_state(),
             "progress": self.progress.to_json(),
+            "data_hashes": provenance.split_hashes(self.task),
         }
 
     def save_checkpoint(self) -> None:
@@ -189,6 +204,13 @@ class Trainer:
                 raise ConfigError(
                     f"{self.ckpt_path} belongs to a run with a different configuration; use "
                     f"another --out, or delete {self.work_dir} to start over")
+            changed = checkpoint.changed_split(state, provenance.split_hashes(self.task))
+            if changed:
+                raise ConfigError(
+                    f"{self.ckpt_path} was trained on other {changed} data than "
+                    f"{data_source(self.cfg, changed)} holds now (its contents or tokenizer "
+                    f"changed); resuming would mix two datasets in one run: restore that data, "
+                    f"or delete {self.work_dir} to start over")
             self.model.load_state_dict(state["model"])
             self.step_fn.load_state_dict(state)
             checkpoint.set_rng_state(state["rng"])
