@@ -34,6 +34,7 @@ from harness.runner.best import save_best
 from harness.runner.console import ProgressDisplay
 from harness.runner.guard import guard_leaks, refuse_leaks
 from harness.runner.lock import RunLock
+from harness.runner.plan import device_memory, refuse_oversized
 from harness.runner.progress import Progress
 from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
 from registry import ChiaroscuroError, ConfigError, files
@@ -64,6 +65,11 @@ def look_up_names(cfg: RunConfig) -> None:
     ROUTERS.entry(cfg.routing.router)
     for name in cfg.routing.ops:
         OPERATORS.entry(name)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA out-of-memory error, or its CPU allocator's (a plain RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def data_source(cfg: RunConfig, split: str) -> str:
@@ -120,6 +126,9 @@ class Trainer:
             raise ConfigError(
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
+        # before the data or the model: an impossible size is one line, not minutes of work
+        refuse_oversized(cfg, o.batch_size // (self.dist.world * o.grad_accum),
+                         *device_memory(self.device))
         self.progress = Progress()
         self.saved_step: int | None = None  # step of the checkpoint on disk, once known
         self.tracker = tracking.open_tracker(cfg, self.work_dir, self.dist.is_main)
@@ -409,6 +418,14 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
         if full is None:
             raise
         raise full from exc
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        # past refuse_oversized's lower bound (attention scores, the allocator's overhead)
+        if not out_of_memory(exc):
+            raise
+        raise ConfigError(
+            f"out of memory on {trainer.device} ({' '.join(str(exc).split())[:160]}); "
+            f"{trainer.what_is_kept()}; lower --batch-size (or raise --grad-accum), --seq-len, "
+            f"--d-model, --layers or --mlp-ratio") from exc
     finally:
         trainer.tracker.close()
         lock.release()
