@@ -3,8 +3,12 @@ Light (no pydantic, no torch): the command line imports it to print its defaults
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from registry import ConfigError
 
 if TYPE_CHECKING:
     from harness.core.config import RunConfig
@@ -44,3 +48,26 @@ def run_paths(cfg: RunConfig) -> tuple[Path, Path]:
     rid = run_id(cfg)
     work = Path(cfg.work_dir) if cfg.work_dir else results_dir(cfg)
     return results_dir(cfg) / record_filename(rid), work / safe_name(rid)
+
+
+# what a folder the user cannot write to answers: no permission, or a read-only file system
+NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def writable_folder(folder: Path, flag: str) -> None:
+    """Make `folder` (and its parents) and check that this process may create files in it: a
+    run whose outputs cannot be written fails at once with one line, not with a traceback (nor
+    after hours of training, at its record)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno not in NOT_WRITABLE:
+            raise
+        raise not_writable(flag, folder, exc.strerror) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise not_writable(flag, folder, "not writable by this user")
+
+
+def not_writable(flag: str, folder: Path | str, why: str | None) -> ConfigError:
+    return ConfigError(f"{flag} {folder}: cannot write there ({why or 'permission denied'}); "
+                       f"choose a folder you can write to, or fix its permissions")

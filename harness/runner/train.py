@@ -20,7 +20,7 @@ import torch
 
 from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
-from harness.core.paths import run_paths
+from harness.core.paths import NOT_WRITABLE, run_paths, writable_folder
 from harness.core.record_sections import plateau_gain
 from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
@@ -274,10 +274,16 @@ class Trainer:
                 bar.step(p.step, result.loss, p.tokens_per_second)
                 if self._after_step(result, bar, signals):
                     break
-        bar.close()
-        p.stop_reason = p.stop_reason or "max_steps"
-        p.finished = True
-        self.save_checkpoint()
+            bar.close()
+            p.stop_reason = p.stop_reason or "max_steps"
+            p.finished = True
+            self.save_checkpoint()
+            # a signal after the loop's last look (during the last step's checkpoint, or with
+            # a budget's stop) must stop the run too, not be dropped with the handler
+            if distributed.any_rank(self.dist, signals.received is not None, self.device):
+                raise Interrupted(f"stopped by signal {signals.received or '(to another rank)'} "
+                                  f"after the last training step ({p.step}); checkpoint saved, "
+                                  f"re-run the same command to evaluate and write the record")
 
     def _after_step(self, result: StepResult, bar: Any, signals: _StopSignals) -> bool:
         """Logging, evaluation, budgets, signals and checkpoints after a step; True to stop."""
@@ -399,6 +405,8 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
     lock = RunLock(trainer.work_dir, log)
     try:
         if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
+            writable_folder(trainer.record_path.parent, "--out")
+            writable_folder(trainer.work_dir, "--work-dir" if cfg.work_dir else "--out")
             lock.acquire()
         trainer.build()
         resumed = trainer.maybe_resume()
@@ -414,6 +422,10 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
     except (OSError, files.DiskFull) as exc:
+        if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE:  # made read-only meanwhile
+            raise ConfigError(f"cannot write {exc.filename} ({exc.strerror}); "
+                              f"{trainer.what_is_kept()}; fix the permissions and re-run the "
+                              f"same command to resume") from exc
         full = files.disk_full(exc, trainer.what_is_kept())
         if full is None:
             raise
