@@ -96,6 +96,7 @@ from .errors import (
     did_you_mean,
     unknown_options_message,
 )
+from .slow import say_if_slow
 
 __all__ = [
     "Registry",
@@ -562,7 +563,8 @@ class Registry(Generic[T]):
             origin = f"{dist} {version}".strip()
             try:
                 check_name(self.kind, ep.name, origin)  # before importing anything of it
-                obj = ep.load()
+                with say_if_slow(f"{self.kind} plugin '{ep.name}' from {origin} ({ep.value})"):
+                    obj = ep.load()
                 existing = self._owner(ep.name)
                 if existing is not None and not (existing.loaded and existing.obj is obj):
                     raise self._duplicate(ep.name, existing)

@@ -94,9 +94,26 @@ def iter_folder(root: Path) -> Iterator[Review]:
 
 
 def iter_tar(path: Path) -> Iterator[Review]:
-    """Reviews of an aclImdb tar(.gz), streamed member by member (nothing is unpacked)."""
+    """Reviews of an aclImdb tar(.gz), streamed member by member (nothing is unpacked). An
+    archive that ends before tar's end-of-archive marker is truncated (or corrupt): DataError,
+    not the reviews read so far (tarfile itself stops there without a word)."""
+    ended: list[BaseException] = []
+
+    class Member(tarfile.TarInfo):
+        """Records why the member loop ended: tarfile stops silently both at the end-of-archive
+        marker (a zero block) and at a header cut short or unreadable past the first."""
+
+        @classmethod
+        def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+            try:
+                return super().fromtarfile(tarfile_)
+            except tarfile.HeaderError as exc:
+                ended.append(exc)
+                raise
+
+    reviews = 0
     try:
-        with tarfile.open(path, "r|*") as archive:
+        with tarfile.open(path, "r|*", tarinfo=Member) as archive:
             bar = text.progress(desc=f"reading {path.name}", unit="file")
             for member in archive:
                 match = _MEMBER.search(member.name)
@@ -106,11 +123,18 @@ def iter_tar(path: Path) -> Iterator[Review]:
                 handle = archive.extractfile(member)
                 assert handle is not None
                 yield parse_review(split, folder, name, handle.read(), f"{path}:{member.name}")
+                reviews += 1
                 bar.update()
             bar.close()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError) as exc:
+        raise DataError(f"IMDB: cannot read the archive {path}: it is truncated or corrupt "
+                        f"({text.one_line(exc, 160)}); download it again") from None
+    except OSError as exc:
         raise DataError(f"IMDB: cannot read the archive {path}: {text.one_line(exc, 160)}") \
             from None
+    if not ended or type(ended[-1]).__name__ != "EOFHeaderError":  # the marker's own error
+        raise DataError(f"IMDB: the archive {path} is truncated or corrupt: it ends before tar's "
+                        f"end-of-archive marker, after {reviews} reviews; download it again")
 
 
 def find_source(data_dir: Path) -> tuple[str, Path]:

@@ -181,6 +181,11 @@ class _WikiText(LanguageModelingTask):
             raise DataError(f"{self.title}: {split}_file {given} is a folder, not a file; pass "
                             f"a file (e.g. {folder / self._file(split)}), or the folder "
                             f"as --data-dir")
+        special = next((p for p in (path, self.data_dir and self.data_dir / path) if p and
+                        p.exists()), None)
+        if special is not None:  # /dev/zero, a FIFO, a socket: it exists, it is no text file
+            raise DataError(f"{self.title}: {split}_file {given} is not a regular file (a "
+                            f"device, pipe or socket); pass a text file")
         where = f" (nor in {self.data_dir})" if self.data_dir is not None else ""
         raise DataError(f"{self.title}: {split}_file {given} does not exist{where}")
 

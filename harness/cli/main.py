@@ -13,7 +13,6 @@ import importlib
 import json
 import sys
 import textwrap
-import warnings
 
 from harness.cli import texts
 from harness.core.flags import add_flags, given_flags, overrides_from, refuse_file_as_folder
@@ -21,6 +20,7 @@ from harness.core.malloc import keep_freed_memory
 from harness.core.options import CHECK_IGNORES, CHECK_USES, OPTIONS, check_keys, value_at
 from harness.core.paths import LOCAL_RUNS
 from harness.core.presets import HARNESS_PRESETS, PRESETS
+from harness.core.warning_lines import one_line_warnings
 from registry import ChiaroscuroError, ConfigError
 
 EXIT_USAGE = 2
@@ -247,14 +247,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"  # for users: no source line of ours under it
-
-
 def main(argv: list[str] | None = None) -> int:
     # progress lines must reach a log file or pipe as they happen, not at exit
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    warnings.formatwarning = _one_line_warning
+    one_line_warnings()
     argv = sys.argv[1:] if argv is None else list(argv)
     keep_freed_memory()  # before any tensor: every step's temporaries are then reused
     parser = build_parser(argv)

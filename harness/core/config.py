@@ -182,7 +182,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {raw[exc.start]:#04x} "
                           f"at offset {exc.start}); save it as UTF-8") from exc
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        # JSON by its suffix, or by its first character: no TOML document starts with "{", and
+        # a sweep hands its cells their config as /dev/fd/N, a path with no suffix
+        is_json = path.suffix == ".json" or text.lstrip().startswith("{")
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"config file {path} is malformed: {exc}") from exc
     except RecursionError:

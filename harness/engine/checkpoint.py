@@ -2,8 +2,10 @@
 
 A checkpoint holds everything a run needs to continue bit-for-bit: model (router calibration
 buffers included), optimiser, scheduler, RNG states, the step (which fixes the data position,
-see harness/data.py), progress counters and the config. Only tensors and plain Python values are
-stored, so loading never unpickles arbitrary objects.
+see harness/data.py), progress counters and the config, and the hash of each data split's
+examples it was trained with: the config names the data files, not their contents, so a resume
+over a changed file (or tokenizer) is refused rather than mixing two datasets in one run. Only
+tensors and plain Python values are stored, so loading never unpickles arbitrary objects.
 """
 
 from __future__ import annotations
@@ -64,7 +66,21 @@ def schema_problem(state: dict[str, Any]) -> str | None:
     bad = [k for k, v in state["model"].items() if not isinstance(v, torch.Tensor)]
     if bad:
         return f"model entry '{bad[0]}' is not a tensor"
+    hashes = state.get("data_hashes", {})  # absent in checkpoints of older harnesses
+    if not (isinstance(hashes, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items())):
+        return "'data_hashes' is not a map of split names to hashes"
     return None
+
+
+def changed_split(state: dict[str, Any], hashes: dict[str, str]) -> str | None:
+    """The first split whose examples (``provenance.split_hashes``: the text and its
+    tokenizer) differ from those the checkpoint was trained with, or None. A checkpoint of an
+    older harness carries no hashes: None, nothing can be compared."""
+    saved = state.get("data_hashes")
+    if not saved:
+        return None
+    return next((split for split, h in hashes.items() if saved.get(split) != h), None)
 
 
 def unreadable(path: Path, why: object) -> ConfigError:

@@ -8,6 +8,7 @@ import hashlib
 import os
 import platform
 import subprocess
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +136,27 @@ def _plugin_distributions(used: dict[str, list[str]] | None = None) -> dict[str,
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# split_hashes per task: a run needs them for its checkpoints and its record, and hashing a
+# large training split takes seconds
+_SPLIT_HASHES: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def split_hashes(task: Any) -> dict[str, str]:
+    """split -> ``split_hash`` of the task's examples (tokenized: a changed text file and a
+    changed tokenizer both show), computed once per task."""
+    from tasks.base import SPLITS
+
+    try:
+        return dict(_SPLIT_HASHES[task])
+    except KeyError:
+        pass
+    except TypeError:  # a task that cannot be weakly referenced is hashed each time
+        return {split: split_hash(task.dataset(split)) for split in SPLITS}
+    hashes = {split: split_hash(task.dataset(split)) for split in SPLITS}
+    _SPLIT_HASHES[task] = hashes
+    return dict(hashes)
 
 
 def split_hash(examples: Iterable[Any]) -> str:

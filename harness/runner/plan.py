@@ -18,19 +18,29 @@ Assumptions (printed with every plan, because the GPU-hours are only as good as 
   plus activations of 34 bytes x d_model per token per layer (bf16, fused attention that does
   not store the score matrix: Korthikanti et al. 2022 without the 5as/d term), plus fp32
   logits and their gradient (8 bytes x vocabulary per token), for one micro-batch.
+
+The same memory arithmetic, on the parameters every model of the shape has whatever its
+operators (``parameters_at_least``), refuses a configuration that cannot fit before anything is
+allocated or built (``refuse_oversized``): a run, against its device's memory; a dry run,
+against the H100 it plans for. ``--seq-len 10000000`` or ``--layers 100000`` would otherwise
+allocate (or build on the meta device) for minutes before failing.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from harness.core.config import RunConfig
+from harness.core.config import RunConfig, seq_len_of
 from harness.core.presets import PAPER_ASSUMPTIONS
+from registry import ConfigError
 
 H100_BF16_PEAK = 989e12  # FLOP/s, dense, SXM
+H100_MEMORY = 80e9  # bytes, SXM
 MFU = 0.40
 BPE_DEFAULT_VOCAB = 8192
 
@@ -83,7 +93,10 @@ def vocab_of(cfg: RunConfig, task_cls: Any) -> tuple[int, str]:
         return declared, f"declared by {cfg.data.task}"
     if cfg.data.task_options.get("tokenizer") == "bytes":
         return 258, "bytes tokenizer"
-    return BPE_DEFAULT_VOCAB, "assumed: the BPE default"
+    return BPE_DEFAULT_VOCAB, ASSUMED_VOCAB
+
+
+ASSUMED_VOCAB = "assumed: the BPE default"
 
 
 class _TaskShape:
@@ -124,9 +137,66 @@ def mixer_flops(model: Any, cfg: RunConfig, seq_len: int, hard: bool) -> tuple[f
     return total, flop_fraction(top_run, top_full)
 
 
+def parameters_at_least(cfg: RunConfig, vocab: int, seq_len: int, causal: bool) -> int:
+    """The parameters every model of this shape has, whatever its operators and router:
+    token and position embeddings, each block's MLP and layer norms, the final norm and, on a
+    causal task, the LM head (see harness/engine/model.py). Arithmetic only: it must answer
+    before a model is built, even on the meta device."""
+    d, layers = cfg.model.d_model, cfg.model.layers
+    hidden = int(d * cfg.model.mlp_ratio)
+    block = (d * hidden + hidden) + (hidden * d + d) + 2 * (2 * d)  # fc, proj, two norms
+    return vocab * d + seq_len * d + layers * block + 2 * d + (vocab * d if causal else 0)
+
+
+def memory_bytes(cfg: RunConfig, parameters: int, vocab: int, causal: bool, micro: int,
+                 seq_len: int) -> int:
+    """Training memory per process (the module docstring's arithmetic): 16 bytes per parameter
+    and the activations and logits of one micro-batch."""
+    d, layers = cfg.model.d_model, cfg.model.layers
+    activations = micro * seq_len * (34 * d * layers + 8 * (vocab if causal else 0))
+    return 16 * parameters + activations
+
+
+def refuse_oversized(cfg: RunConfig, micro: int, available: float, where: str) -> None:
+    """One ConfigError line when even the parameters every model of the shape has, with one
+    micro-batch's activations, need more memory than `available` bytes (`where` names it)."""
+    from tasks import TASKS
+
+    task_cls = TASKS.get(cfg.data.task)
+    vocab, source = vocab_of(cfg, task_cls)
+    if source == ASSUMED_VOCAB:  # the task's own may be smaller: no refusal on a guess
+        vocab = 0
+    seq_len = seq_len_of(cfg)
+    causal = bool(task_cls.causal)
+    params = parameters_at_least(cfg, vocab, seq_len, causal)
+    need = memory_bytes(cfg, params, vocab, causal, micro, seq_len)
+    if need <= available:
+        return
+    m = cfg.model
+    raise ConfigError(
+        f"this configuration needs at least {need / 1e9:,.1f} GB of memory ({params:,} "
+        f"parameters x 16 bytes for weights, gradients and AdamW moments: "
+        f"{16 * params / 1e9:,.1f} GB; activations of a micro-batch of {micro} x seq_len "
+        f"{seq_len} over {m.layers} layers of d_model {m.d_model}: "
+        f"{(need - 16 * params) / 1e9:,.1f} GB), more than the {available / 1e9:,.1f} GB of "
+        f"{where}; lower --seq-len, --batch-size (or raise --grad-accum), --layers, --d-model "
+        f"or --mlp-ratio")
+
+
+def device_memory(device: torch.device) -> tuple[float, str]:
+    """(bytes, a name for messages) of the memory a run on `device` trains in."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return float(props.total_memory), f"the GPU {device} ({props.name})"
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no refusal on a guess
+        return math.inf, "this machine"
+    return float(total), "this machine's RAM"
+
+
 def make_plan(cfg: RunConfig) -> Plan:
     from harness.engine.model import Model, count_parameters
-    from harness.runner.train import seq_len_of
     from routers import ROUTERS
     from tasks import TASKS
 
@@ -145,8 +215,7 @@ def make_plan(cfg: RunConfig) -> Plan:
     tokens = cfg.budget.max_steps * cfg.optim.batch_size * seq_len
     train_flops = 3 * per_token * tokens
     micro = cfg.optim.batch_size // cfg.optim.grad_accum
-    d, layers = cfg.model.d_model, cfg.model.layers
-    activations = micro * seq_len * (34 * d * layers + 8 * (vocab if task_cls.causal else 0))
+    memory = memory_bytes(cfg, params, vocab, task_cls.causal, micro, seq_len)
     notes = []
     if cfg.budget.max_time is not None:
         notes.append(f"note: --max-time {cfg.budget.max_time:g} s may stop training earlier")
@@ -155,10 +224,12 @@ def make_plan(cfg: RunConfig) -> Plan:
         forward_flops_per_token=per_token, mixer_flops_per_token=mixers / seq_len,
         attention_flop_fraction=attn_fraction, train_tokens=tokens, train_flops=train_flops,
         gpu_hours=train_flops / (MFU * H100_BF16_PEAK) / 3600,
-        memory_gb=(16 * params + activations) / 1e9, notes=notes)
+        memory_gb=memory / 1e9, notes=notes)
 
 
 def print_plan(cfg: RunConfig) -> int:
+    refuse_oversized(cfg, cfg.optim.batch_size // cfg.optim.grad_accum, H100_MEMORY,
+                     "the H100 this plan is for")
     for line in make_plan(cfg).lines(cfg):
         print(line)
     return 0

@@ -29,7 +29,6 @@ from harness.runner.best import best_checkpoint_metrics
 from harness.runner.progress import Progress
 from registry import DataError
 from tasks import Task
-from tasks.base import SPLITS
 
 
 @dataclass
@@ -115,8 +114,8 @@ def training_summary(progress: Progress, wall_seconds: float | None,
 def task_data(task: Task) -> dict[str, Any]:
     """``task.describe()`` with the hash of each split's exact examples."""
     data = task.describe()
-    data.setdefault("split_hashes", {split: provenance.split_hash(task.dataset(split))
-                                     for split in SPLITS})
+    if "split_hashes" not in data:
+        data["split_hashes"] = provenance.split_hashes(task)
     return data
 
 

@@ -20,9 +20,9 @@ import torch
 
 from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
-from harness.core.paths import run_paths
+from harness.core.paths import NOT_WRITABLE, run_paths, writable_folder
 from harness.core.record_sections import plateau_gain
-from harness.engine import checkpoint, distributed
+from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.data import EpochBatches, build_task
 from harness.engine.device import peak_memory_mb, resolve_device, seed_everything
@@ -35,6 +35,7 @@ from harness.runner.best import save_best
 from harness.runner.console import ProgressDisplay
 from harness.runner.guard import guard_leaks, guard_trained, refuse_leaks, run_flags
 from harness.runner.lock import RunLock
+from harness.runner.plan import device_memory, refuse_oversized
 from harness.runner.progress import Progress
 from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
 from registry import ChiaroscuroError, ConfigError, files
@@ -53,6 +54,37 @@ def router_flags(cfg: RunConfig) -> list[str]:
 
     return list(getattr(ROUTERS.get(cfg.routing.router), "record_flags", ()))
 
+
+def look_up_names(cfg: RunConfig) -> None:
+    """Look the task, router and operators up before anything is written: an unknown name is
+    one line (with "did you mean") and leaves no run folder or run.lock behind."""
+    from operators import OPERATORS
+    from routers import ROUTERS
+    from tasks import TASKS
+
+    TASKS.entry(cfg.data.task)
+    ROUTERS.entry(cfg.routing.router)
+    for name in cfg.routing.ops:
+        OPERATORS.entry(name)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA out-of-memory error, or its CPU allocator's (a plain RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
+def data_source(cfg: RunConfig, split: str) -> str:
+    """Where a split's data comes from, as the user named it: its file, the training file it is
+    carved from, the --data-dir, or the task's own source."""
+    options = cfg.data.task_options
+    given = options.get(f"{split}_file")
+    if given is None and split == "valid" and options.get("train_file") is not None:
+        given = options["train_file"]  # carved from the training file's tail
+    if given is not None:
+        return f"the file {given}"
+    if cfg.data.data_dir is not None:
+        return f"--data-dir {cfg.data.data_dir}"
+    return f"the source of task '{cfg.data.task}'"
 
 
 class _StopSignals:
@@ -95,6 +127,9 @@ class Trainer:
             raise ConfigError(
                 f"--batch-size {o.batch_size} must be divisible by processes x --grad-accum "
                 f"({self.dist.world} x {o.grad_accum})")
+        self.micro = o.batch_size // (self.dist.world * o.grad_accum)  # one rank's micro-batch
+        # before the data or the model: an impossible size is one line, not minutes of work
+        refuse_oversized(cfg, self.micro, *device_memory(self.device))
         self.progress = Progress()
         self.saved_step: int | None = None  # step of the checkpoint on disk, once known
         self.tracker = tracking.open_tracker(cfg, self.work_dir, self.dist.is_main)
@@ -110,7 +145,6 @@ class Trainer:
             self.flags.append(f"preset:{cfg.preset}")
         self.flags += router_flags(cfg)
         self.seq_len = seq_len_of(cfg)
-        self.micro = cfg.optim.batch_size // (self.dist.world * cfg.optim.grad_accum)
         self.flags += guard_leaks(cfg, self.task, self.seq_len, self.micro, cfg.optim.batch_size,
                                   self.log, self.device)
         seed_everything(cfg.seed)
@@ -162,6 +196,7 @@ class Trainer:
             **self.step_fn.state_dict(),
             "rng": checkpoint.rng_state(),
             "progress": self.progress.to_json(),
+            "data_hashes": provenance.split_hashes(self.task),
         }
 
     def save_checkpoint(self) -> None:
@@ -181,6 +216,13 @@ class Trainer:
                 raise ConfigError(
                     f"{self.ckpt_path} belongs to a run with a different configuration; use "
                     f"another --out, or delete {self.work_dir} to start over")
+            changed = checkpoint.changed_split(state, provenance.split_hashes(self.task))
+            if changed:
+                raise ConfigError(
+                    f"{self.ckpt_path} was trained on other {changed} data than "
+                    f"{data_source(self.cfg, changed)} holds now (its contents or tokenizer "
+                    f"changed); resuming would mix two datasets in one run: restore that data, "
+                    f"or delete {self.work_dir} to start over")
             self.model.load_state_dict(state["model"])
             self.step_fn.load_state_dict(state)
             checkpoint.set_rng_state(state["rng"])
@@ -235,10 +277,16 @@ class Trainer:
                 bar.step(p.step, result.loss, p.tokens_per_second)
                 if self._after_step(result, bar, signals):
                     break
-        bar.close()
-        p.stop_reason = p.stop_reason or "max_steps"
-        p.finished = True
-        self.save_checkpoint()
+            bar.close()
+            p.stop_reason = p.stop_reason or "max_steps"
+            p.finished = True
+            self.save_checkpoint()
+            # a signal after the loop's last look (during the last step's checkpoint, or with
+            # a budget's stop) must stop the run too, not be dropped with the handler
+            if distributed.any_rank(self.dist, signals.received is not None, self.device):
+                raise Interrupted(f"stopped by signal {signals.received or '(to another rank)'} "
+                                  f"after the last training step ({p.step}); checkpoint saved, "
+                                  f"re-run the same command to evaluate and write the record")
 
     def _after_step(self, result: StepResult, bar: Any, signals: _StopSignals) -> bool:
         """Logging, evaluation, budgets, signals and checkpoints after a step; True to stop."""
@@ -360,10 +408,13 @@ class Trainer:
 def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[records.RunRecord, Path]:
     """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
     t_start = time.perf_counter()
+    look_up_names(cfg)
     trainer = Trainer(cfg, log)
     lock = RunLock(trainer.work_dir, log)
     try:
         if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
+            writable_folder(trainer.record_path.parent, "--out")
+            writable_folder(trainer.work_dir, "--work-dir" if cfg.work_dir else "--out")
             lock.acquire()
         trainer.build()
         resumed = trainer.maybe_resume()
@@ -379,10 +430,22 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
         record = trainer.make_record(t_start=t_start)
         return record, trainer.write(record)
     except (OSError, files.DiskFull) as exc:
+        if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE:  # made read-only meanwhile
+            raise ConfigError(f"cannot write {exc.filename} ({exc.strerror}); "
+                              f"{trainer.what_is_kept()}; fix the permissions and re-run the "
+                              f"same command to resume") from exc
         full = files.disk_full(exc, trainer.what_is_kept())
         if full is None:
             raise
         raise full from exc
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        # past refuse_oversized's lower bound (attention scores, the allocator's overhead)
+        if not out_of_memory(exc):
+            raise
+        raise ConfigError(
+            f"out of memory on {trainer.device} ({' '.join(str(exc).split())[:160]}); "
+            f"{trainer.what_is_kept()}; lower --batch-size (or raise --grad-accum), --seq-len, "
+            f"--d-model, --layers or --mlp-ratio") from exc
     finally:
         trainer.tracker.close()
         lock.release()

@@ -9,16 +9,19 @@ function imports nothing of torch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 @dataclass(frozen=True)
@@ -58,32 +61,68 @@ def run_cell(spec: CellSpec, gpu: int | None = None,
     record = finished_record(spec.record_path)
     if record is not None:
         return CellResult("done before", record)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec.overrides, f)
-        config_file = f.name
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (spec.pythonpath, env.get("PYTHONPATH")) if p)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = Path(spec.log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     try:
-        with log.open("a") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "harness", "run", "--config", config_file],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
-                cwd=spec.cwd if os.path.isdir(spec.cwd) else None)
-            if on_start is not None:
-                on_start(proc)
-            code = proc.wait()
-    finally:
-        Path(config_file).unlink(missing_ok=True)
+        out = open_log(log)
+    except UnsafeLog as exc:
+        return CellResult(f"failed ({exc})", {}, 0.0, 2)
+    t0 = time.perf_counter()
+    with out, config_file(spec.overrides) as (config, fds):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", "--config", config],
+            stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=fds,
+            cwd=spec.cwd if os.path.isdir(spec.cwd) else None)
+        if on_start is not None:
+            on_start(proc)
+        code = proc.wait()
     seconds = time.perf_counter() - t0
     record = finished_record(spec.record_path)
     if code == 0 and record is not None:
         return CellResult("ran", record, seconds)
     return CellResult(f"failed (exit {code}, log {log})", {}, seconds, code or 1)
+
+
+@contextmanager
+def config_file(overrides: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(path, descriptors to pass) of the overrides as a JSON config the cell's process reads.
+    The file has no name on disk (an unnamed temporary file, POSIX), the process opens it as
+    /dev/fd/N: a driver killed while its cell runs, SIGKILL included, leaves no file behind."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as f:
+        json.dump(overrides, f)
+        f.flush()
+        f.seek(0)
+        yield f"/dev/fd/{f.fileno()}", (f.fileno(),)
+
+
+class UnsafeLog(OSError):
+    """A cell's log is not a plain file of its own: appending would write into another file."""
+
+
+def open_log(path: Path) -> IO[str]:
+    """The cell's log, opened for appending without following a link planted there (its target
+    would get the output) and refused when it is not a regular file with one name (a hard link
+    writes into its other names; a FIFO would block)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeLog(f"{path} is a symbolic link; remove it and re-run the sweep") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise UnsafeLog(f"{path} is not a regular file; remove it and re-run the sweep") \
+                from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise UnsafeLog(f"{path} {what}; remove it and re-run the sweep")
+    return os.fdopen(fd, "a")
 
 
 class CellFailed(RuntimeError):

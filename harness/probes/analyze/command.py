@@ -143,6 +143,32 @@ def summarise(layers: list[dict[str, Tensor]]) -> list[dict[str, Any]]:
     return out
 
 
+def config_of_record(path: Path) -> Any:
+    """The RunConfig of the run record at `path`, or one ConfigError line naming the file and
+    what is wrong with it (unreadable, not JSON, not a record, a config of another harness)."""
+    from harness.core.config import RunConfig, describe
+    from harness.core.records import describe_error
+
+    def refuse(what: str) -> ConfigError:
+        return ConfigError(f"analyze: cannot read the record {path} ({what}); pass a run record "
+                           f"written by `harness run`, or its checkpoint.pt")
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise refuse(exc.strerror or type(exc).__name__) from None
+    except RecursionError:
+        raise refuse("nested too deeply") from None
+    except ValueError as exc:  # not JSON, not UTF-8
+        raise refuse(describe_error(exc)) from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise refuse("it has no 'config' table: not a run record")
+    try:
+        return RunConfig.model_validate(record["config"])
+    except ValueError as exc:  # pydantic's ValidationError
+        raise refuse(f"its config is invalid: {describe(exc)}") from None
+
+
 def load_model(path: Path) -> tuple[Any, Any, Any, Path | None]:
     """(cfg, task, model with trained weights, record path or None) from a record or a
     checkpoint."""
@@ -153,8 +179,7 @@ def load_model(path: Path) -> tuple[Any, Any, Any, Path | None]:
     from harness.engine.model import Model
 
     if path.suffix == ".json":
-        record = json.loads(path.read_text(encoding="utf-8"))
-        cfg = RunConfig.model_validate(record["config"])
+        cfg = config_of_record(path)
         ckpt = run_paths(cfg)[1] / "checkpoint.pt"
         if not ckpt.is_file():
             raise ConfigError(f"analyze: no checkpoint for {path.name} at {ckpt}; pass the "
@@ -166,10 +191,12 @@ def load_model(path: Path) -> tuple[Any, Any, Any, Path | None]:
         raise ConfigError(f"analyze: {ckpt} does not exist; pass a run record (.json) or a "
                           f"checkpoint.pt")
     state = checkpoint.load(ckpt)
-    cfg = RunConfig.model_validate_json(state["config"])
+    with checkpoint.restoring(ckpt):  # a malformed config: one line naming the checkpoint
+        cfg = RunConfig.model_validate_json(state["config"])
     task = build_task(cfg)
     model = Model(cfg, task, seq_len_of(cfg))
-    model.load_state_dict(state["model"])
+    with checkpoint.restoring(ckpt):  # a tensor of the wrong shape: the same
+        model.load_state_dict(state["model"])
     if record_path is None:
         candidate = run_paths(cfg)[0]
         record_path = candidate if candidate.is_file() else None
@@ -216,6 +243,7 @@ def hexbin(layers: list[dict[str, Tensor]], title: str, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.core.paths import record_filename
     from registry.files import atomic_write_text
 
     torch.set_num_threads(args.threads)
@@ -223,9 +251,9 @@ def run(args: argparse.Namespace) -> int:
     summary, layers = analyze(path, args.max_batches, args.batch_size)
     base = Path(args.out) if args.out else (path.parent if path.suffix == ".json"
                                             else Path("results/runs")) / "analysis"
-    out_json = base / f"{summary['run_id']}.json"
+    out_json = base / record_filename(summary["run_id"])  # a run id is not always a safe name
     atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    hexbin(layers, f"{summary['task']}: {summary['run_id']}", base / f"{summary['run_id']}.png")
+    hexbin(layers, f"{summary['task']}: {summary['run_id']}", out_json.with_suffix(".png"))
     for layer in summary["layers"]:
         d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
         print(f"layer {layer['layer']}: spearman(spectral entropy, attention distance) = "

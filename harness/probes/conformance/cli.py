@@ -108,6 +108,10 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.conformance``: warnings on one line, as ``python -m harness``."""
+    from harness.core.warning_lines import one_line_warnings
+
+    one_line_warnings()
     return run(build_parser().parse_args(argv))
 
 

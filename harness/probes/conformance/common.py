@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from harness.core.options import ATTN_FRACTION
 from operators import MixContext
+from registry import ConfigError
 
 RTOL = 1e-5  # exact checks, relative to max(1, |output|): FFT convolutions leak ~1e-7 rounding
 BF16_TOLERANCE = 0.05  # bf16 vs float32, relative RMS error over real positions
@@ -39,10 +40,13 @@ class Settings:
     flop_tolerance: float = FLOP_TOLERANCE
 
     def __post_init__(self) -> None:
+        # ConfigError (a ValueError): the command line prints it as one line and exits 2
         if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (batch independence needs a batch)")
+            raise ConfigError(f"batch_size must be >= 2 (batch independence needs a batch), "
+                              f"got {self.batch_size}")
         if self.seq_len < 4:
-            raise ValueError("seq_len must be >= 4")
+            raise ConfigError(f"seq_len must be >= 4 (causality is cut at several positions), "
+                              f"got {self.seq_len}")
 
 
 # -- small helpers ---------------------------------------------------------------------------
