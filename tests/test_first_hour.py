@@ -89,8 +89,8 @@ def _copy_record(src: Path, dst_dir: Path, **changes) -> Path:
 
 def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, capsys):
     """The default board is the committed one; --include-local reads runs/ too and writes to
-    runs/LEADERBOARD.md; a local record of a committed run with other numbers is a conflict
-    there: both files are named and neither counts."""
+    runs/LEADERBOARD.md; a reproduction of a committed seed lands in that row, and since its
+    numbers differ the board says so, naming both files."""
     monkeypatch.chdir(tmp_path)
     shutil.copytree(COMMITTED, tmp_path / "results" / "runs")
     shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
@@ -111,14 +111,16 @@ def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, 
 
     assert main(["leaderboard", "--no-plots", "--include-local"]) == 0
     n = len(list(COMMITTED.glob("*.json")))
-    assert f"{n - 1} records on the board (files: {n} in results/runs, 1 in runs)" in (
+    assert f"{n} records on the board (files: {n} in results/runs, 1 in runs)" in (
         capsys.readouterr().out)
     local = (tmp_path / "runs" / "LEADERBOARD.md").read_text()
     assert (tmp_path / "results" / "LEADERBOARD.md").read_text() == committed  # untouched
-    assert row(local) != before and "| 2 " in row(local)  # neither seed 0 counts
+    assert row(local) != before and "| 3 " in row(local)  # the local seed 0 replaced the old
     run_id = json.loads(src.read_text())["run_id"]
-    conflict = next(line for line in local.splitlines() if f"conflict: run {run_id}" in line)
-    assert f"runs/{src.name}" in conflict and "test accuracy 0.9990" in conflict
+    conflict = next(line for line in local.splitlines()
+                    if line.startswith(f"- runs/{src.name}: conflict: run {run_id}"))
+    assert f"results/runs/{src.name}" in conflict and "test accuracy 0.9990" in conflict
+    assert f"the board shows runs/{src.name} (its folder is read last)" in conflict
 
 
 def test_a_board_of_local_runs_alone_says_so(tmp_path, monkeypatch, capsys):

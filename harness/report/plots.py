@@ -90,14 +90,20 @@ def _legend_outside(ax: Any, handles: list[Any] | None = None, **kw: Any) -> Non
               frameon=False, **kw)
 
 
+def _figure_legend(fig: Any, handles: list[Any]) -> None:
+    """A figure's legend under its panels, in a row: it never covers a panel or the title."""
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+               fontsize=8, frameon=False)
+
+
 def _panels(n: int, width: float = 4.2, height: float = 3.2, columns: int = 3):
     """A grid of up to ``columns`` panels a row for n panels: (figure, list of used axes)."""
     import matplotlib.pyplot as plt
 
     cols = min(n, columns)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 6.5), height * rows + 0.6),
+                             squeeze=False, layout="constrained")
     flat = list(axes.flat)
     for ax in flat[n:]:  # the last row's spare panels
         ax.axis("off")
@@ -118,6 +124,7 @@ def pareto(spec: dict[str, Any]):
     the front as a line only through MIN_FRONT points or more, else ringed points."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter
 
     routers = spec["colors"]["routers"]
     points = spec["points"]
@@ -150,6 +157,7 @@ def pareto(spec: dict[str, Any]):
     ys = [v for p in points for v in (p["y"] - p["yerr"], p["y"] + p["yerr"])]
     ax.set_xlim(*_padded(min(xs), max(xs)))
     ax.set_ylim(*_padded(min(ys), max(ys)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 120k, not 120000: labels that fit
     ax.set_xlabel(spec["xlabel"])
     ax.set_ylabel(text(spec["metric"]) + ("\n(higher is better)" if spec["higher"]
                                           else "\n(lower is better)"))
@@ -197,12 +205,12 @@ def routing_fractions(spec: dict[str, Any]):
         ax.set_ylabel("share (soft routers: weight)", fontsize=8)
     ops = sorted({op for p in panels for op in p["operators"]})
     handles = [Patch(color=colors[op], label=text(op)) for op in ops]
-    handles.append(Patch(facecolor="black", label="requested share of the top band\n"
-                                                  "(the line sits that far below 1)"))
+    handles.append(Patch(facecolor="black", label="requested share of the top band "
+                                                  "(that far below 1)"))
     if any(r["leaky"] for p in panels for r in p["rows"]):
         handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//",
                              label="⚠ leaky (sees the future)"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    _figure_legend(fig, handles)
     _title(fig, spec["title"], fig.get_figwidth())
     return fig
 
@@ -230,8 +238,8 @@ def entropy_histograms(spec: dict[str, Any]):
         ax.set_xlabel("spectral entropy (0 = one frequency, 1 = flat)", fontsize=8)
         ax.set_ylabel("share of tokens", fontsize=8)
     ops = sorted({op for g in groups for op in g["counts"]})
-    fig.legend(handles=[Patch(color=colors.get(op, "0.5"), alpha=0.6, label=text(op))
-                        for op in ops], loc="outside right upper", fontsize=8, frameon=False)
+    _figure_legend(fig, [Patch(color=colors.get(op, "0.5"), alpha=0.6, label=text(op))
+                         for op in ops])
     _title(fig, spec["title"], fig.get_figwidth())
     return fig
 

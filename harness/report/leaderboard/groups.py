@@ -4,7 +4,8 @@ A record is on the board only if it is finished, has the task's metric, and its 
 the digest of its own config (``RunConfig.digest``): a record edited by hand, or one whose hash
 was made up, is refused and named. One run (task, router, operators, config, preset, seed)
 counts once: the same run in two files counts once if the numbers agree; if they differ it is a
-conflict, both files are named and neither is on the board.
+conflict and both files are named: neither is on the board, unless they come from two folders
+(``--include-local``), where the folder read last (your own runs) is shown.
 
 Rows: the records of one configuration over seeds are a ``Group``. Configurations that share
 every config field but the learning rate are a tuning family; the board shows one row per
@@ -307,13 +308,17 @@ class Loaded:
     records: list[RunRecord] = field(default_factory=list)  # those records
 
 
-def _finished(folders: list[Path], problems: list[tuple[str, str]]
-              ) -> list[tuple[str, RunRecord]]:
-    """(file name, record) of the readable, finished records; the others go to problems.
-    Files are named by their name alone when there is one folder, else by their path."""
+def _finished(folders: list[Path], problems: list[tuple[str, str]],
+              folder_of: dict[int, int]) -> list[tuple[str, RunRecord]]:
+    """(file name, record) of the readable, finished records, each record's folder (its index
+    in ``folders``, by ``id``) in ``folder_of``; the others go to problems. Files are named by
+    their name alone when there is one folder, else by their path."""
     entries: list[tuple[str, RunRecord]] = []
-    for path, record, problem in (e for folder in folders for e in rec.iter_records(folder)):
+    for index, path, record, problem in ((i, *e) for i, folder in enumerate(folders)
+                                         for e in rec.iter_records(folder)):
         name = path.name if len(folders) == 1 else path.as_posix()
+        if record is not None:
+            folder_of[id(record)] = index
         if record is None:
             problems.append((name, problem or "unreadable"))
         elif record.status != "finished":
@@ -393,28 +398,36 @@ def _headline_text(r: RunRecord) -> str:
     return f"test {h[0]} {value:.4f}" if h and value is not None else "other metrics"
 
 
-def _one_per_run(kept: list[tuple[str, RunRecord]], problems: list[tuple[str, str]]
-                 ) -> dict[tuple[Any, ...], RunRecord]:
-    """One record per run (configuration and seed). Copies with the same numbers count once;
-    copies with different numbers are a conflict: every file is named, none is kept."""
+def _one_per_run(kept: list[tuple[str, RunRecord]], folder_of: dict[int, int],
+                 problems: list[tuple[str, str]]) -> dict[tuple[Any, ...], RunRecord]:
+    """One record per run (configuration and seed). Copies with the same numbers count once.
+    Copies with different numbers are a conflict, and every file is named: within one folder
+    none is kept; across folders the one from the folder given last (``--include-local``: your
+    own runs after the committed ones) is kept, and the conflict says so."""
     by_run: dict[tuple[Any, ...], list[tuple[str, RunRecord]]] = {}
     for name, r in kept:
         k = (r.task, r.router, tuple(r.operators), r.config_hash, r.preset or "", r.seed)
         by_run.setdefault(k, []).append((name, r))
     runs: dict[tuple[Any, ...], RunRecord] = {}
     for k, copies in by_run.items():
-        copies.sort(key=lambda e: (e[1].created, e[0]))
-        if len({_numbers(r) for _, r in copies}) > 1:
-            for name, r in copies:
-                others = "; ".join(f"{n} ({_headline_text(o)})" for n, o in copies if n != name)
-                problems.append((name, f"conflict: run {r.run_id} ({_headline_text(r)}) is "
-                                       f"also in {others} with different numbers; neither is on "
-                                       f"the board: remove the wrong one"))
+        copies.sort(key=lambda e: (folder_of[id(e[1])], e[0]))
+        if len({_numbers(r) for _, r in copies}) == 1:
+            for name, _ in copies[:-1]:
+                problems.append((name, f"same run as {copies[-1][0]} with the same numbers; "
+                                       f"counted once"))
+            runs[k] = copies[-1][1]
             continue
-        for name, _ in copies[:-1]:
-            problems.append((name, f"same run as {copies[-1][0]} with the same numbers; "
-                                   f"counted once"))
-        runs[k] = copies[-1][1]
+        last = folder_of[id(copies[-1][1])]
+        kept_one = (copies[-1] if sum(folder_of[id(r)] == last for _, r in copies) == 1
+                    else None)
+        outcome = (f"the board shows {kept_one[0]} (its folder is read last)" if kept_one
+                   else "neither is on the board: remove the wrong one")
+        for name, r in copies:
+            others = "; ".join(f"{n} ({_headline_text(o)})" for n, o in copies if n != name)
+            problems.append((name, f"conflict: run {r.run_id} ({_headline_text(r)}) is also in "
+                                   f"{others} with different numbers; {outcome}"))
+        if kept_one:
+            runs[k] = kept_one[1]
     return runs
 
 
@@ -457,9 +470,10 @@ def collect(runs: Path | list[Path]) -> Loaded:
     tuning family; problems reported by file."""
     folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     problems: list[tuple[str, str]] = []
-    verified, family = _verified(_finished(folders, problems), problems)
+    folder_of: dict[int, int] = {}
+    verified, family = _verified(_finished(folders, problems, folder_of), problems)
     headline, kept = _with_headline(verified, problems)
-    runs_ = _one_per_run(kept, problems)
+    runs_ = _one_per_run(kept, folder_of, problems)
     groups: dict[str, dict[tuple[Any, ...], Group]] = {}
     for (task, router, ops, chash, preset, _seed), r in sorted(runs_.items(),
                                                               key=lambda e: e[0]):

@@ -115,7 +115,7 @@ def _fractions_specs(board: TaskBoard, section: Section, colors: dict[str, Any]
             "title": f"{g.router} {'+'.join(g.operators)}", "operators": list(g.operators),
             "xlabel": ", ".join(k for k, _ in setting), "rows": []})
         label = ", ".join(_value_text(v) for _, v in setting)
-        panel["rows"].append({"label": label or g.config_hash[:8], "layers": layers,
+        panel["rows"].append({"label": label, "layers": layers,
                               "requested": g.requested_fraction, "leaky": g.leaky,
                               "flagged": g.flagged and not g.leaky})
     return [{"kind": "routing_fractions", "task": board.task,
