@@ -37,7 +37,8 @@ def _stats(xs: list[float]) -> tuple[float | None, float | None]:
 
 def _comparison(prefix: str, verdict: tuple[str, Any]) -> dict[str, Any]:
     text, w = verdict
-    out: dict[str, Any] = {prefix: text, f"{prefix}_diff": None, f"{prefix}_ci_low": None,
+    out: dict[str, Any] = {prefix: None if text == "—" else text, f"{prefix}_diff": None,
+                           f"{prefix}_ci_low": None,
                            f"{prefix}_ci_high": None}
     if w is not None:
         out.update({f"{prefix}_diff": w.diff, f"{prefix}_ci_low": w.ci_low,
