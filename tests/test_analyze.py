@@ -53,3 +53,26 @@ def test_spearman_interval_brackets_a_strong_monotone_relation():
     assert out["rho"] > 0.9 and out["ci_low"] <= out["rho"] <= out["ci_high"]
     flat = spearman_ci(x, torch.rand(400, generator=g), torch.arange(400) // 8)
     assert flat["ci_low"] < 0.0 < flat["ci_high"]  # independent data: 0 inside the interval
+
+
+def test_the_figure_carries_rho_and_its_interval():
+    """Each layer's panel is titled with Spearman's rho and its bootstrap interval (issue 37):
+    the figure says what it shows without the JSON beside it."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from harness.probes.analyze.command import hexbin_figure
+
+    g = torch.Generator().manual_seed(0)
+    layers = [{"spectral": torch.rand(200, generator=g), "distance": torch.rand(200, generator=g)}
+              for _ in range(2)]
+    summary = [{"spearman_entropy_distance": {"rho": 0.5 - i, "ci_low": 0.4 - i,
+                                              "ci_high": 0.6 - i}} for i in range(2)]
+    fig = hexbin_figure(layers, summary, "t: run")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    plt.close(fig)
+    assert titles[0].startswith("layer 0: ρ = +0.500 [+0.400, +0.600]")
+    assert titles[1].startswith("layer 1: ρ = -0.500 [-0.600, -0.400]")

@@ -34,7 +34,7 @@ def test_the_pareto_front_ranks_on_total_mixing_flops(tmp_path):
     runs = _runs(tmp_path)
     loaded = collect(runs)
     board = build_task("listops", loaded.groups["listops"], loaded.headline["listops"], [])
-    front = {key[1] for key in board.pareto}  # key: (router, operators, config hash, preset)
+    front = {key[1] for key in board.sections[0].pareto}  # key: router, operators, hash, preset
     assert front == {("dct", "attn")}  # dct+rbf+attn: more FLOPs and worse than dct+attn
 
 

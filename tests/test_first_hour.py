@@ -89,7 +89,8 @@ def _copy_record(src: Path, dst_dir: Path, **changes) -> Path:
 
 def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, capsys):
     """The default board is the committed one; --include-local reads runs/ too and writes to
-    runs/LEADERBOARD.md; a reproduction of a committed seed lands in that row."""
+    runs/LEADERBOARD.md; a reproduction of a committed seed lands in that row, and since its
+    numbers differ the board says so, naming both files."""
     monkeypatch.chdir(tmp_path)
     shutil.copytree(COMMITTED, tmp_path / "results" / "runs")
     shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
@@ -114,8 +115,12 @@ def test_leaderboard_reads_committed_records_unless_told(tmp_path, monkeypatch, 
         capsys.readouterr().out)
     local = (tmp_path / "runs" / "LEADERBOARD.md").read_text()
     assert (tmp_path / "results" / "LEADERBOARD.md").read_text() == committed  # untouched
-    assert row(local) != before and "| 3 " in row(local)  # the newer seed 0 replaced the old
-    assert f"duplicate of seed 0 in runs/{src.name} (newer)" in local
+    assert row(local) != before and "| 3 " in row(local)  # the local seed 0 replaced the old
+    run_id = json.loads(src.read_text())["run_id"]
+    conflict = next(line for line in local.splitlines()
+                    if line.startswith(f"- runs/{src.name}: conflict: run {run_id}"))
+    assert f"results/runs/{src.name}" in conflict and "test accuracy 0.9990" in conflict
+    assert f"the board shows runs/{src.name} (its folder is read last)" in conflict
 
 
 def test_a_board_of_local_runs_alone_says_so(tmp_path, monkeypatch, capsys):
@@ -139,9 +144,10 @@ def test_rows_never_mix_presets(tmp_path):
         smoke.update(preset="smoke", run_id=smoke["run_id"] + "-smoke")
         (runs / f"smoke-{src.name}").write_text(json.dumps(smoke))
     md = lb.generate(runs, tmp_path / "LB.md", tmp_path / "plots", None).markdown
-    assert "## listops · preset cpu" in md and "## listops · preset smoke" in md
-    for section in md.split("## listops · preset ")[1:]:
-        assert "3 configurations" not in section and "1 configurations, 3 runs" in section
+    assert "### Budget: 4.1M training tokens, preset cpu" in md
+    assert "### Budget: 4.1M training tokens, preset smoke" in md
+    for section in md.split("### Budget: ")[1:]:
+        assert "1 configuration, 3 runs" in section
 
 
 # -- check: the task's shape only -------------------------------------------------------------

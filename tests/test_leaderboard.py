@@ -147,34 +147,41 @@ def generate(runs: Path) -> lb.Board:
     return lb.generate(runs, base / "LEADERBOARD.md", base / "plots", base / "reference.json")
 
 
-def table_rows(md: str, section: str) -> list[list[str]]:
-    """Rows of the first table after a heading, as lists of stripped cells."""
+def table_rows(md: str, section: str) -> list[dict[str, str]]:
+    """Rows of the first table after a heading, as {header: stripped cell}."""
     lines = md.split(section, 1)[1].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split(" | ")]
+
+    headers = cells(lines[start])
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith("|"):
             break
-        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        rows.append(dict(zip(headers, cells(line), strict=True)))
     return rows
 
 
 def test_groups_rank_and_mark_rows(runs):
     md = generate(runs).markdown
     rows = table_rows(md, "## listops")
-    by_router = {(r[1], r[2]): r for r in rows}
+    by_router = {(r["router"], r["operators"]): r for r in rows}
     # one row per configuration with the mean, sample std and seed count
     single = by_router[("single", "attn")]
-    assert single[4] == "3"
-    assert single[5] == "0.6100 ± 0.0100"
-    assert by_router[("entropy", "dct+rbf+attn")][4] == "2"
-    # ranked by accuracy, higher first: single 0.61 ~ entropy 0.61 > meta > rbf > learned > random
-    ranks = [(r[0], r[1], r[2]) for r in rows if r[0] not in ("ref",)]
-    assert ranks[0][0] == "1"
-    assert [r[1] for r in ranks][-2] == "random"
+    assert single["seeds"] == "3"
+    assert single["test accuracy"] == "0.6100 ± 0.0100"
+    assert by_router[("entropy", "dct+rbf+attn")]["seeds"] == "2"
+    # ranked by accuracy, higher first (every row has several seeds); the cheaper of two equal
+    # rows first: entropy 0.61 = single 0.61 > entropy+rbf 0.595 > meta > learned > random
+    ranks = [(r["rank"], r["router"], r["operators"]) for r in rows]
+    assert ranks[0] == ("1", "entropy", "dct+attn")
+    assert [r[1] for r in ranks][:6] == ["entropy", "single", "entropy", "meta", "learned",
+                                         "random"]
     # the leaky row has the best number and still comes after every honest row, unranked
     assert ranks[-1][1] == "entropy-topk" and ranks[-1][0] == "—"
-    assert "⚠ leaky" in by_router[("entropy-topk", "dct+attn")][-1]
+    assert "⚠ leaky" in by_router[("entropy-topk", "dct+attn")]["marks"]
     assert "leaky: router 'entropy-topk' is a leaky variant" in md
 
 
@@ -227,7 +234,7 @@ def test_the_boards_verdicts_are_the_claims_pages():
 
 def test_ties_with_the_best_row_are_marked(runs):
     rows = table_rows(generate(runs).markdown, "## listops")
-    verdicts = {(r[1], r[2]): r[-2] for r in rows}
+    verdicts = {(r["router"], r["operators"]): r["vs best"] for r in rows}
     # entropy and single attention have the same mean: the cheaper one is listed first
     assert verdicts[("entropy", "dct+attn")] == "best"
     assert verdicts[("single", "attn")] == "tied (p=1.000)"
@@ -240,9 +247,9 @@ def test_ties_with_the_best_row_are_marked(runs):
 def test_reference_rows_are_labelled_with_their_source(runs):
     md = generate(runs).markdown
     rows = table_rows(md, "## wikitext103")
-    assert len(rows) == 4 and all(r[0] == "ref" for r in rows)
-    assert all("reported, not reproduced" in r[-1] for r in rows)
-    assert any("36.54" in c for c in rows[0])
+    assert len(rows) == 4 and all(r["rank"] == "ref" for r in rows)
+    assert all("reported, not reproduced" in r["flags"] for r in rows)
+    assert rows[0]["value"] == "36.54"
     assert "arXiv:2606.08327" in md
     assert "non-causal leak" in md  # the caveat sits next to the reference rows
 
@@ -253,16 +260,16 @@ def test_entropy_vs_random_comparison(runs):
     assert "### Does routing beat chance?" in listops
     rows = table_rows(listops, "### Does routing beat chance?")
     first = rows[0]
-    assert first[0] == "entropy" and first[1] == "dct+attn"  # entropy listed first
-    assert first[-1] == "entropy better"
-    assert first[5] == "token share"  # what the control matched, said
-    assert first[10].startswith("+0.1100")  # 0.61 - 0.50
-    learned = next(r for r in rows if r[0] == "learned")
-    assert learned[-1] == "learned better"
+    assert first["router"] == "entropy" and first["operators"] == "dct+attn"  # listed first
+    assert first["verdict"] == "entropy better"
+    assert first["matched on"] == "token share"  # what the control matched, said
+    assert first["Δ [95% CI]"].startswith("+0.1100")  # 0.61 - 0.50
+    learned = next(r for r in rows if r["router"] == "learned")
+    assert learned["verdict"] == "learned better"
     # meta saves nothing (fraction 1.0): shown last, marked as not at equal cost
-    assert rows[-1][0] == "meta"
-    assert "not at equal cost: fractions differ by 0.624" in rows[-1][-1]
-    assert all("not at equal cost" not in r[-1] for r in rows[:-1])
+    assert rows[-1]["router"] == "meta"
+    assert "not at equal cost: fractions differ by 0.624" in rows[-1]["verdict"]
+    assert all("not at equal cost" not in r["verdict"] for r in rows[:-1])
     # dct+rbf+attn has no random control: the board asks for one
     assert "No `random` control" in listops
 
@@ -270,9 +277,9 @@ def test_entropy_vs_random_comparison(runs):
 def test_lm_ranks_on_word_perplexity_lower_first(runs):
     md = generate(runs).markdown
     rows = table_rows(md, "## wikitext2")
-    assert [r[1] for r in rows] == ["single", "entropy"]
-    assert rows[0][5] == "289.60 ± 1.60"  # word PPL = 1.6 x token PPL in the fixture
-    assert rows[0][6] == "181.00 ± 1.00"
+    assert [r["router"] for r in rows] == ["single", "entropy"]
+    assert rows[0]["test word PPL"] == "289.60 ± 1.60"  # 1.6 x token PPL in the fixture
+    assert rows[0]["test token PPL"] == "181.00 ± 1.00"
     assert "test word PPL" in md and "test token PPL" in md
 
 
@@ -280,7 +287,7 @@ def test_malformed_records_are_reported_by_file_and_skipped(runs, capsys):
     board = generate(runs)
     assert any(p.startswith("broken.json: not valid JSON") for p in board.problems)
     assert any(p.startswith("missing_task.json:") and "task" in p for p in board.problems)
-    assert "`broken.json`" in board.markdown
+    assert "\n- broken.json: not valid JSON" in board.markdown
     assert lb.run(args_for(runs, no_plots=True)) == 0
     err = capsys.readouterr().err
     assert "broken.json" in err and "missing_task.json" in err
@@ -329,19 +336,37 @@ def test_old_records_without_optional_fields_still_count(runs):
     del rec["cost"]["test"]["per_layer"]
     write(runs, rec)
     rows = table_rows(generate(runs).markdown, "## listops")
-    single = next(r for r in rows if r[1] == "single")
-    assert single[4] == "4"
+    single = next(r for r in rows if r["router"] == "single")
+    assert single["seeds"] == "4"
 
 
-def test_duplicate_seed_keeps_the_newest(runs):
-    rec = make_record("listops", "single", ("attn",), 0, 0.99, 1.0)
-    rec["created"] = "2027-01-01T00:00:00+00:00"
-    rec["run_id"] += "-rerun"
-    write(runs, rec)
+def test_one_run_in_two_files_is_counted_once_or_is_a_conflict(runs):
+    """The same run (configuration and seed) in two files: with the same numbers it counts
+    once; with other numbers it is a conflict that names both files, and neither wins."""
+    original = make_record("listops", "single", ("attn",), 0, 0.60, 1.0)
+    write_as(runs, "copy.json", original)
     board = generate(runs)
-    assert any("duplicate of seed 0" in p for p in board.problems)
-    single = next(r for r in table_rows(board.markdown, "## listops") if r[1] == "single")
-    assert single[4] == "3" and single[5].startswith("0.7400")  # (0.99 + 0.61 + 0.62) / 3
+    assert any(p.startswith("copy.json: same run as") for p in board.problems)
+    single = next(r for r in table_rows(board.markdown, "## listops") if r["router"] == "single")
+    assert single["seeds"] == "3" and single["test accuracy"] == "0.6100 ± 0.0100"
+
+    forged = make_record("listops", "single", ("attn",), 0, 0.99, 1.0)
+    forged["created"] = "2027-01-01T00:00:00+00:00"  # newer: it used to win
+    write_as(runs, "copy.json", forged)
+    board = generate(runs)
+    conflict = [p for p in board.problems if "conflict: run" in p]
+    assert len(conflict) == 2  # each file is named, with the other one
+    assert any(p.startswith("copy.json:") and original["run_id"] in p for p in conflict)
+    assert all("test accuracy 0.9900" in p and "test accuracy 0.6000" in p for p in conflict)
+    single = next(r for r in table_rows(board.markdown, "## listops") if r["router"] == "single")
+    assert single["seeds"] == "2"  # neither seed-0 record is on the board
+    assert single["test accuracy"] == "0.6150 ± 0.0071"
+
+
+def write_as(directory: Path, name: str, rec: dict) -> Path:
+    path = directory / name
+    path.write_text(json.dumps(rec, indent=2))
+    return path
 
 
 def test_plots_are_written_and_linked(tmp_path):
@@ -381,21 +406,23 @@ def test_unfinished_runs_are_reported_not_ranked(runs):
     board = generate(runs)
     assert any("run not finished (status failed; TrainingDiverged: loss became nan)" in p
                for p in board.problems)
-    single = next(r for r in table_rows(board.markdown, "## listops") if r[1] == "single")
-    assert single[4] == "3"
+    single = next(r for r in table_rows(board.markdown, "## listops")
+                  if r["router"] == "single")
+    assert single["seeds"] == "3"
 
 
 def test_sparse_records_never_crash_the_board(runs):
     sparse = make_record("imdb", "entropy", ("dct", "attn"), 0, 0.7, 0.375, telemetry=False)
-    sparse.update(cost={}, training={}, environment={}, config={}, data={})
+    sparse.update(cost={}, training={}, environment={}, data={})
     sparse["metrics"] = {"test": {"accuracy": 0.7}}
     for key in ("task_metric", "higher_is_better"):
         del sparse[key]
     write(runs, sparse)
     board = generate(runs)
     rows = table_rows(board.markdown, "## imdb")
-    assert rows[0][1] == "entropy" and rows[0][5] == "0.7000"  # one seed: no std
-    assert rows[0][-2] == "best"
+    assert rows[0]["router"] == "entropy" and rows[0]["test accuracy"] == "0.7000"  # no std
+    assert rows[0]["vs best"] == "best"
+    assert rows[0]["code"] == "unknown" and rows[0]["tokens/s (hardware, threads)"] == "—"
 
 
 @settings(max_examples=40, deadline=None)
@@ -414,10 +441,16 @@ def test_flagged_rows_never_rank_above_honest_ones(spec, higher):
             g.records.append(records.RunRecord.model_validate(rec))
         groups.append(g)
     board = build_task("t", groups, ("accuracy", higher), [])
-    flags = [g.flagged for g in board.ranked]
+    (section,) = board.sections  # one budget
+    flags = [g.flagged for g in section.ranked]
     assert flags == sorted(flags)  # every honest row before every flagged one
-    honest = [mean(g.values("test", "accuracy")) for g in board.honest]
-    assert honest == sorted(honest, reverse=higher)
-    if board.honest:
-        assert board.vs_best[board.honest[0].key][0] == "best"
-    assert all(g.key not in board.vs_best for g in board.ranked if g.flagged)
+    several = [g for g in section.honest if len(g.records) > 1]
+    assert section.honest[:len(several)] == several  # then the one-seed rows
+    for block in (several, section.honest[len(several):]):
+        quality = [mean(g.values("test", "accuracy")) for g in block]
+        assert quality == sorted(quality, reverse=higher)
+    if section.honest:
+        ref = section.reference
+        assert section.vs_best[ref.key][0] == "best"
+        assert len(ref.records) == max(len(g.records) for g in section.honest)
+    assert all(g.key not in section.vs_best for g in section.ranked if g.flagged)

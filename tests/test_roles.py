@@ -33,6 +33,9 @@ def test_roles_of_routers_and_operators():
     assert roles("entropy", ["dct", "attn"]).routed and roles("mine", ["dct", "attn"]).routed
     assert not roles("random", ["dct", "attn"]).routed
     assert not roles("single", ["attn"]).routed and not roles("entropy", ["attn"]).routed
+    # the no-mixing floor: a single operator that mixes nothing
+    assert roles("single", ["identity"]).floor
+    assert not roles("single", ["attn"]).floor and not roles("entropy", ["identity"]).floor
 
 
 def _name_tests(source: str) -> list[str]:

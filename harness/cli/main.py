@@ -107,11 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                  summary.fraction_explanation(record)):
         if note:
             print(textwrap.fill(note, width=100))
-    test = record.metrics["test"]
-    if "accuracy" in test and "majority_accuracy" in test:
-        verdict = "beats" if test["accuracy"] > test["majority_accuracy"] else "does NOT beat"
-        print(f"test accuracy {test['accuracy']:.4f} (final checkpoint) {verdict} the "
-              f"majority-class baseline {test['majority_accuracy']:.4f}")
+    baseline = summary.baseline_line(record)  # beats it only when an interval says so
+    if baseline:
+        print(textwrap.fill(baseline, width=100))
     for line in summary.ground_truth_lines(record):  # did the router find the ground truth?
         print(line)
     for flag in record.flags:

@@ -107,6 +107,32 @@ def fraction_explanation(record: RunRecord) -> str | None:
         f"attention's on every token. See README, 'What the numbers mean'.")
 
 
+def baseline_line(record: RunRecord) -> str | None:
+    """Test accuracy against the majority-class baseline: "beats" only when the 95% binomial
+    interval of the accuracy (over the test examples) lies above the baseline, "is below"
+    only when it lies under it; otherwise the difference is inside the noise of the test
+    set's size. None for a task without accuracy and baseline."""
+    test = record.metrics.get("test", {})
+    acc, base, n = test.get("accuracy"), test.get("majority_accuracy"), test.get("examples")
+    if acc is None or base is None:
+        return None
+    head = (f"test accuracy {acc:.4f} (final checkpoint) against the majority-class baseline "
+            f"{base:.4f}")
+    if not n or n < 1:
+        return f"{head}: the number of test examples is not recorded, so no interval says " \
+               f"whether it beats it"
+    from harness.core.stats import binomial_interval
+
+    low, high = binomial_interval(round(acc * n), int(n))
+    interval = f"95% interval [{low:.4f}, {high:.4f}] over {int(n):,} test examples"
+    if low > base:
+        return f"{head}: beats it ({interval})"
+    if high < base:
+        return f"{head}: does NOT beat it, it is below ({interval})"
+    return (f"{head}: inside the noise, no evidence that it beats it ({interval} contains "
+            f"the baseline)")
+
+
 def measured_rows(record: RunRecord) -> list[list[str]]:
     """The measured quantities the record's sections declare for the run summary."""
     from harness.core.metrics import RUN_SUMMARY

@@ -295,9 +295,13 @@ def iter_records(directory: Path) -> Iterator[tuple[Path, RunRecord | None, str 
         if path.name.startswith("."):
             continue
         try:
-            yield path, load_record(path), None
+            record = load_record(path)
         except (OSError, ValueError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
             yield path, None, describe_error(exc)
+        except RecursionError:  # JSON nested deeper than the parser's stack: no record is
+            yield path, None, "nested too deeply to be a run record"
+        else:
+            yield path, record, None
 
 
 def load_records(directory: Path) -> tuple[list[RunRecord], list[str]]:

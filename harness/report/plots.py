@@ -1,5 +1,10 @@
-"""Leaderboard plots (matplotlib, PNG). Rendering only: what to plot is decided by
-``harness.report.leaderboard.board.plot_specs`` from the records, as plain data.
+"""Leaderboard plots (matplotlib, PNG). Rendering only: what to plot, and in which colour, is
+decided by ``harness.report.leaderboard.specs`` (and the ground-truth section) from the
+records, as plain data.
+
+Every figure follows the same rules: the colour of an operator or a router comes from the spec
+(one colour per name across the board); legends sit outside the axes, never over the data;
+titles are wrapped to the figure's width; axes are fitted to the data.
 
 PNG bytes depend on the matplotlib version and fonts, so plots are regenerated with the board but
 never compared by ``leaderboard --check``. Metadata that would change between runs (the software
@@ -9,10 +14,13 @@ string) is left out.
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 PAPER_GATE_LABEL = "paper: g ≈ {value} (reported, not reproduced)"
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 
 
 def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
@@ -28,11 +36,11 @@ def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
     for spec in specs:
         path = Path(spec["path"])
         try:
-            fig = _DRAW[spec["kind"]](spec)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=100, metadata={"Software": None})
             import matplotlib.pyplot as plt
 
+            fig = _DRAW[spec["kind"]](spec)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=100, metadata={"Software": None}, bbox_inches="tight")
             plt.close(fig)
             written.append(path)
         except Exception as exc:  # noqa: BLE001
@@ -40,8 +48,9 @@ def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
     return written, failures
 
 
-SUFFIXES = ("_pareto.png", "_routing_fractions.png", "_entropy_histograms.png", "_gate.png",
-            "_accuracy_vs_fraction.png")
+# This module's files: <stem>_<kind>.png, or <stem>_<kind>_<n>.png for a figure split in parts
+_OURS = re.compile(r"_(pareto|routing_fractions|entropy_histograms|gate|accuracy_vs_fraction)"
+                   r"(_\d+)?\.png$")
 
 
 def remove_stale(directory: Path, keep: list[Path]) -> list[Path]:
@@ -53,124 +62,241 @@ def remove_stale(directory: Path, keep: list[Path]) -> list[Path]:
     keep_names = {Path(p).name for p in keep}
     removed = []
     for path in sorted(directory.glob("*.png")):
-        if path.name.endswith(SUFFIXES) and path.name not in keep_names:
+        if _OURS.search(path.name) and path.name not in keep_names:
             path.unlink()
             removed.append(path)
     return removed
 
 
-def _colors(n: int) -> list[Any]:
+# -- shared pieces ------------------------------------------------------------------------------
+
+
+def text(s: str) -> str:
+    """A name as matplotlib text: '$' would start mathtext."""
+    return str(s).replace("$", r"\$")
+
+
+def _title(fig: Any, title: str, width_inches: float) -> None:
+    """The figure's title, wrapped to its width (about 11 characters per inch at 11 pt)."""
+    fig.suptitle("\n".join(textwrap.wrap(text(title), max(30, int(width_inches * 11)))),
+                 fontsize=11)
+
+
+def _legend_outside(ax: Any, handles: list[Any] | None = None, **kw: Any) -> None:
+    """The legend to the right of the axes: it never covers the data."""
+    if handles is not None:
+        kw["handles"] = handles
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8,
+              frameon=False, **kw)
+
+
+def _figure_legend(fig: Any, handles: list[Any]) -> None:
+    """A figure's legend under its panels, in a row: it never covers a panel or the title."""
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4),
+               fontsize=8, frameon=False)
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.2, columns: int = 3):
+    """A grid of up to ``columns`` panels a row for n panels: (figure, list of used axes)."""
     import matplotlib.pyplot as plt
 
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
+    cols = min(n, columns)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 6.5), height * rows + 0.6),
+                             squeeze=False, layout="constrained")
+    flat = list(axes.flat)
+    for ax in flat[n:]:  # the last row's spare panels
+        ax.axis("off")
+    return fig, flat[:n]
 
 
-ROUTER_MARKERS = {"single": "s", "entropy": "o", "random": "X", "learned": "^", "meta": "D"}
+def _padded(low: float, high: float, pad: float = 0.08) -> tuple[float, float]:
+    span = high - low
+    margin = span * pad if span > 0 else max(abs(high) * pad, 1e-3)
+    return low - margin, high + margin
+
+
+# -- the figures --------------------------------------------------------------------------------
 
 
 def pareto(spec: dict[str, Any]):
+    """Quality against mixing FLOPs: colour = router, marker = operator set, hollow = flagged;
+    the front as a line only through MIN_FRONT points or more, else ringed points."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter
 
-    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    routers = spec["colors"]["routers"]
     points = spec["points"]
-    colors = _colors(len(points))
-    for p, color in zip(points, colors):
-        marker = ROUTER_MARKERS.get(p["router"], "o")
-        ax.errorbar(p["x"], p["y"], yerr=p["yerr"] or None, fmt=marker, color=color,
-                    markersize=8, capsize=3, mfc=color if p["honest"] else "none",
-                    label=p["label"] + ("" if p["honest"] else " ⚠ flagged"))
+    op_sets = sorted({p["operators"] for p in points})
+    marker = {ops: MARKERS[i % len(MARKERS)] for i, ops in enumerate(op_sets)}
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    for p in points:
+        color = routers[p["router"]]
+        ax.errorbar(p["x"], p["y"], yerr=p["yerr"] or None, fmt=marker[p["operators"]],
+                    color=color, markersize=8, capsize=3, alpha=0.9,
+                    mfc=color if p["honest"] else "none")
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["x"])
-    if len(front) > 1:
+    if len(front) >= spec["min_front"]:
         ax.plot([p["x"] for p in front], [p["y"] for p in front], "--", color="0.4",
-                linewidth=1, label="Pareto front (honest rows)", zorder=0)
-    for r in spec.get("references", []):
-        ax.scatter([r["x"]], [r["y"]], marker="*", s=140, facecolors="none", edgecolors="k",
-                   label=r["label"])
+                linewidth=1, zorder=0)
+    else:
+        ax.scatter([p["x"] for p in front], [p["y"] for p in front], s=260, facecolors="none",
+                   edgecolors="0.4", linewidths=1)
+    handles = [Line2D([], [], color=routers[r], marker="o", linestyle="", label=text(r))
+               for r in sorted({p["router"] for p in points})]
+    handles += [Line2D([], [], color="0.2", marker=marker[o], linestyle="", mfc="none",
+                       label=text(o)) for o in op_sets]
+    handles.append(Line2D([], [], color="0.4", linestyle="--" if len(front) >= spec["min_front"]
+                          else "", marker="" if len(front) >= spec["min_front"] else "o",
+                          mfc="none", markersize=12, label="Pareto front (honest rows)"))
+    if not all(p["honest"] for p in points):
+        handles.append(Line2D([], [], color="0.2", marker="o", mfc="none", linestyle="",
+                              label="hollow: flagged, unranked"))
+    xs = [p["x"] for p in points]
+    ys = [v for p in points for v in (p["y"] - p["yerr"], p["y"] + p["yerr"])]
+    ax.set_xlim(*_padded(min(xs), max(xs)))
+    ax.set_ylim(*_padded(min(ys), max(ys)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 120k, not 120000: labels that fit
     ax.set_xlabel(spec["xlabel"])
-    ax.set_ylabel(spec["metric"] + (" (higher is better)" if spec["higher"]
-                                    else " (lower is better)"))
-    ax.set_title(spec["title"])
+    ax.set_ylabel(text(spec["metric"]) + ("\n(higher is better)" if spec["higher"]
+                                          else "\n(lower is better)"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    _legend_outside(ax, handles)
+    _title(fig, spec["title"], 7.5)
     return fig
 
 
-def _small_multiples(n: int):
-    """A grid of up to 3 panels a row for n groups: (figure, axes array)."""
-    import matplotlib.pyplot as plt
-
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
-    for ax in list(axes.flat)[n:]:  # the last row's spare panels
-        ax.axis("off")
-    return fig, axes
-
-
 def routing_fractions(spec: dict[str, Any]):
-    groups = spec["groups"]
-    fig, axes = _small_multiples(len(groups))
-    all_ops = sorted({op for g in groups for op in g["operators"]})
-    palette = dict(zip(all_ops, _colors(len(all_ops))))
-    for ax, g in zip(axes.flat, groups):
-        layers = g["layers"]
-        xs = list(range(len(layers)))
-        bottom = [0.0] * len(layers)
-        for k, op in enumerate(g["operators"]):
-            heights = [layer[k] for layer in layers]
-            ax.bar(xs, heights, bottom=bottom, color=palette[op], label=op)
-            bottom = [b + h for b, h in zip(bottom, heights)]
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"layer {i}" for i in xs], fontsize=8)
+    """Per router and operator set, stacked shares per layer for each row; a black tick marks
+    the requested share of the top band; leaky and flagged rows say so under their bars."""
+    from matplotlib.patches import Patch
+
+    colors = spec["colors"]["operators"]
+    panels = spec["panels"]
+    widest = max(sum(len(r["layers"]) for r in p["rows"]) + len(p["rows"]) for p in panels)
+    width = max(4.2, 0.3 * widest + 1.2)
+    fig, axes = _panels(len(panels), width=width, columns=2 if width > 5.5 else 3)
+    for ax, panel in zip(axes, panels):
+        ticks, labels, x = [], [], 0.0
+        for row in panel["rows"]:
+            start = x
+            for layer in row["layers"]:
+                bottom = 0.0
+                for op, share in zip(panel["operators"], layer):
+                    ax.bar(x, share, bottom=bottom, width=0.8, color=colors[op],
+                           hatch="//" if row["leaky"] else None, edgecolor="white",
+                           linewidth=0.3)
+                    bottom += share
+                x += 1
+            if row["requested"] is not None:  # the top band sits on top of the stack
+                ax.hlines(1 - row["requested"], start - 0.45, x - 0.55, color="black",
+                          linewidth=1.6)
+            ticks.append((start + x - 1) / 2)
+            labels.append(text(row["label"]) + ("\n⚠ leaky" if row["leaky"] else "")
+                          + ("\n⚠ flagged" if row["flagged"] else ""))
+            x += 1  # a gap between rows
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(labels, fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_title(g["label"], fontsize=8)
-        ax.set_ylabel("share of tokens")
-        ax.legend(fontsize=7)
-    fig.suptitle(spec["title"])
+        ax.set_xlim(-0.7, x - 1.3)
+        ax.set_title(text(panel["title"]) + " (a bar per layer)", fontsize=9)
+        ax.set_xlabel(text(panel["xlabel"]), fontsize=8)
+        ax.set_ylabel("share (soft routers: weight)", fontsize=8)
+    ops = sorted({op for p in panels for op in p["operators"]})
+    handles = [Patch(color=colors[op], label=text(op)) for op in ops]
+    handles.append(Patch(facecolor="black", label="requested share of the top band "
+                                                  "(that far below 1)"))
+    if any(r["leaky"] for p in panels for r in p["rows"]):
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//",
+                             label="⚠ leaky (sees the future)"))
+    _figure_legend(fig, handles)
+    _title(fig, spec["title"], fig.get_figwidth())
     return fig
 
 
 def entropy_histograms(spec: dict[str, Any]):
+    """Per row, the entropy histogram of the tokens each operator got, the x-axis fitted to
+    the bins that hold tokens."""
+    from matplotlib.patches import Patch
+
+    colors = spec["colors"]["operators"]
     groups = spec["groups"]
-    fig, axes = _small_multiples(len(groups))
-    all_ops = sorted({op for g in groups for op in g["counts"]})
-    palette = dict(zip(all_ops, _colors(len(all_ops))))
-    for ax, g in zip(axes.flat, groups):
+    fig, axes = _panels(len(groups))
+    for ax, g in zip(axes, groups):
         edges = g["bin_edges"]
         total = sum(sum(c) for c in g["counts"].values()) or 1.0
+        used = [j for j in range(len(edges) - 1)
+                if any(c[j] > 0 for c in g["counts"].values())]
         for op, counts in g["counts"].items():
             share = [c / total for c in counts]
-            ax.stairs(share, edges, color=palette[op], label=op, fill=True, alpha=0.35)
-            ax.stairs(share, edges, color=palette[op])
-        ax.set_title(g["label"], fontsize=8)
-        ax.set_xlabel("spectral entropy (0 = one frequency, 1 = flat)")
-        ax.set_ylabel("share of routed tokens")
-        ax.legend(fontsize=7)
-    fig.suptitle(spec["title"])
+            ax.stairs(share, edges, color=colors.get(op, "0.5"), fill=True, alpha=0.35)
+            ax.stairs(share, edges, color=colors.get(op, "0.5"))
+        if used:
+            ax.set_xlim(edges[max(used[0] - 1, 0)], edges[min(used[-1] + 2, len(edges) - 1)])
+        ax.set_title(text(g["label"]) + (" ⚠ leaky" if g["leaky"] else ""), fontsize=8)
+        ax.set_xlabel("spectral entropy (0 = one frequency, 1 = flat)", fontsize=8)
+        ax.set_ylabel("share of tokens", fontsize=8)
+    ops = sorted({op for g in groups for op in g["counts"]})
+    _figure_legend(fig, [Patch(color=colors.get(op, "0.5"), alpha=0.6, label=text(op))
+                         for op in ops])
+    _title(fig, spec["title"], fig.get_figwidth())
     return fig
 
 
 def gate(spec: dict[str, Any]):
+    """The MetaRouter gate over training: colour = router, one line style per row."""
     import matplotlib.pyplot as plt
 
+    routers = spec["colors"]["routers"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
-    groups = spec["groups"]
-    colors = _colors(len(groups))
-    for g, color in zip(groups, colors):
-        for i, s in enumerate(g["seeds"]):
-            ax.plot(s["steps"], s["gate"], color=color, alpha=0.8, linewidth=1.2,
-                    label=g["label"] if i == 0 else None)
+    styles = [(ls, m) for m in ("", "o", "s") for ls in ("-", "--", ":", "-.")]
+    values = []
+    for i, g in enumerate(spec["groups"]):
+        style, mark = styles[i % len(styles)]
+        for j, s in enumerate(g["seeds"]):
+            ax.plot(s["steps"], s["gate"], color=routers[g["router"]], linestyle=style,
+                    marker=mark or None, markevery=max(len(s["steps"]) // 8, 1), markersize=4,
+                    alpha=0.85, linewidth=1.2,
+                    label=text(g["label"]) + (" ⚠ leaky" if g["leaky"] else "")
+                    if j == 0 else None)
+            values += [v for v in s["gate"] if not math.isnan(v)]
     if spec.get("paper_value") is not None:
         ax.axhline(spec["paper_value"], color="k", linestyle=":", linewidth=1,
                    label=PAPER_GATE_LABEL.format(value=spec["paper_value"]))
+        values.append(spec["paper_value"])
+    if values:
+        ax.set_ylim(*_padded(min(values), max(values)))
     ax.set_xlabel("training step")
-    ax.set_ylabel("gate (mean weight of the top-band, last, operator)")
-    ax.set_ylim(0, 1)
-    ax.set_title(spec["title"])
+    ax.set_ylabel("gate (mean weight of the top-band operator)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend_outside(ax)
+    _title(fig, spec["title"], 7.5)
+    return fig
+
+
+def accuracy_vs_fraction(spec: dict[str, Any]):
+    """Test accuracy against the share routed to attention: one line per router (dashed: the
+    privileged upper bound), single operators as squares at 0 and 1."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    xs, ys = [], []
+    for s in spec["series"]:
+        points = s["points"]
+        ax.errorbar([p["x"] for p in points], [p["y"] for p in points],
+                    yerr=[p["yerr"] for p in points], marker="s" if s["single"] else "o",
+                    capsize=3, color=s["color"], label=text(s["name"]),
+                    linestyle="--" if s["upper_bound"] else ("" if s["single"] else "-"))
+        xs += [p["x"] for p in points]
+        ys += [v for p in points for v in (p["y"] - p["yerr"], p["y"] + p["yerr"])]
+    ax.set_xlim(*_padded(min(xs), max(xs), 0.04))
+    ax.set_ylim(*_padded(min(ys), max(ys)))
+    ax.set_xlabel("share of tokens routed to attention (test)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    _title(fig, spec["title"], 7.5)
     return fig
 
 
@@ -179,11 +305,5 @@ _DRAW = {
     "routing_fractions": routing_fractions,
     "entropy_histograms": entropy_histograms,
     "gate": gate,
-    "accuracy_vs_fraction": lambda spec: _groundtruth_draw(spec),
+    "accuracy_vs_fraction": accuracy_vs_fraction,
 }
-
-
-def _groundtruth_draw(spec: dict[str, Any]):
-    from harness.report.leaderboard.groundtruth import draw
-
-    return draw(spec)

@@ -1,5 +1,6 @@
 """What the pages need to know about a run's router and operators beyond their names: which
-router is a chance control, which reads what no real router can, which operator is attention.
+router is a chance control, which reads what no real router can, which operator is attention,
+which mixes no tokens at all (the identity: the no-mixing floor every board carries).
 
 ``roles_of`` is the only place in the report that asks; it reads the roles each component
 declares (``roles`` in its class, ``ROUTERS.has_role`` / ``OPERATORS.has_role``), statically,
@@ -23,6 +24,7 @@ class Roles:
     method: bool
     learned: bool
     attention: tuple[bool, ...]  # per operator, in --ops order
+    no_mixing: tuple[bool, ...] = ()  # per operator: mixes no tokens (the identity)
 
     @property
     def routed(self) -> bool:
@@ -38,6 +40,11 @@ class Roles:
                 return rank
         return 4
 
+    @property
+    def floor(self) -> bool:
+        """A single operator that mixes no tokens: the floor every mixer must beat."""
+        return self.unrouted and self.no_mixing == (True,)
+
 
 def roles_of(record: RunRecord) -> Roles:
     """The roles of a record's router and operators."""
@@ -49,4 +56,6 @@ def roles_of(record: RunRecord) -> Roles:
     return Roles(control=has("control"), privileged=has("privileged"), unrouted=has("single"),
                  method=has("method"), learned=has("learned"),
                  attention=tuple(OPERATORS.has_role(op, "attention")
+                                 for op in record.operators),
+                 no_mixing=tuple(OPERATORS.has_role(op, "no-mixing")
                                  for op in record.operators))

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.core.config import deep_merge
 from harness.core.paths import LOCAL_RUNS
+from harness.core.protocol import validation_score  # the one rule, shared with the board
 from harness.core.values import nested, parse_value
 from harness.sweep.cell import CellResult, CellSpec, finished_record
 from harness.sweep.executors import load_executor
@@ -105,20 +106,6 @@ def _get(overrides: dict[str, Any], dotted: str) -> Any:
     for part in dotted.split("."):
         overrides = overrides[part]
     return overrides
-
-
-def validation_score(record: dict[str, Any]) -> float | None:
-    """The validation metric a tuned value is chosen by, oriented so that higher is better:
-    of the best-validation checkpoint when the record has one (the row is ranked on it),
-    else of the final weights. None for a record without one."""
-    metric = record.get("task_metric") or "accuracy"
-    best = record.get("best_checkpoint") or {}
-    valid = (best.get("metrics") or {}).get("valid") or (record.get("metrics") or {}).get(
-        "valid") or {}
-    value = valid.get(metric)
-    if not isinstance(value, (int, float)):
-        return None
-    return float(value) if record.get("higher_is_better", metric != "perplexity") else -value
 
 
 def choose(cells: list[Cell], keys: list[str]) -> dict[str, dict[str, Any] | None]:

@@ -221,25 +221,45 @@ def analyze(path: Path, max_batches: int, batch_size: int) -> tuple[dict[str, An
     return summary, layers
 
 
-def hexbin(layers: list[dict[str, Tensor]], title: str, path: Path) -> None:
+def rho_text(r: dict[str, float]) -> str:
+    """'ρ = +0.015 [+0.007, +0.022]': Spearman's rho with its 95% bootstrap interval."""
+    return f"ρ = {r['rho']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+
+
+def hexbin(layers: list[dict[str, Tensor]], summary: list[dict[str, Any]], title: str,
+           path: Path) -> None:
+    """Draw ``hexbin_figure`` to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 4),
+    fig = hexbin_figure(layers, summary, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def hexbin_figure(layers: list[dict[str, Tensor]], summary: list[dict[str, Any]], title: str):
+    """Attention distance against spectral entropy, a panel per layer, each titled with the
+    layer's Spearman rho and its interval (``summarise``): the figure carries its answer."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.5 * len(layers), 4.2),
                              layout="constrained", squeeze=False)
     for i, (ax, layer) in enumerate(zip(axes[0], layers)):
         hb = ax.hexbin(layer["spectral"].numpy(), layer["distance"].numpy(), gridsize=30,
                        bins="log", mincnt=1)
         ax.set_xlabel("spectral entropy of the layer input")
-        ax.set_ylabel("attention distance sum_j a_ij |i - j|")
-        ax.set_title(f"layer {i}")
+        ax.set_ylabel("attention distance Σ_j a_ij |i − j|")
+        ax.set_title(f"layer {i}: {rho_text(summary[i]['spearman_entropy_distance'])}\n"
+                     f"(95% bootstrap interval over examples)", fontsize=9)
         fig.colorbar(hb, ax=ax, label="tokens (log)")
-    fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    width = 4.5 * len(layers)
+    fig.suptitle("\n".join(textwrap.wrap(title, max(30, int(width * 11)))), fontsize=10)
+    return fig
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,11 +273,12 @@ def run(args: argparse.Namespace) -> int:
                                             else Path("results/runs")) / "analysis"
     out_json = base / record_filename(summary["run_id"])  # a run id is not always a safe name
     atomic_write_text(out_json, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    hexbin(layers, f"{summary['task']}: {summary['run_id']}", out_json.with_suffix(".png"))
+    hexbin(layers, summary["layers"], f"{summary['task']}: {summary['run_id']}",
+           out_json.with_suffix(".png"))
     for layer in summary["layers"]:
         d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
-        print(f"layer {layer['layer']}: spearman(spectral entropy, attention distance) = "
-              f"{d['rho']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]; "
+        print(f"layer {layer['layer']}: spearman(spectral entropy, attention distance) "
+              f"{rho_text(d)}; "
               f"(spectral entropy, attention entropy) = {e['rho']:+.3f} "
               f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]  ({layer['tokens']} tokens)")
         if "needs_attention" in layer:

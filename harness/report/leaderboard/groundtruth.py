@@ -20,10 +20,10 @@ from typing import Any
 from harness.core.metrics import fixed, metric_of
 from harness.core.record_sections import GroundTruthLayer
 from harness.core.stats import mean, sample_std, welch
-from harness.report.leaderboard.format import fmt_signed, slug
+from harness.report.leaderboard.format import fmt_signed
 from harness.report.leaderboard.groups import Group
-from harness.report.leaderboard.rows import TaskBoard
-from harness.report.markdown import fmt_p, md_table, mean_std, rel_link
+from harness.report.leaderboard.rows import Section
+from harness.report.markdown import escape, fmt_p, md_table, mean_std, rel_link
 
 UPPER_BOUND = "upper bound (reads the ground truth)"
 SCORES = ("routed_fraction", "precision", "recall", "f1")  # the table's columns, in order
@@ -47,7 +47,7 @@ def per_layer(g: Group, key: str) -> list[float]:
     return [mean([getattr(run[i], key) for run in runs]) for i in range(len(runs[0]))]
 
 
-def _routed(board: TaskBoard) -> list[Group]:
+def _routed(board: Section) -> list[Group]:
     groups = [g for g in board.ranked if len(g.operators) > 1 and layer_means(g, "f1")]
     return sorted(groups, key=lambda g: (g.roles.order, g.router,
                                          mean(layer_means(g, "routed_fraction")), g.config_hash))
@@ -65,7 +65,7 @@ SOFT = "soft: attention runs on every token (attn FLOP frac 1.000), not at equal
 
 def _mark(g: Group) -> str:
     privileged = g.roles.privileged
-    marks = [f"{g.router}: {UPPER_BOUND}"] if privileged else []
+    marks = [f"{escape(g.router)}: {UPPER_BOUND}"] if privileged else []
     if computes_attention_everywhere(g):
         marks.append(SOFT)
     if g.leaky:
@@ -79,17 +79,17 @@ def _score(g: Group, key: str) -> str:
     return mean_std(layer_means(g, key), metric_of(GroundTruthLayer, key).digits)
 
 
-def _row(board: TaskBoard, g: Group) -> list[str]:
-    name = f"{g.router} (upper bound)" if g.roles.privileged else g.router
+def _row(board: Section, g: Group) -> list[str]:
+    name = escape(g.router) + (" (upper bound)" if g.roles.privileged else "")
     scores = [_score(g, key) for key in SCORES]
-    return [name, "+".join(g.operators), g.config_hash, str(len(g.records)), scores[0],
+    return [name, escape("+".join(g.operators)), g.config_hash, str(len(g.records)), scores[0],
             mean_std(g.values("test", board.rank_metric), 3), *scores[1:],
             " / ".join(fixed(x, 2) for x in per_layer(g, "f1")) or "—", _mark(g)]
 
 
-def _frame(board: TaskBoard) -> list[str]:
+def _frame(board: Section) -> list[str]:
     singles = [g for g in board.ranked if g.roles.unrouted and not g.flagged]
-    parts = [f"single {g.operators[0]} {mean_std(g.values('test', board.rank_metric), 3)} "
+    parts = [f"{g.name} {mean_std(g.values('test', board.rank_metric), 3)} "
              f"(n={len(g.records)})" for g in singles]
     return [f"Frame: {'; '.join(parts)}.", ""] if parts else []
 
@@ -101,7 +101,7 @@ def _most_seeds(groups: list[Group]) -> Group | None:
     return max(honest, key=lambda g: len(g.records)) if honest else None
 
 
-def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
+def _verdict(board: Section, groups: list[Group]) -> list[str]:
     """The closing note: what the method (entropy) vs the control (random) vs the privileged
     router (oracle) says about the premise."""
     ent, rnd, orc = (_most_seeds([g for g in groups if role(g.roles)]) for role in
@@ -113,9 +113,10 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
     share = mean([layer.needed_fraction for r in ent.records if r.telemetry
                   for layer in (r.telemetry.ground_truth or [])])
     text = (f"**What it says about the premise.** At an attention share of {fixed(routed, 3)} "
-            f"(the tokens needing attention are {fixed(share, 3)} of all), {ent.router} routing "
+            f"(the tokens needing attention are {fixed(share, 3)} of all), "
+            f"{escape(ent.router)} routing "
             f"reaches recall {fixed(mean(layer_means(ent, 'recall')), 3)} / precision "
-            f"{fixed(mean(layer_means(ent, 'precision')), 3)} against {rnd.router}'s "
+            f"{fixed(mean(layer_means(ent, 'precision')), 3)} against {escape(rnd.router)}'s "
             f"{fixed(mean(layer_means(rnd, 'recall')), 3)} / "
             f"{fixed(mean(layer_means(rnd, 'precision')), 3)}")
     recall = welch(layer_means(ent, "recall"), layer_means(rnd, "recall"))
@@ -125,7 +126,7 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
              f"{mean_std(rnd.values('test', metric), 3)}")
     text += f" (p = {fmt_p(acc.p)})" if acc else ""
     if orc is not None:
-        text += (f". The {orc.router}, which reads the ground truth, reaches recall "
+        text += (f". The {escape(orc.router)}, which reads the ground truth, reaches recall "
                  f"{fixed(mean(layer_means(orc, 'recall')), 3)} and accuracy "
                  f"{mean_std(orc.values('test', metric), 3)} at the same share: the upper "
                  f"bound of routing this share of tokens")
@@ -134,7 +135,8 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
                           for router in learned) if g is not None]
     if others:
         text += ". Learned routers: " + "; ".join(
-            f"{g.router} accuracy {mean_std(g.values('test', metric), 3)} (n={len(g.records)}, "
+            f"{escape(g.router)} accuracy {mean_std(g.values('test', metric), 3)} "
+            f"(n={len(g.records)}, "
             f"recall {fixed(mean(layer_means(g, 'recall')), 3)}"
             + (", soft: attention on every token" if computes_attention_everywhere(g) else "")
             + ")" for g in others)
@@ -147,40 +149,47 @@ def _verdict(board: TaskBoard, groups: list[Group]) -> list[str]:
                  f"{mean_std(attention.values('test', metric), 3)}")
         cheap = singles.get(ent.operators[0])
         if cheap is not None:
-            text += f", {cheap.operators[0]} alone {mean_std(cheap.values('test', metric), 3)}"
+            text += (f", {escape(cheap.operators[0])} alone "
+                     f"{mean_std(cheap.values('test', metric), 3)}")
         text += "."
     return [text, ""]
 
 
-def curve_spec(board: TaskBoard, groups: list[Group], plots_dir: Path) -> dict[str, Any] | None:
-    """Accuracy vs attention share, one line per router (points from every fraction run);
-    single attn sits at 1 and single cheap operators at 0."""
-    series: dict[str, list[dict[str, float]]] = {}
-    upper_bounds = set()
+def curve_spec(board: Section, groups: list[Group], plots_dir: Path,
+               colors: dict[str, Any]) -> dict[str, Any] | None:
+    """Accuracy vs attention share, one line per router (points from every fraction run) in
+    the router's colour; single attn sits at 1 and single cheap operators at 0, in their
+    operator's colour."""
+    series: dict[str, dict[str, Any]] = {}
     for g in groups + [g for g in board.ranked if g.roles.unrouted and not g.flagged]:
         ys = g.values("test", board.rank_metric)
         xs = layer_means(g, "routed_fraction") if len(g.operators) > 1 else \
             [1.0 if g.roles.attention[0] else 0.0]
         if not ys or not xs:
             continue
-        name = f"{g.router} {g.operators[0]}" if g.roles.unrouted else g.router
+        unrouted = g.roles.unrouted
+        name = f"{g.router} {g.operators[0]}" if unrouted else g.router
         if g.roles.privileged:
-            upper_bounds.add(name)
+            name += " (upper bound)"
         if computes_attention_everywhere(g) and len(g.operators) > 1:
             name += " (soft: full attention cost)"
-        series.setdefault(name, []).append(
-            {"x": mean(xs), "y": mean(ys), "yerr": sample_std(ys) or 0.0})
+        entry = series.setdefault(name, {
+            "name": name, "upper_bound": g.roles.privileged, "single": unrouted,
+            "color": (colors["operators"][g.operators[0]] if unrouted
+                      else colors["routers"][g.router]), "points": []})
+        entry["points"].append({"x": mean(xs), "y": mean(ys), "yerr": sample_std(ys) or 0.0})
     if not series:
         return None
-    file = f"{slug(board.task)}_accuracy_vs_fraction.png"
+    for entry in series.values():
+        entry["points"].sort(key=lambda p: p["x"])
+    file = f"{board.file_stem}_accuracy_vs_fraction.png"
     return {"kind": "accuracy_vs_fraction", "task": board.task, "file": file,
             "path": str(Path(plots_dir) / file),
-            "title": f"{board.task}: test accuracy vs share of tokens routed to attention",
-            "series": {k: sorted(v, key=lambda p: p["x"]) for k, v in sorted(series.items())},
-            "upper_bounds": sorted(upper_bounds)}
+            "title": f"{board.name}: test accuracy vs share of tokens routed to attention",
+            "series": [series[k] for k in sorted(series)]}
 
 
-def section(board: TaskBoard, plots_dir: Path, out: Path
+def section(board: Section, plots_dir: Path, out: Path, colors: dict[str, Any]
             ) -> tuple[list[str], list[dict[str, Any]]]:
     """The markdown lines and plot specs of a task's ground-truth section (empty if none)."""
     groups = _routed(board)
@@ -189,7 +198,7 @@ def section(board: TaskBoard, plots_dir: Path, out: Path
     labels = [metric_of(GroundTruthLayer, key).label for key in SCORES]
     headers = ["router", "operators", "config", "seeds", labels[0], "test accuracy",
                *labels[1:], "F1 per layer", "marks"]
-    lines = [f"### {board.task}: routing against ground truth", "",
+    lines = [f"#### {escape(board.name)}: routing against ground truth", "",
              "Per configuration: the share of tokens routed to attention on the test split, "
              "and precision / recall / F1 of \"routed to attention\" against the task's "
              "`needs_attention` tokens (mean over layers; mean ± std over seeds). The oracle "
@@ -197,29 +206,10 @@ def section(board: TaskBoard, plots_dir: Path, out: Path
     lines += _frame(board)
     lines += [md_table(headers, [_row(board, g) for g in groups]), ""]
     lines += _verdict(board, groups)
-    spec = curve_spec(board, groups, plots_dir)
+    spec = curve_spec(board, groups, plots_dir, colors)
     if spec is None:
         return lines, []
-    return lines + [f"![{spec['title']}]({rel_link(Path(spec['path']), out)})", ""], [spec]
-
-
-def draw(spec: dict[str, Any]):
-    """Matplotlib figure of an ``accuracy_vs_fraction`` spec (called by results/plots.py)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
-    for name, points in spec["series"].items():
-        bound = name in spec["upper_bounds"]
-        ax.errorbar([p["x"] for p in points], [p["y"] for p in points],
-                    yerr=[p["yerr"] for p in points], marker="o", capsize=3,
-                    label=f"{name} (upper bound)" if bound else name,
-                    linestyle="--" if bound else "-")
-    ax.set_xlabel("share of tokens routed to attention (test)")
-    ax.set_ylabel("test accuracy")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_title(spec["title"], fontsize=10)
-    ax.legend(fontsize=8)
-    return fig
+    return lines + [f"![{escape(spec['title'])}]({rel_link(Path(spec['path']), out)})", ""], [spec]
 
 
 # -- harness analyze summaries --------------------------------------------------------------------
@@ -227,43 +217,47 @@ def draw(spec: dict[str, Any]):
 
 def analysis_lines(task: str, runs: Path | Sequence[Path], out: Path) -> list[str]:
     """A table of the `harness analyze` summaries in ``<runs>/analysis/`` for this task (each
-    records folder the board reads)."""
+    records folder the board reads). A summary that is not one (unreadable, another shape) is
+    left out."""
     import json
+    from urllib.parse import quote
 
     folders = [Path(runs)] if isinstance(runs, (str, Path)) else [Path(r) for r in runs]
     paths = [p for f in folders if (f / "analysis").is_dir()
              for p in sorted((f / "analysis").glob("*.json"))]
-    found = []
+    rows = []
     for path in paths:
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            s = json.loads(path.read_text(encoding="utf-8"))
+            if s.get("task") != task:
+                continue
+            link = f"[{escape(s['run_id'])}]({quote(rel_link(path, out), safe='/+-_.~')})"
+            rows += [[link, *_layer_cells(layer)] for layer in s["layers"]]
+        except (OSError, ValueError, RecursionError, LookupError, TypeError, AttributeError):
             continue
-        if summary.get("task") == task and isinstance(summary.get("layers"), list):
-            found.append((path, summary))
-    if not found:
+    if not rows:
         return []
-    rows = []
-    for path, s in found:
-        for layer in s["layers"]:
-            d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
-            na = layer.get("needs_attention")
-            split = (f"{fixed(na['needed']['spectral'], 3)} / "
-                     f"{fixed(na['others']['spectral'], 3)}" if na else "—")
-            rows.append([f"[{s['run_id']}]({rel_link(path, out)})", str(layer["layer"]),
-                         str(layer["tokens"]), _rho(d), _rho(e),
-                         fixed(layer["mean_distance"], 2), split])
     headers = ["run", "layer", "tokens", "ρ(spectral H, attn distance) [95% CI]",
                "ρ(spectral H, attn entropy) [95% CI]", "mean distance",
                "spectral H: needed / others"]
-    return [f"### {task}: spectral entropy vs attention distance (`harness analyze`)", "",
-            "Per token of the test split, in a trained full-attention model: Spearman's ρ of "
-            "the spectral entropy of the layer input with the attention distance "
+    return [f"### {escape(task)}: spectral entropy vs attention distance (`harness analyze`)",
+            "", "Per token of the test split, in a trained full-attention model: Spearman's ρ "
+            "of the spectral entropy of the layer input with the attention distance "
             "Σ_j a_ij |i − j| and with the attention entropy; intervals from a bootstrap over "
             "examples. The premise predicts a clearly positive ρ with distance.", "",
             md_table(headers, rows), ""]
 
 
+def _layer_cells(layer: dict[str, Any]) -> list[str]:
+    """One layer of a summary as table cells; TypeError/KeyError for another shape."""
+    d, e = layer["spearman_entropy_distance"], layer["spearman_entropy_attn_entropy"]
+    na = layer.get("needs_attention")
+    split = (f"{fixed(na['needed']['spectral'], 3)} / {fixed(na['others']['spectral'], 3)}"
+             if na else "—")
+    return [str(int(layer["layer"])), str(int(layer["tokens"])), _rho(d), _rho(e),
+            fixed(float(layer["mean_distance"]), 2), split]
+
+
 def _rho(r: dict[str, float]) -> str:
-    low, high = fmt_signed(r["ci_low"], 3), fmt_signed(r["ci_high"], 3)
-    return f"{fmt_signed(r['rho'], 3)} [{low}, {high}]"
+    low, high = fmt_signed(float(r["ci_low"]), 3), fmt_signed(float(r["ci_high"]), 3)
+    return f"{fmt_signed(float(r['rho']), 3)} [{low}, {high}]"

@@ -1,8 +1,13 @@
-"""The markdown of one task's board: the ranked table, its notes, the chance comparison and
-the plot links."""
+"""The markdown of one task's board: per budget, the ranked table with the parameters that
+differ as columns, its notes, the chance comparison and the plot links; the paper's rows.
+
+Every name from a record (task, router, operators, options, flags) is written through
+``escape`` (harness/report/markdown.py): nothing a record holds renders as HTML, a link or a
+heading."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +21,63 @@ from harness.report.leaderboard.groups import (
     MIXING_FLOPS,
     TOP_TOKEN_SHARE,
     Group,
+    row_parameters,
 )
-from harness.report.leaderboard.rows import EQUAL_COST_TOLERANCE, ChanceRow, TaskBoard
-from harness.report.markdown import cell, fmt_p, md_table, mean_std, rel_link
+from harness.report.leaderboard.rows import EQUAL_COST_TOLERANCE, ChanceRow, Section, TaskBoard
+from harness.report.markdown import escape, fmt_p, md_table, mean_std, rel_link
 
 COST_COLUMNS = [m for m in measures(BOARD_COLUMN) if m.section == "test_cost"]
-TRAINING_COLUMNS = [m for m in measures(BOARD_COLUMN) if m.section == "training"]
+OVER_SHARE = "▲"  # at the rank: the row spends more attention than it asked for
+SPEED_LABEL = "tokens/s (hardware, threads)"
+
+
+# -- the cells of a row: shared by the markdown and the CSV/JSON (harness/.../export.py) --------
+
+
+def parameter_label(path: str, paths: list[str]) -> str:
+    """A parameter's column name: its last part, or more of its path where that is ambiguous."""
+    parts = path.split(".")
+    for n in range(1, len(parts) + 1):
+        short = ".".join(parts[-n:])
+        if sum(1 for p in paths if p == short or p.endswith("." + short)) == 1:
+            return short
+    return path
+
+
+def parameter_value(g: Group, path: str) -> str:
+    value = row_parameters(g, [path]).get(path)
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def lr_text(g: Group) -> str:
+    """The learning rate; for a tuned row the chosen value and its grid, else "untuned"."""
+    t = g.tuning
+    lr = "—" if g.lr is None else f"{g.lr:g}"
+    if t is None or not t.tuned:
+        return f"{lr}, untuned"
+    return f"{lr} of {', '.join(f'{x:g}' for x in t.grid)}"
+
+
+def speed_text(g: Group) -> str:
+    """Tokens/s per hardware and threads: never averaged across machines."""
+    return "; ".join(f"{v:,.0f} on {hw}" for hw, v in g.speed_by_hardware()) or "—"
+
+
+def code_text(g: Group) -> str:
+    commits = g.commits
+    text = commits[0] if len(commits) == 1 else f"{len(commits)} commits"
+    if g.dirty:
+        text += " (dirty)" if g.dirty == len(g.records) else f" ({g.dirty} dirty)"
+    return text
+
+
+def _measured_cell(section: Section, g: Group, m: Measure) -> str:
+    x = g.mean_of(m)
+    if x is None:
+        return "—"
+    return m.metric.format(x) + (" ◆" if m == MIXING_FLOPS and g.key in section.pareto else "")
 
 
 def _columns(board: TaskBoard) -> list[tuple[str, str]]:
@@ -30,6 +86,141 @@ def _columns(board: TaskBoard) -> list[tuple[str, str]]:
         cols.append(("test", board.metric))
     cols.append(("valid", board.metric))
     return cols
+
+
+def rank_text(section: Section, g: Group) -> str:
+    rank = section.ranks.get(g.key)
+    if rank is None:
+        return "—"
+    return f"{rank} {OVER_SHARE}" if section.over_share(g) else str(rank)
+
+
+def _headers(board: TaskBoard) -> list[str]:
+    headers = ["rank", "router", "operators"]
+    headers += [parameter_label(p, board.parameters) for p in board.parameters]
+    headers += ["lr", "seeds"]
+    headers += [f"{split} {task_metric(metric).label}" for split, metric in _columns(board)]
+    headers += [m.metric.label for m in COST_COLUMNS] + ["params", SPEED_LABEL]
+    return headers + ["code", "vs best", "vs no mixing", "marks", "config"]
+
+
+def _row(board: TaskBoard, section: Section, g: Group) -> list[str]:
+    params = sorted({r.parameters for r in g.records})
+    row = [rank_text(section, g), g.router_text, g.operators_text]
+    row += [escape(parameter_value(g, p)) for p in board.parameters]
+    row += [lr_text(g), str(len(g.records))]
+    row += [mean_std(g.values(split, metric), task_metric(metric).digits)
+            for split, metric in _columns(board)]
+    row += [_measured_cell(section, g, m) for m in COST_COLUMNS]
+    row.append(f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}")
+    row += [escape(speed_text(g)), escape(code_text(g)),
+            section.vs_best.get(g.key, ("—", None))[0],
+            section.vs_floor.get(g.key, ("—", None))[0],
+            escape("; ".join(section.marks(g))), g.config_hash]
+    return row
+
+
+# -- a budget's section -------------------------------------------------------------------------
+
+
+def _section_intro(board: TaskBoard, section: Section) -> list[str]:
+    b = section.budget
+    metric = task_metric(board.rank_metric).label
+    direction = "higher is better" if board.higher else "lower is better"
+    n_runs = sum(len(g.records) for g in section.ranked)
+    if b.plateau:
+        how = (f"Trained to a plateau (stopped when the validation metric stopped improving, "
+               f"capped at the budget): ranked on the test {metric} of each run's "
+               f"**best-validation checkpoint** (`best_checkpoint` in the record)")
+    else:
+        how = f"Ranked on the test {metric} of the final checkpoint"
+    lines = [f"### Budget: {escape(b.label)}", "",
+             f"{_count(len(section.ranked), 'configuration')}, {_count(n_runs, 'run')}. "
+             f"{how} ({direction}), mean ± "
+             f"sample standard deviation over seeds; rows with several seeds first, then "
+             f"one-seed rows, then flagged rows (unranked)."]
+    ref = section.reference
+    if ref is not None:
+        lines[-1] += (f" *vs best* compares each row with `{ref.config_hash}` ({ref.name}, "
+                      f"{_seeds(len(ref.records))}), the best row among those with the most "
+                      f"seeds.")
+    floor = section.floor
+    if floor is not None:
+        lines[-1] += (f" The no-mixing floor is `{floor.config_hash}` ({floor.name}, "
+                      f"{_seeds(len(floor.records))}): a row is *better* only when the 95% "
+                      f"interval of its difference from the floor excludes 0.")
+    else:
+        lines[-1] += (" **No `single identity` row at this budget**: nothing here shows that "
+                      "mixing tokens helps at all. Run `--router single --ops identity` with "
+                      "the same options to give this budget its no-mixing floor.")
+    lines += _code_notes(section)
+    return lines + [""]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _seeds(n: int) -> str:
+    return _count(n, "seed")
+
+
+def _code_notes(section: Section) -> list[str]:
+    commits = sorted({c for g in section.ranked for c in g.commits})
+    dirty = sum(g.dirty for g in section.ranked)
+    if len(commits) <= 1 and not dirty:
+        return []
+    parts = []
+    if len(commits) > 1:
+        parts.append(f"the rows ran on {len(commits)} commits ({', '.join(commits)})")
+    if dirty:
+        parts.append(f"{dirty} run{'' if dirty == 1 else 's'} from a working tree with "
+                     f"uncommitted changes")
+    return ["", f"Like with like: {' and '.join(parts)} (column *code*); a difference between "
+                "rows may come from the code as well as from the configuration."]
+
+
+def _flagged_notes(section: Section) -> list[str]:
+    flagged = [g for g in section.ranked if g.flagged]
+    if not flagged:
+        return []
+    lines = ["- **⚠ rows** carry a warning flag and are listed after every honest row, "
+             "unranked:"]
+    for g in flagged:
+        lines.append(f"  - `{g.config_hash}` {g.name}: "
+                     + "; ".join(escape(f) for f in g.warning_flags))
+    return lines
+
+
+def _tuning_notes(section: Section) -> list[str]:
+    tuned = [g for g in section.ranked if g.tuning is not None and g.tuning.tuned]
+    if not tuned:
+        return []
+    lines = ["- **Tuned rows** (learning rate chosen on validation at the lowest seed, the best "
+             "validation metric of the best-validation checkpoint; the row's statistics are "
+             "every seed at the chosen value):"]
+    for g in tuned:
+        t = g.tuning
+        scores = ", ".join(f"{lr:g}: " + ("—" if s is None else fixed(abs(s), 4))
+                           for lr, s in sorted(t.scores.items()))
+        lines.append(f"  - `{g.config_hash}` {g.name}: chose lr {g.lr:g} at seed {t.seed} "
+                     f"(valid {task_metric(g.first.task_metric or section.rank_metric).label} "
+                     f"by lr: {scores})")
+    return lines
+
+
+def _data_notes(section: Section) -> list[str]:
+    lines = []
+    majority = sorted({fixed(v, 4) for g in section.ranked
+                       for v in g.values("test", "majority_accuracy")})
+    if majority:
+        lines.append(f"- Majority-class baseline (test): {', '.join(majority)}.")
+    test_sets = {h for g in section.ranked for r in g.records
+                 if (h := r.split_hashes.get("test"))}
+    if len(test_sets) > 1:
+        lines.append(f"- Records in this table were scored on {len(test_sets)} different test "
+                     f"sets (see the test-set hashes below): compare rows with care.")
+    return lines
 
 
 def _steps_text(g: Group) -> str:
@@ -41,7 +232,9 @@ def _steps_text(g: Group) -> str:
     if max_steps and done == [int(max_steps)]:
         return f"{max_steps} steps"
     span = str(done[0]) if len(done) == 1 else f"{done[0]}–{done[-1]}"
-    return f"{span} of {max_steps} steps (time budget {budget.get('max_time')} s)"
+    why = (f"patience {budget.get('patience')}" if budget.get("patience")
+           else f"time budget {budget.get('max_time')} s")
+    return f"{span} of {max_steps} steps ({why})"
 
 
 def _measured_text(g: Group) -> str | None:
@@ -83,217 +276,113 @@ def _config_details(g: Group) -> str:
     return "; ".join(parts)
 
 
-# -- the ranked table ---------------------------------------------------------------------------
-
-
-def _intro(board: TaskBoard) -> list[str]:
-    direction = "higher is better" if board.higher else "lower is better"
-    n_runs = sum(len(g.records) for g in board.ranked)
-    if board.ranked:
-        text = (f"{len(board.ranked)} configurations, {n_runs} runs. Ranked by test "
-                f"{task_metric(board.rank_metric).label} ({direction}) of the final checkpoint, "
-                f"mean ± sample standard deviation over seeds (records made since the "
-                f"best-validation checkpoint is kept also hold its metrics, "
-                f"`best_checkpoint`).")
-    else:
-        text = f"No runs recorded for this task; only the paper's numbers ({REPORTED})."
-    return [f"## {board.task}", "", text, ""]
-
-
-def _measured_cell(board: TaskBoard, g: Group, m: Measure) -> str:
-    x = g.mean_of(m)
-    if x is None:
-        return "—"
-    return m.metric.format(x) + (" ◆" if m == MIXING_FLOPS and g.key in board.pareto else "")
-
-
-def _group_row(board: TaskBoard, g: Group, rank: int, cols: list[tuple[str, str]]) -> list[str]:
-    verdict = board.vs_best.get(g.key, ("—", None))[0]
-    params = sorted({r.parameters for r in g.records})
-    row = [str(rank) if not g.flagged else "—", g.router_text, g.operators_text,
-           g.config_hash, str(len(g.records))]
-    row += [mean_std(g.values(split, metric), task_metric(metric).digits)
-            for split, metric in cols]
-    row += [_measured_cell(board, g, m) for m in COST_COLUMNS]
-    row.append(f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}")
-    row += [_measured_cell(board, g, m) for m in TRAINING_COLUMNS]
-    row += ["; ".join(sorted({str(r.environment.get("hardware", "?")) for r in g.records})),
-            verdict, g.mark]
-    return row
-
-
-def _reference_row(r: Reference, i: int, cols: list[tuple[str, str]]) -> list[str]:
-    row = ["ref", r.router, r.operators, "—", "—"]
-    placed = False
-    for split, metric in cols:
-        if (split, metric) == (r.split, r.metric):
-            row.append(fixed(r.value, task_metric(metric).digits))
-            placed = True
-        else:
-            row.append("")
-    flags = f"{REPORTED} [ref {i}]"
-    if not placed:
-        flags += f"; {r.split} {task_metric(r.metric).label} {fixed(r.value, 2)}"
-    for m in COST_COLUMNS:  # the paper states an attention fraction and a FLOP saving
-        if m.name != "attention_flop_fraction":
-            row.append("—")
-            continue
-        x = "—" if r.attention_flop_fraction is None else m.metric.format(
-            r.attention_flop_fraction)
-        row.append(x + (f" ({r.flops_text})" if r.flops_text else ""))
-    row.append(r.parameters or "—")
-    row += ["—"] * len(TRAINING_COLUMNS)
-    return row + ["—", "—", flags]
-
-
-def _table(board: TaskBoard) -> list[str]:
-    cols = _columns(board)
-    headers = ["rank", "router", "operators", "config", "seeds"]
-    headers += [f"{split} {task_metric(metric).label}" for split, metric in cols]
-    headers += [m.metric.label for m in COST_COLUMNS] + ["params"]
-    headers += [m.metric.label for m in TRAINING_COLUMNS] + ["hardware", "vs best", "flags"]
-    rows = []
-    rank = 0
-    for g in board.ranked:
-        if not g.flagged:
-            rank += 1
-        rows.append(_group_row(board, g, rank, cols))
-    rows += [_reference_row(r, i, cols) for i, r in enumerate(board.references, 1)]
-    return [md_table(headers, rows), ""]
-
-
-# -- notes under the table ----------------------------------------------------------------------
-
-
-def _column_notes(board: TaskBoard) -> list[str]:
-    if not board.ranked:
-        return []
-    notes = [
-        f"**vs best**: Welch's two-sided t-test (unequal variances) over seeds between each "
-        f"honest row and the best honest row, on test {task_metric(board.rank_metric).label}. "
-        f"*tied* means p > {ALPHA} (not shown to differ; with few seeds the test has little "
-        f"power, so this is not evidence of equality); *behind* means p ≤ {ALPHA}; *n/a* "
-        f"needs at least 2 seeds on both sides. No correction for multiple comparisons.",
-        "**attn FLOP frac**: analytic FLOPs the attention operator executed on the "
-        "test set / FLOPs of attention on every token (1.000 = nothing skipped). "
-        "**mixing FLOPs/token**: analytic forward FLOPs of all mixing operators per real "
-        "test token, the total cost of the mix (a low attention fraction saves nothing if "
-        "the other operators cost more). ◆ marks the Pareto front of honest rows on total "
-        "mixing FLOPs (no honest row has both fewer mixing FLOPs per token and a better "
-        "metric).",
-    ]
-    if board.rank_metric == "word_perplexity":
-        notes.append("Language modelling ranks on word-level perplexity (exp of total NLL / "
-                     "words), which compares across tokenizers; token PPL is per token of "
-                     "each row's own tokenizer.")
-    return notes
-
-
-def _flagged_notes(board: TaskBoard) -> list[str]:
-    flagged = [g for g in board.ranked if g.flagged]
-    if not flagged:
-        return []
-    lines = ["- **⚠ rows** carry a warning flag and are listed after every honest row, "
-             "unranked:"]
-    for g in flagged:
-        lines.append(f"  - `{g.config_hash}` {g.router} {'+'.join(g.operators)}: "
-                     + "; ".join(cell(f) for f in g.warning_flags))
-    return lines
-
-
-def _data_notes(board: TaskBoard) -> list[str]:
-    lines = []
-    if board.metric == "accuracy":
-        majority = sorted({fixed(v, 4) for g in board.ranked
-                           for v in g.values("test", "majority_accuracy")})
-        if majority:
-            lines.append(f"- Majority-class baseline (test): {', '.join(majority)}.")
-    test_sets = {h for g in board.ranked for r in g.records
-                 if (h := r.split_hashes.get("test"))}
-    if len(test_sets) > 1:
-        lines.append(f"- Records in this table were scored on {len(test_sets)} different test "
-                     f"sets (see the test-set hashes below): compare rows with care.")
-    return lines
-
-
-def _reference_notes(board: TaskBoard, refs: Paper) -> list[str]:
-    if not board.references:
-        return []
-    lines = [f"- **Reference rows ({REPORTED})**: {refs.caveat}"]
-    for i, r in enumerate(board.references, 1):
-        note = f" {r.note[:1].upper()}{r.note[1:]}." if r.note else ""
-        lines.append(f"  - [ref {i}] {r.label}: {r.split} {task_metric(r.metric).label} "
-                     f"{fixed(r.value, 2)}. Source: {refs.source_text(r.source)}.{note}")
-    return lines
-
-
-def _configuration_notes(board: TaskBoard) -> list[str]:
-    if not board.ranked:
+def _configuration_notes(section: Section) -> list[str]:
+    if not section.ranked:
         return []
     lines = ["- Configurations:"]
-    seen = set()
-    for g in board.ranked:
-        if g.config_hash in seen:
-            continue
-        seen.add(g.config_hash)
-        lines.append(f"  - `{g.config_hash}` ({g.router} {'+'.join(g.operators)}): "
-                     f"{cell(_config_details(g))}")
+    for g in section.ranked:
+        lines.append(f"  - `{g.config_hash}` ({g.name}): {escape(_config_details(g))}")
     return lines
-
-
-def _notes(board: TaskBoard, refs: Paper) -> list[str]:
-    lines = [f"- {n}" for n in _column_notes(board)]
-    lines += _flagged_notes(board)
-    lines += _data_notes(board)
-    lines += _reference_notes(board, refs)
-    lines += _configuration_notes(board)
-    return lines + [""]
 
 
 def _plot_links(specs: list[dict[str, Any]], out: Path) -> list[str]:
     if not specs:
         return []
-    lines = ["### Plots", ""]
+    lines = ["#### Plots", ""]
     for s in specs:
-        lines += [f"![{s['title']}]({rel_link(Path(s['path']), out)})", ""]
+        lines += [f"![{escape(s['title'])}]({rel_link(Path(s['path']), out)})", ""]
     return lines
 
 
-def render_task(board: TaskBoard, specs: list[dict[str, Any]], out: Path,
-                refs: Paper) -> list[str]:
-    lines = _intro(board) + _table(board) + _notes(board, refs)
-    if board.chance or board.no_control:
-        lines += _render_chance(board)
+def render_section(board: TaskBoard, section: Section, specs: list[dict[str, Any]],
+                   out: Path) -> list[str]:
+    lines = _section_intro(board, section)
+    lines += [md_table(_headers(board), [_row(board, section, g) for g in section.ranked]), ""]
+    notes = (_flagged_notes(section) + _tuning_notes(section) + _data_notes(section)
+             + _configuration_notes(section))
+    lines += notes + ([""] if notes else [])
+    if section.chance or section.no_control:
+        lines += _render_chance(section)
     return lines + _plot_links(specs, out)
+
+
+# -- the task -----------------------------------------------------------------------------------
+
+
+def task_intro(board: TaskBoard) -> list[str]:
+    direction = "higher is better" if board.higher else "lower is better"
+    rows = board.ranked
+    if not rows:
+        text = f"No runs recorded for this task; only the paper's numbers ({REPORTED})."
+    else:
+        n_runs = sum(len(g.records) for g in rows)
+        budgets = len(board.sections)
+        text = (f"{_count(len(rows), 'configuration')}, {_count(n_runs, 'run')}, at "
+                f"{_count(budgets, 'budget')}. Test "
+                f"{task_metric(board.rank_metric).label} ({direction}); rows are ranked only "
+                f"against rows of the same budget (training tokens, or to a plateau, and "
+                f"preset).")
+        if board.rank_metric == "word_perplexity":
+            text += (" Language modelling ranks on word-level perplexity (exp of total NLL / "
+                     "words), which compares across tokenizers; token PPL is per token of each "
+                     "row's own tokenizer.")
+    return [f"## {escape(board.task)}", "", text, ""]
+
+
+def _reference_row(r: Reference, i: int) -> list[str]:
+    fraction = "—" if r.attention_flop_fraction is None else ATTENTION_FRACTION.metric.format(
+        r.attention_flop_fraction)
+    if r.flops_text:
+        fraction += f" ({r.flops_text})"
+    return ["ref", escape(r.router), escape(r.operators),
+            f"{r.split} {task_metric(r.metric).label}",
+            fixed(r.value, task_metric(r.metric).digits),
+            fraction, escape(r.parameters or "—"), f"{REPORTED} [ref {i}]"]
+
+
+def render_references(board: TaskBoard, refs: Paper) -> list[str]:
+    if not board.references:
+        return []
+    headers = ["rank", "router", "operators", "metric", "value",
+               ATTENTION_FRACTION.metric.label, "params", "flags"]
+    lines = [f"### Reported by the paper ({REPORTED})", "",
+             md_table(headers, [_reference_row(r, i) for i, r in enumerate(board.references, 1)]),
+             "", f"- {refs.caveat}"]
+    for i, r in enumerate(board.references, 1):
+        note = f" {r.note[:1].upper()}{r.note[1:]}." if r.note else ""
+        lines.append(f"  - [ref {i}] {escape(r.label)}: {r.split} {task_metric(r.metric).label} "
+                     f"{fixed(r.value, 2)}. Source: {refs.source_text(r.source)}.{note}")
+    return lines + [""]
 
 
 # -- routing against chance ---------------------------------------------------------------------
 
 
-def _chance_intro(board: TaskBoard) -> list[str]:
-    m = board.rank_metric
-    return ["### Does routing beat chance?", "",
+def _chance_intro(section: Section) -> list[str]:
+    m = section.rank_metric
+    return ["#### Does routing beat chance?", "",
             f"Each routed configuration against the `random` control with the same "
             f"configuration (same operators, token shares, model, data and budget; only the "
-            f"routing decision differs). Δ = router − random on test {task_metric(m).label} "
-            f"({'higher' if board.higher else 'lower'} is better) with its 95% Welch "
+            f"routing decision differs): for each kind of matching, the control with the most "
+            f"seeds. Δ = router − random on test {task_metric(m).label} "
+            f"({'higher' if section.higher else 'lower'} is better) with its 95% Welch "
             f"confidence interval; p from Welch's t-test over seeds. *matched on* is what the "
             f"control holds equal: the share of tokens in the top band (default), or the "
             f"attention FLOPs (`--router-option match=flops --router-option flop_fraction=F` "
             f"with F the row's attn FLOP frac); both are shown, router / random. The "
-            f"comparison is at "
-            f"equal cost only when the measured attention FLOP fractions agree within "
-            f"{EQUAL_COST_TOLERANCE}; pairs that do not are marked and listed last.", ""]
+            f"comparison is at equal cost only when the measured attention FLOP fractions "
+            f"agree within {EQUAL_COST_TOLERANCE}; pairs that do not are marked and listed "
+            f"last.", ""]
 
 
-def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str:
+def _chance_verdict(section: Section, c: ChanceRow, gm: float, rm: float) -> str:
     w = c.comparison
     if w is None:
         verdict = "too few seeds"
     elif w.p > ALPHA:
         verdict = "no significant difference"
-    elif board.better(gm, rm):
-        verdict = f"{c.group.router} better"
+    elif section.better(gm, rm):
+        verdict = f"{escape(c.group.router)} better"
     else:
         verdict = "random better"
     if not c.equal_cost:
@@ -305,8 +394,12 @@ def _chance_verdict(board: TaskBoard, c: ChanceRow, gm: float, rm: float) -> str
     return verdict
 
 
-def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
-    m = board.rank_metric
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{'—' if a is None else fixed(a, 3)} / {'—' if b is None else fixed(b, 3)}"
+
+
+def _chance_row(section: Section, c: ChanceRow) -> list[str]:
+    m = section.rank_metric
     d = task_metric(m).digits
     g, r, w = c.group, c.control, c.comparison
     gv, rv = g.values("test", m), r.values("test", m)
@@ -320,26 +413,21 @@ def _chance_row(board: TaskBoard, c: ChanceRow) -> list[str]:
             _pair(g.top_token_share, r.top_token_share),
             _pair(g.attention_fraction, r.attention_fraction),
             mean_std(gv, d), mean_std(rv, d), delta, p,
-            _chance_verdict(board, c, mean(gv), mean(rv))]
+            _chance_verdict(section, c, mean(gv), mean(rv))]
 
 
-def _pair(a: float | None, b: float | None) -> str:
-    return f"{'—' if a is None else fixed(a, 3)} / {'—' if b is None else fixed(b, 3)}"
-
-
-def _render_chance(board: TaskBoard) -> list[str]:
-    lines = _chance_intro(board)
-    if board.chance:
-        m = task_metric(board.rank_metric).label
+def _render_chance(section: Section) -> list[str]:
+    lines = _chance_intro(section)
+    if section.chance:
+        m = task_metric(section.rank_metric).label
         headers = ["router", "operators", "config", "random config", "seeds", "matched on",
                    TOP_TOKEN_SHARE.metric.label, ATTENTION_FRACTION.metric.label,
-                   f"router {m}", f"random {m}",
-                   "Δ [95% CI]", "p", "verdict"]
-        lines += [md_table(headers, [_chance_row(board, c) for c in board.chance]), ""]
-    for g in board.no_control:
-        lines.append(f"- No `random` control with the same configuration for {g.router} "
-                     f"{'+'.join(g.operators)} `{g.config_hash}`: run it with `--router random` "
-                     f"and otherwise identical options.")
-    if board.no_control:
+                   f"router {m}", f"random {m}", "Δ [95% CI]", "p", "verdict"]
+        lines += [md_table(headers, [_chance_row(section, c) for c in section.chance]), ""]
+    for g in section.no_control:
+        lines.append(f"- No `random` control with the same configuration for {g.name} "
+                     f"`{g.config_hash}`: run it with `--router random` and otherwise identical "
+                     f"options.")
+    if section.no_control:
         lines.append("")
     return lines

@@ -1,4 +1,10 @@
-"""Plot specifications (rendered by harness/report/plots.py), as plain data."""
+"""Plot specifications (rendered by harness/report/plots.py), as plain data.
+
+What each figure shows is decided here, so that every figure reads the same way: one colour per
+operator and per router across the whole board (``palette``), at most ``MAX_PANELS`` panels a
+figure (more rows are split over several files), a row labelled by the parameters that set it
+apart, the requested attention share and the leaky mark on routing panels, and a Pareto line
+only through three points or more."""
 
 from __future__ import annotations
 
@@ -7,47 +13,119 @@ from typing import Any
 
 from harness.core.metrics import task_metric
 from harness.core.stats import mean, sample_std
-from harness.report.leaderboard.format import slug
-from harness.report.leaderboard.groups import Group
-from harness.report.leaderboard.rows import TaskBoard
+from harness.report.leaderboard.groups import Group, row_parameters
+from harness.report.leaderboard.rows import Section, TaskBoard
+
+MAX_PANELS = 12
+MIN_FRONT = 3  # a Pareto "front" through fewer points is not drawn as a line
+
+# Qualitative colours (matplotlib's tab10 and Dark2): operators take the first list, routers
+# the second, each name in sorted order, so a name has one colour in every figure of a board.
+OPERATOR_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+ROUTER_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02",
+                 "#a6761d", "#666666"]
 
 
-def _pareto_spec(board: TaskBoard) -> dict[str, Any] | None:
+def palette(groups: list[Group]) -> dict[str, dict[str, str]]:
+    """{"operators": {name: colour}, "routers": {name: colour}} for every name on the board."""
+    ops = sorted({op for g in groups for op in g.operators})
+    routers = sorted({g.router for g in groups})
+    return {"operators": {op: OPERATOR_COLORS[i % len(OPERATOR_COLORS)]
+                          for i, op in enumerate(ops)},
+            "routers": {r: ROUTER_COLORS[i % len(ROUTER_COLORS)]
+                        for i, r in enumerate(routers)}}
+
+
+def _setting(section: Section, g: Group) -> list[tuple[str, Any]]:
+    """(parameter name, value) that set the row apart from the budget's other rows, the
+    learning rate last where it differs."""
+    values = row_parameters(g, section.parameters)
+    parts = [(p.rpartition(".")[2], values[p]) for p in section.parameters if p in values]
+    if section.lr_differs and g.lr is not None:
+        parts.append(("lr", g.lr))
+    return parts
+
+
+def _value_text(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def row_label(section: Section, g: Group) -> str:
+    """A row in a figure: router and operators, then what sets it apart (what a hash cannot
+    say)."""
+    parts = ", ".join(f"{k}={_value_text(v)}" for k, v in _setting(section, g))
+    return f"{g.router} {'+'.join(g.operators)}" + (f" ({parts})" if parts else "")
+
+
+def _order(section: Section, g: Group) -> tuple[Any, ...]:
+    """Figures list rows by router and operators, then by the values that set them apart."""
+    values = tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+                   for _, v in _setting(section, g))
+    return (g.roles.order, g.router, g.operators, values, g.config_hash)
+
+
+def _file(section: Section, kind: str, part: int = 0) -> str:
+    return f"{section.file_stem}_{kind}{f'_{part + 1}' if part else ''}.png"
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    """Panels split into figures of at most MAX_PANELS, as evenly as possible."""
+    if not items:
+        return []
+    n = -(-len(items) // MAX_PANELS)
+    size = -(-len(items) // n)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _pareto_spec(board: TaskBoard, section: Section, colors: dict[str, Any]
+                 ) -> dict[str, Any] | None:
     points = []
-    for g in board.ranked:
+    for g in section.ranked:
         x = g.mixing_flops
         ys = g.values("test", board.rank_metric)
         if x is None or not ys:
             continue
-        points.append({"label": g.label, "router": g.router, "x": x, "y": mean(ys),
+        points.append({"label": row_label(section, g), "router": g.router,
+                       "operators": "+".join(g.operators), "x": x, "y": mean(ys),
                        "yerr": sample_std(ys) or 0.0, "honest": not g.flagged,
-                       "pareto": g.key in board.pareto})
+                       "pareto": g.key in section.pareto})
     if not points:
         return None
-    # the paper's rows report an attention fraction, not mixing FLOPs per token: not placed
-    return {"kind": "pareto", "task": board.task, "file": f"{slug(board.task)}_pareto.png",
-            "title": f"{board.task}: quality vs total mixing FLOPs per token",
+    checkpoint = "best-validation checkpoint" if section.budget.plateau else "final weights"
+    return {"kind": "pareto", "task": board.task, "file": _file(section, "pareto"),
+            "title": f"{section.name}: quality vs mixing FLOPs per token",
             "xlabel": "mixing FLOPs per token (test, all operators)",
-            "metric": f"test {task_metric(board.rank_metric).label}", "higher": board.higher,
-            "points": points, "references": []}
+            "metric": f"test {task_metric(board.rank_metric).label} ({checkpoint})",
+            "higher": board.higher, "points": points, "min_front": MIN_FRONT,
+            "colors": colors}
 
 
-def _fractions_spec(board: TaskBoard) -> dict[str, Any] | None:
-    fractions = []
-    for g in board.ranked:
+def _fractions_specs(board: TaskBoard, section: Section, colors: dict[str, Any]
+                     ) -> list[dict[str, Any]]:
+    """One panel per router and operator set; in it one cluster of bars (a bar per layer) per
+    row, in the order of what sets the rows apart, with the requested share marked."""
+    panels: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    for g in sorted(section.ranked, key=lambda g: _order(section, g)):
         layers = layer_fractions(g)
-        if layers is not None:
-            fractions.append({"label": g.label, "operators": list(g.operators),
-                              "layers": layers})
-    if not fractions:
-        return None
-    return {"kind": "routing_fractions", "task": board.task,
-            "file": f"{slug(board.task)}_routing_fractions.png",
-            "title": f"{board.task}: share of tokens per operator, per layer (test)",
-            "groups": fractions}
+        if layers is None:
+            continue
+        setting = _setting(section, g)
+        panel = panels.setdefault((g.router, g.operators), {
+            "title": f"{g.router} {'+'.join(g.operators)}", "operators": list(g.operators),
+            "xlabel": ", ".join(k for k, _ in setting), "rows": []})
+        label = ", ".join(_value_text(v) for _, v in setting)
+        panel["rows"].append({"label": label, "layers": layers,
+                              "requested": g.requested_fraction, "leaky": g.leaky,
+                              "flagged": g.flagged and not g.leaky})
+    return [{"kind": "routing_fractions", "task": board.task,
+             "file": _file(section, "routing_fractions", part),
+             "title": f"{section.name}: share of tokens per operator and layer (test)",
+             "panels": chunk, "colors": colors}
+            for part, chunk in enumerate(_chunks(list(panels.values())))]
 
 
-def _entropy_totals(g: Group) -> dict[str, Any] | None:
+def _entropy_totals(section: Section, g: Group) -> dict[str, Any] | None:
     """The group's entropy histograms summed over seeds (seeds with other bin edges skipped)."""
     total: dict[str, list[float]] | None = None
     edges: list[float] | None = None
@@ -65,22 +143,25 @@ def _entropy_totals(g: Group) -> dict[str, Any] | None:
         return None
     ops = [op for op in g.operators if op in total] + sorted(
         op for op in total if op not in g.operators)
-    return {"label": g.label, "bin_edges": edges, "counts": {op: total[op] for op in ops}}
+    return {"label": row_label(section, g), "bin_edges": edges, "leaky": g.leaky,
+            "counts": {op: total[op] for op in ops}}
 
 
-def _entropy_spec(board: TaskBoard) -> dict[str, Any] | None:
-    hists = [h for g in board.ranked if (h := _entropy_totals(g)) is not None]
-    if not hists:
-        return None
-    return {"kind": "entropy_histograms", "task": board.task,
-            "file": f"{slug(board.task)}_entropy_histograms.png",
-            "title": f"{board.task}: spectral entropy of routed tokens (test)",
-            "groups": hists}
+def _entropy_specs(board: TaskBoard, section: Section, colors: dict[str, Any]
+                   ) -> list[dict[str, Any]]:
+    hists = [h for g in sorted(section.ranked, key=lambda g: _order(section, g))
+             if (h := _entropy_totals(section, g)) is not None]
+    return [{"kind": "entropy_histograms", "task": board.task,
+             "file": _file(section, "entropy_histograms", part),
+             "title": f"{section.name}: spectral entropy of the tokens each operator got (test)",
+             "groups": chunk, "colors": colors}
+            for part, chunk in enumerate(_chunks(hists))]
 
 
-def _gate_spec(board: TaskBoard, paper_gate: float | None) -> dict[str, Any] | None:
+def _gate_spec(board: TaskBoard, section: Section, paper_gate: float | None,
+               colors: dict[str, Any]) -> dict[str, Any] | None:
     gates = []
-    for g in board.ranked:
+    for g in sorted(section.ranked, key=lambda g: _order(section, g)):
         seeds = []
         for r in g.records:
             hist = r.telemetry.gate_history if r.telemetry else []
@@ -88,23 +169,28 @@ def _gate_spec(board: TaskBoard, paper_gate: float | None) -> dict[str, Any] | N
                 seeds.append({"seed": r.seed, "steps": [p.step for p in hist],
                               "gate": [mean(p.gate) if p.gate else float("nan") for p in hist]})
         if seeds:
-            gates.append({"label": g.label, "seeds": seeds})
+            gates.append({"label": row_label(section, g), "router": g.router,
+                          "leaky": g.leaky, "seeds": seeds})
     if not gates:
         return None
-    return {"kind": "gate", "task": board.task, "file": f"{slug(board.task)}_gate.png",
-            "title": f"{board.task}: MetaRouter gate over training",
-            "groups": gates, "paper_value": paper_gate}
+    return {"kind": "gate", "task": board.task, "file": _file(section, "gate"),
+            "title": f"{section.name}: MetaRouter gate over training",
+            "groups": gates, "paper_value": paper_gate, "colors": colors}
 
 
-def plot_specs(board: TaskBoard, plots_dir: Path,
-               paper_gate: float | None = None) -> list[dict[str, Any]]:
-    """What to plot for a task, as plain data. Which plots exist depends only on the records,
-    so the markdown links are the same whether or not the PNGs are written."""
-    if not board.ranked:
+def plot_specs(board: TaskBoard, section: Section, plots_dir: Path,
+               paper_gate: float | None = None,
+               colors: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What to plot for one budget of a task, as plain data. Which plots exist depends only on
+    the records, so the markdown links are the same whether or not the PNGs are written."""
+    if not section.ranked:
         return []
-    candidates = [_pareto_spec(board), _fractions_spec(board), _entropy_spec(board),
-                  _gate_spec(board, paper_gate)]
-    specs = [s for s in candidates if s is not None]
+    colors = colors or palette(section.ranked)
+    specs = [s for s in (_pareto_spec(board, section, colors),) if s is not None]
+    specs += _fractions_specs(board, section, colors)
+    specs += _entropy_specs(board, section, colors)
+    gate = _gate_spec(board, section, paper_gate, colors)
+    specs += [gate] if gate is not None else []
     for s in specs:
         s["path"] = str(Path(plots_dir) / s["file"])
     return specs
