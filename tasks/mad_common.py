@@ -21,6 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# the suite, under MAD's names (registered in tasks/mad_*.py)
+MAD_TASKS = ("in-context-recall", "fuzzy-in-context-recall", "noisy-in-context-recall",
+             "selective-copying", "compression", "memorization")
 MAD_ID_OFFSET = 1  # MAD's token id t is t + 1 here: 0 is the harness's padding
 MAD_LRS = (1e-4, 5e-4, 1e-3)
 MAD_WEIGHT_DECAYS = (0.0, 0.1)

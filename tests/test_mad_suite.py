@@ -8,13 +8,11 @@ import torch
 from tasks import TASKS
 from tasks.base import IGNORE_INDEX, SPLITS
 from tasks.mad_common import MAD_ID_OFFSET as OFF
+from tasks.mad_common import MAD_TASKS
 from tasks.mad_compression import compression_examples
 from tasks.mad_copying import selective_copying_examples
 from tasks.mad_memorization import memorization_examples
 from tasks.mad_recall import fuzzy_recall_examples, in_context_recall_examples
-
-MAD_NAMES = ("in-context-recall", "fuzzy-in-context-recall", "noisy-in-context-recall",
-             "selective-copying", "compression", "memorization")
 
 
 def test_mad_tasks_are_registered_under_mads_names_with_its_baselines():
@@ -27,7 +25,8 @@ def test_mad_tasks_are_registered_under_mads_names_with_its_baselines():
         "compression": {"seq_len": 32, "vocab_size": 16},
         "memorization": {"seq_len": 32, "vocab_size": 256, "n_train": 256},
     }
-    for name in MAD_NAMES:
+    assert set(baselines) == set(MAD_TASKS)
+    for name in MAD_TASKS:
         cls = TASKS.get(name)
         assert cls.causal == (name != "compression"), name
         paper = cls.presets["paper"]
