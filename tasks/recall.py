@@ -118,8 +118,9 @@ class RecallMeter(Meter):
     and ``macro_accuracy``, MAD's convention: torchmetrics' ``MulticlassAccuracy`` with its
     default ``average="macro"``, over the whole split: per class c (token id) that occurs as an
     answer or as a prediction at an answer, tp_c / (tp_c + fn_c), averaged with equal weight
-    (a class predicted but never an answer scores 0). MAD logs the mean of that value over its
-    evaluation batches; this is the split-level value, which MAD's batches of 128 approach."""
+    (a class predicted but never an answer scores 0). MAD logs the mean of the per-batch values
+    over its evaluation batches of 128 sequences; this is the value over the whole split (the
+    two agree closely when a batch holds many answers)."""
 
     def __init__(self, n_classes: int) -> None:
         self.n_classes = n_classes
