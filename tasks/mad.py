@@ -13,7 +13,7 @@ separator, then the symbols again in order, teacher forced::
 The k-th output needs the k-th non-blank token of the region, wherever it fell: a lookup by
 content order, which a fixed (linear time-invariant) convolution cannot do. It differs from
 MAD's `selective-copying`: the copy is teacher forced (each copied symbol is the next input),
-symbols may fall after the region's last blank, and the region is shorter.
+and the region may end with blanks (in MAD's, its last symbol ends it).
 
 `noisy-recall`: this harness's first `mqar` form (blank filler, values with replacement,
 uniform query slots) with distractors: half of the blank filler between the queries is
