@@ -65,6 +65,7 @@ class SelectiveCopying(RecallTask):
     ground_truth = "needs_attention = the scored copy positions"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": smoke(24, n_copy=4),
+        # measured (seed 0, one thread on 2 busy cores): attn 0.958, identity 0.072 (237 s)
         "cpu": {"seq_len": 64, "vocab_size": 16, "n_copy": 8, **MAD_SPLITS, **CPU_TRAINING},
         "paper": {"seq_len": 256, "vocab_size": 16, "n_copy": 16, **MAD_SPLITS,
                   **MAD_TRAINING},

@@ -58,6 +58,8 @@ class Memorization(RecallTask):
     ground_truth = "none: the value is a fixed function of the previous token (in the weights)"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": smoke(16, vocab_size=64),
+        # MAD's baseline data; measured (seed 0, 2 busy cores): attn 1.000, identity 0.008
+        # (162 s): the key is the previous token, which identity cannot see
         "cpu": {"seq_len": 32, "vocab_size": 256, "n_train": 256, "n_valid": 1_280,
                 "n_test": 1_280, **CPU_TRAINING},
         "paper": {"seq_len": 32, "vocab_size": 256, "n_train": 256, "n_valid": 1_280,
