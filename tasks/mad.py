@@ -1,17 +1,24 @@
-"""MAD-style synthetic tasks (Poli et al. 2024) with per-token ground truth: `selective-copy` and
-`noisy-recall`. Both are causal, scored only where a long-range lookup is needed, and mark those
-positions in ``Batch.needs_attention`` (see tasks/mqar.py for the shared machinery).
+"""Two variants of MAD tasks (Poli et al. 2024) that this harness had before the MAD suite:
+`selective-copy` and `noisy-recall`. They keep their names, presets and data (their committed
+rows were made with them); MAD's own definitions are the MAD suite, under MAD's names
+(tasks/mad_recall.py, tasks/mad_copying.py, tasks/mad_compression.py,
+tasks/mad_memorization.py). Both are causal, scored only where a long-range lookup is needed,
+and mark those positions in ``Batch.needs_attention``.
 
 `selective-copy`: ``n_copy`` symbols scattered at random positions of a blank region, then a
-separator, then the symbols again in order::
+separator, then the symbols again in order, teacher forced::
 
     _ a _ _ b _ c _ _ _  SEP  a b c          (scored: SEP -> a, a -> b, b -> c)
 
 The k-th output needs the k-th non-blank token of the region, wherever it fell: a lookup by
-content order, which a fixed (linear time-invariant) convolution cannot do.
+content order, which a fixed (linear time-invariant) convolution cannot do. It differs from
+MAD's `selective-copying`: the copy is teacher forced (each copied symbol is the next input),
+and the region may end with blanks (in MAD's, its last symbol ends it).
 
-`noisy-recall`: MQAR with distractors: half of the blank filler between the queries is replaced
-by random value tokens, so the model must ignore value-looking tokens that answer nothing.
+`noisy-recall`: this harness's first `mqar` form (blank filler, values with replacement,
+uniform query slots) with distractors: half of the blank filler between the queries is
+replaced by random value tokens, so the model must ignore value-looking tokens that answer
+nothing. MAD's noisy in-context recall is another task (`noisy-in-context-recall`).
 """
 
 from __future__ import annotations
@@ -19,43 +26,48 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
 
 from registry import ConfigError
 from tasks import register_task
 
-from .mqar import BLANK_ID, MQAR, RecallTask, positive_int
+from .base import IGNORE_INDEX
+from .mqar import BLANK_ID, FIRST_FORM_PRESETS, MQAR
+from .recall import RecallData, RecallTask, positive_int, split_sizes
 
 SEP_ID, FIRST_SYMBOL = 2, 3
 
 
 def selective_copy_examples(n: int, seq_len: int, n_copy: int, n_symbols: int,
-                            g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Windows (n, seq_len + 1) and masks (n, seq_len) of the scored (output) positions."""
+                            g: torch.Generator) -> RecallData:
+    """``n`` examples of ``seq_len`` inputs; scored at the copy (SEP predicts the first
+    symbol, and so on)."""
     region = seq_len - n_copy  # the region, SEP and the n_copy outputs fill seq_len + 1 ids
     symbols = torch.randint(FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, (n, n_copy), generator=g)
     where = torch.rand(n, region, generator=g).argsort(1)[:, :n_copy].sort(1).values
-    windows = torch.full((n, seq_len + 1), BLANK_ID, dtype=torch.long)
-    windows.scatter_(1, where, symbols)
-    windows[:, region] = SEP_ID
-    windows[:, region + 1 :] = symbols
-    queries = torch.zeros(n, seq_len, dtype=torch.bool)
-    queries[:, region : region + n_copy] = True  # SEP predicts the first symbol, and so on
-    return windows, queries
+    window = torch.full((n, seq_len + 1), BLANK_ID, dtype=torch.long)
+    window.scatter_(1, where, symbols)
+    window[:, region] = SEP_ID
+    window[:, region + 1 :] = symbols
+    copy = torch.zeros(n, seq_len, dtype=torch.bool)
+    copy[:, region : region + n_copy] = True
+    targets = window[:, 1:].masked_fill(~copy, IGNORE_INDEX)
+    return RecallData(window[:, :-1].clone(), targets, copy, copy.clone())
 
 
 @register_task(
     "selective-copy",
-    description="MAD selective copying: copy the symbols scattered in a blank region, in order, "
-    "after a separator; causal, scored at the copy, which carries needs_attention ground truth",
+    description="selective copying, teacher forced (a variant of MAD's selective-copying): copy "
+    "the symbols scattered in a blank region, in order, after a separator; causal, scored at "
+    "the copy, which carries needs_attention ground truth",
 )
 class SelectiveCopy(RecallTask):
     """Options: ``vocab_size`` (total ids, default 16: 13 symbols), ``n_copy`` (4),
     ``n_train``/``n_valid``/``n_test``, ``data_seed`` (0)."""
 
+    ground_truth = "needs_attention = the scored copy positions"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"seq_len": 24, "n_copy": 4, "n_train": 256, "n_valid": 64, "n_test": 64},
-        # mqar's cpu setting. Measured (3 seeds): attn 0.999, dct 0.983, so it does NOT
+        # mqar's first cpu setting. Measured (3 seeds): attn 0.999, dct 0.983, so it does NOT
         # separate them: a causal long convolution learns to copy. At 64 tokens / 8 copies
         # dct still reached 0.88; at 128 / 16 attn was at 0.70 after 600 steps (not finished).
         "cpu": {"seq_len": 32, "n_copy": 4, "n_train": 40_000, "n_valid": 1_000,
@@ -80,15 +92,10 @@ class SelectiveCopy(RecallTask):
                               f"a separator and their copy; raise --seq-len to at least "
                               f"{2 * n_copy + 1} or lower n_copy")
         self.vocab_size = vocab_size
-        self.params = {
-            "vocab_size": vocab_size, "n_copy": n_copy,
-            "n_train": positive_int(name, "n_train", n_train),
-            "n_valid": positive_int(name, "n_valid", n_valid),
-            "n_test": positive_int(name, "n_test", n_test),
-            "data_seed": positive_int(name, "data_seed", data_seed, 0),
-        }  # fmt: skip
+        self.params = {"vocab_size": vocab_size, "n_copy": n_copy,
+                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
 
-    def generate(self, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    def generate(self, n: int, g: torch.Generator) -> RecallData:
         p = self.params
         return selective_copy_examples(n, self.seq_len, p["n_copy"],
                                        self.vocab_size - FIRST_SYMBOL, g)
@@ -96,11 +103,13 @@ class SelectiveCopy(RecallTask):
 
 @register_task(
     "noisy-recall",
-    description="MAD noisy in-context recall: mqar with value-token distractors in the filler; "
-    "causal, scored at the queries, which carry needs_attention ground truth",
+    description="mqar's first form with value-token distractors in the filler (a variant of "
+    "MAD's noisy-in-context-recall); causal, scored at the queries, which carry "
+    "needs_attention ground truth",
 )
 class NoisyRecall(MQAR):
-    """MQAR's options and presets (cpu measured here too: attn 0.996, dct 0.335 over 3 seeds);
-    half of the filler after the context is random value tokens."""
+    """The first form of MQAR's options and presets (cpu measured here too: attn 0.996, dct
+    0.335 over 3 seeds); half of the filler after the context is random value tokens."""
 
     noise = 0.5
+    presets = FIRST_FORM_PRESETS

@@ -86,6 +86,13 @@ def budget_of(record: RunRecord) -> Budget:
     return Budget(kind, tokens, record.preset or "")
 
 
+def checkpoint_metrics(record: RunRecord) -> dict[str, dict[str, float]]:
+    """valid and test metrics of the weights a row is ranked on: the best-validation
+    checkpoint's when the record has both splits of it, else the final weights'."""
+    best = record.best_checkpoint.metrics if record.best_checkpoint else {}
+    return best if "valid" in best and "test" in best else record.metrics
+
+
 def validation_score(record: RunRecord | Mapping[str, Any]) -> float | None:
     """The validation metric a tuned value is chosen by, oriented so that higher is better:
     of the best-validation checkpoint when the record has one (plateau rows are ranked on
