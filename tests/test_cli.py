@@ -58,8 +58,13 @@ def test_smoke_run_end_to_end_writes_a_complete_record(tmp_path):
     assert best["step"] in (3, 6) and set(best["metrics"]) == {"valid", "test"}
     assert best["same_as_final"] == (best["step"] == 6)
     assert 0 <= best["metrics"]["test"]["accuracy"] <= 1
-    # every number printed is labelled with its split, its size and its checkpoint
-    assert "test, full (128 examples), final (step 6)" in result.stdout
+    # every number printed is labelled with its split, its size and its checkpoint; smoke
+    # evaluates the first 8 batches of each split (seconds on every task) and says so
+    assert "test, first 8 batches (64 examples), final (step 6)" in result.stdout
+    assert record["metrics"]["test"]["examples"] == 64
+    assert "on the first 8 batches of each split only" in result.stdout
+    assert "capped evaluation: the first 8 batches of each split (--final-eval-batches 8)" in (
+        record["flags"])
     if best["same_as_final"]:
         assert "the best-validation checkpoint is the final one (step 6)" in result.stdout
     else:

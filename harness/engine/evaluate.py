@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -29,9 +29,11 @@ def evaluate(
     batch_size: int,
     max_batches: int | None = None,
     meters: Sequence[Meter] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """The task's metrics on `split` (the first `max_batches` batches, or all); each of
-    `meters` also sees every forward's output."""
+    `meters` also sees every forward's output; `progress(done, total)` is told each batch done
+    (a full split of a large task takes minutes: harness/runner/console.py shows it)."""
     was_training = model.training
     model.eval()
     meter = task.meter(split)
@@ -46,6 +48,8 @@ def evaluate(
         meter.update(out.logits, batch)
         for m in meters:
             m.update(out, batch)
+        if progress is not None:
+            progress(i + 1, len(loader) if max_batches is None else min(len(loader), max_batches))
     model.train(was_training)
     return meter.compute()
 

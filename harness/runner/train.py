@@ -325,7 +325,8 @@ class Trainer:
     def make_record(self, status: str = "finished", error: str | None = None,
                     t_start: float | None = None) -> records.RunRecord:
         final = (final_evaluation(self.model, self.task, self.device, self.cfg, self.seq_len,
-                                  self.progress, self.work_dir)
+                                  self.progress, self.work_dir,
+                                  log=self.log if self.dist.is_main else None)
                  if status == "finished" else None)
         return build_record(
             self.cfg, task=self.task, op_names=self.model.op_names, parameters=self.n_params,
