@@ -185,6 +185,21 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
     )
 
 
+def finished_record(cfg: RunConfig, path: Path) -> records.RunRecord | None:
+    """The record at `path` if it is this configuration's (hash and seed) and finished, so
+    that a re-run answers at once, before it builds data or runs the guard; None otherwise (no
+    record, an unfinished or unreadable one: the run goes on, and says what it finds)."""
+    if not path.is_file():
+        return None
+    try:
+        record = records.load_record(path)
+    except (OSError, ValueError):
+        return None
+    if (record.status, record.config_hash, record.seed) != ("finished", cfg.digest(), cfg.seed):
+        return None
+    return record
+
+
 def load_finished(path: Path) -> records.RunRecord:
     """The record of a finished run. A bad one is named: the checkpoint can write it again."""
     try:

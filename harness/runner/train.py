@@ -35,7 +35,13 @@ from harness.runner.console import ProgressDisplay
 from harness.runner.guard import guard_leaks, refuse_leaks
 from harness.runner.lock import RunLock
 from harness.runner.progress import Progress
-from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
+from harness.runner.record import (
+    bands_text,
+    build_record,
+    final_evaluation,
+    finished_record,
+    load_finished,
+)
 from registry import ChiaroscuroError, ConfigError, files
 
 __all__ = ["Interrupted", "Trainer", "TrainingDiverged", "train"]
@@ -357,6 +363,10 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
     try:
         if trainer.dist.is_main:  # rank 0 writes for every rank: one writer per run folder
             lock.acquire()
+        # a finished run answers from its record at once: no data built, no guard run again
+        if (done := finished_record(cfg, trainer.record_path)) is not None:
+            log(f"already finished: {trainer.record_path}")
+            return done, trainer.record_path
         trainer.build()
         resumed = trainer.maybe_resume()
         if resumed and trainer.progress.finished and trainer.record_path.exists():
