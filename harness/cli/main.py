@@ -149,7 +149,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                                          seed=cfg.seed)
     print(tabulate([r.row() for r in results], headers=["check", "result", "detail"]))
     failed = [r.name for r in results if not r.passed]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    unmeasured = sum(r.verdict == "n/a" for r in results)
+    print(f"{len(results) - len(failed) - unmeasured} passed, {len(failed)} failed"
+          + (f", {unmeasured} not applicable (n/a)" if unmeasured else ""))
     return 1 if failed else 0
 
 
