@@ -365,7 +365,7 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             lock.acquire()
         # a finished run answers from its record at once: no data built, no guard run again
         if (done := finished_record(cfg, trainer.record_path)) is not None:
-            log(f"already finished: {trainer.record_path}")
+            trainer.log(f"already finished: {trainer.record_path}")
             return done, trainer.record_path
         trainer.build()
         resumed = trainer.maybe_resume()
