@@ -38,7 +38,41 @@ def readme_main_command() -> list[str]:
 def test_readme_starts_with_the_two_commands():
     lines = [line.strip() for line in README.splitlines() if line.startswith("    ")][:2]
     assert lines == ['pip install -c constraints/cpu.txt -e ".[dev]" && python -m harness run '
-                     '--router entropy --ops dct,attn --task listops', "python -m pytest -q"]
+                     '--router entropy --ops dct,attn --task listops', "python -m pytest"]
+
+
+def test_the_readme_test_command_is_the_fast_tier_and_ci_runs_both_tiers_with_budgets():
+    import shlex
+    import tomllib
+
+    pytest_ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    addopts = shlex.split(pytest_ini["ini_options"]["addopts"])
+    assert addopts[addopts.index("-m") + 1] == "not slow"  # plain `python -m pytest`: fast
+    assert "-q" not in addopts  # a line per file with its share done, not dots only
+    readme_tests = [line.strip() for line in README.splitlines() if line.startswith("    ")][1]
+    assert "python -m pytest -m slow" in README
+    ci = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in ci.splitlines()]
+    steps = [words[words.index("timeout"):] for words in lines if "timeout" in words]
+    budgets = {" ".join(step[2:]): int(step[1]) for step in steps}
+    assert readme_tests in budgets and "python -m pytest -m slow" in budgets
+    assert len(budgets) == 3  # and the scale-out step's tests
+    assert sum(budgets.values()) <= 16 * 60  # the rest (installs, plugin, checks): 4 minutes
+
+
+def test_the_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's example, as written (smoke preset: seconds), from a folder that has the
+    committed records at results/runs."""
+    section = README.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    code = "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
+    assert "harness.run(" in code and "harness.load_records(" in code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs").symlink_to(COMMITTED)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["record"].status == "finished" and list((tmp_path / "runs").glob("*.json"))
+    assert len(namespace["records"]) == len(list(COMMITTED.glob("*.json")))
 
 
 def test_readme_main_command_reproduces_a_committed_row():
