@@ -89,8 +89,9 @@ def checkout_stays_clean():
     added = _paths_in(CHECKOUT) - before
     new = sorted(p for p in added if str(Path(p).parent) not in added)  # a new folder once
     shown = ", ".join(new[:8]) + (f" and {len(new) - 8} more" if len(new) > 8 else "")
-    assert not new, (f"the tests left files in the checkout {CHECKOUT}: {shown}; pass a "
-                     f"tmp_path folder as --out, --work-dir and --cache-dir (or cwd)")
+    assert not new, (f"the tests left files in the checkout {CHECKOUT}: {shown} (unless "
+                     f"you made them while the tests ran); pass a tmp_path folder as --out, "
+                     f"--work-dir and --cache-dir (or as a subprocess's cwd)")
 
 
 @pytest.fixture(scope="session", autouse=True)
