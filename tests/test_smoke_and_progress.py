@@ -30,6 +30,12 @@ def test_a_long_evaluation_prints_progress_lines_a_short_one_nothing(monkeypatch
     assert [line.split(", ETA")[0] for line in lines] == [
         "evaluating test (final weights): 1/3 batches",
         "evaluating test (final weights): 2/3 batches"]  # the last batch: the result follows
+    tenths: list[str] = []
+    every = EvalProgress("evaluating valid (final weights)", tenths.append, quiet_s=0)
+    for done in range(1, 1001):
+        every(done, 1000)
+    assert [line.split(":")[1].split(",")[0] for line in tenths] == [
+        f" {n}/1000 batches" for n in range(100, 1000, 100)]  # a line a tenth, nine at most
     quick: list[str] = []
     short = EvalProgress("evaluating valid (final weights)", quick.append)  # 5 s of quiet
     for done in range(1, 4):

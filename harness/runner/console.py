@@ -18,8 +18,8 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 PLAIN_LINES = 20  # plain progress lines per run, besides the evaluations
-# An evaluation stays silent this long (a bar appears, or a first line), then a plain line at
-# most this often: a quick evaluation adds nothing to the output.
+# An evaluation stays silent this long before a bar or a first line appears: a quick one adds
+# nothing to the output. Then a plain line at each further tenth of its batches.
 EVAL_QUIET_S = 5.0
 
 
@@ -86,15 +86,17 @@ class ProgressDisplay:
 
 class EvalProgress:
     """``evaluate``'s ``progress(done, total)`` callback for one split: a tqdm bar on a terminal
-    (shown once the evaluation has taken EVAL_QUIET_S), otherwise a line "what: done/total
-    batches, ETA" at most every EVAL_QUIET_S. ``log=None``: shows nothing (other ranks)."""
+    once the evaluation has taken EVAL_QUIET_S, otherwise, from then on, a line "what:
+    done/total batches, ETA" at each tenth of the batches (nine at most). ``log=None``: shows
+    nothing (other ranks)."""
 
     def __init__(self, what: str, log: Callable[[str], None] | None,
                  quiet_s: float = EVAL_QUIET_S):
         self.what, self.log, self.quiet_s = what, log, quiet_s
         self.tty = log is not None and sys.stderr.isatty()
         self.bar: tqdm | None = None
-        self._start = self._last_line = time.perf_counter()
+        self._start = time.perf_counter()
+        self._next_tenth = 1
 
     def __call__(self, done: int, total: int) -> None:
         if self.log is None:
@@ -105,10 +107,10 @@ class EvalProgress:
                                 dynamic_ncols=True, leave=False, delay=self.quiet_s)
             self.bar.update(done - self.bar.n)
             return
-        now = time.perf_counter()
-        if done < total and now - self._last_line >= self.quiet_s:
-            self._last_line = now
-            eta = (now - self._start) / done * (total - done)
+        elapsed = time.perf_counter() - self._start
+        if done < total and 10 * done >= self._next_tenth * total and elapsed >= self.quiet_s:
+            self._next_tenth = 10 * done // total + 1
+            eta = elapsed / done * (total - done)
             self.log(f"{self.what}: {done}/{total} batches, ETA {_duration(eta)}")
 
     def close(self) -> None:
