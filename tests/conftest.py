@@ -18,6 +18,12 @@ from tasks import TASKS, LanguageModelingTask
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
+# pyproject's pythonpath puts the checkout first for this process; its subprocesses get it too,
+# or from the scratch working folder below they would import whatever `harness` the
+# environment has installed (another clone's, in editable mode), or none.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(CHECKOUT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
 # Hypothesis keeps examples and caches in .hypothesis/ of the folder it was imported in (the
 # checkout) unless told otherwise before its first use, which can come during collection.
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="chiaroscuro-hypothesis-")
