@@ -57,6 +57,7 @@ def test_the_readme_test_command_is_the_fast_tier_and_ci_runs_both_tiers_with_bu
     budgets = {" ".join(step[2:]): int(step[1]) for step in steps}
     assert readme_tests in budgets and "python -m pytest -m slow" in budgets
     assert len(budgets) == 3  # and the scale-out step's tests
+    assert budgets[readme_tests] <= 5 * 60  # the fast tier's promise
     assert sum(budgets.values()) <= 16 * 60  # the rest (installs, plugin, checks): 4 minutes
 
 
