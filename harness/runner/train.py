@@ -31,7 +31,7 @@ from harness.engine.model import Model, count_parameters
 from harness.engine.optim import StepResult, TrainingDiverged, TrainStep
 from harness.runner import metrics_log, tracking
 from harness.runner.best import save_best
-from harness.runner.console import ProgressDisplay
+from harness.runner.console import EvalProgress, ProgressDisplay
 from harness.runner.guard import guard_leaks, refuse_leaks
 from harness.runner.lock import RunLock
 from harness.runner.progress import Progress
@@ -293,8 +293,14 @@ class Trainer:
             self.progress.routing_history.append({"step": step, "fractions": fractions})
 
     def evaluate_valid(self, limit: int | None) -> dict[str, float]:
-        return evaluate(self.model, self.task, "valid", self.device,
-                        self.cfg.optim.batch_size, limit)
+        # the full split (--eval-batches unset) can take minutes: shown like the final one's
+        shown = EvalProgress(f"evaluating valid at step {self.progress.step}",
+                             self.log if self.dist.is_main else None)
+        try:
+            return evaluate(self.model, self.task, "valid", self.device,
+                            self.cfg.optim.batch_size, limit, progress=shown)
+        finally:
+            shown.close()
 
     def _evaluate_during_training(self, step: int, loss: float, bar: Any) -> None:
         p, task = self.progress, self.task
