@@ -139,7 +139,10 @@ def test_analyze_on_a_checkpoint_with_a_wrong_shaped_tensor_is_one_line(tmp_path
 
 
 @pytest.mark.parametrize("flags,what", [(["--seq-len", "0"], "seq_len must be >= 4"),
-                                        (["--batch-size", "1"], "batch_size must be >= 2")])
+                                        (["--batch-size", "1"], "batch_size must be >= 2"),
+                                        (["--seq-len", "100000000"],
+                                         "seq_len 100,000,000 is above the conformance suite's"),
+                                        (["--d-model", "100000"], "d_model 100,000 is above")])
 def test_conformance_sizes_it_cannot_use_are_one_line(capsys, flags, what):
     assert main(["conformance", "--ops", "attn", *flags]) == 2
     assert what in one_error_line(capsys.readouterr().err)

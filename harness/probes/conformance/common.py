@@ -19,6 +19,13 @@ RTOL = 1e-5  # exact checks, relative to max(1, |output|): FFT convolutions leak
 BF16_TOLERANCE = 0.05  # bf16 vs float32, relative RMS error over real positions
 FLOP_TOLERANCE = 0.05  # analytic vs counted FLOPs, relative
 PADDING_GARBAGE = 10.0  # padding tokens hold large random values, so any leak shows
+# Upper bounds: the checks compare whole forward passes position by position (causality cuts
+# the sequence at several places, the router checks build dense N x N references), so their
+# cost grows at least quadratically; past these a run would print nothing for minutes.
+# Timing and memory at large sizes are the bench's job.
+MAX_SEQ_LEN = 4096
+MAX_D_MODEL = 4096
+MAX_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,14 @@ class Settings:
         if self.seq_len < 4:
             raise ConfigError(f"seq_len must be >= 4 (causality is cut at several positions), "
                               f"got {self.seq_len}")
+        for name, value, bound in (("seq_len", self.seq_len, MAX_SEQ_LEN),
+                                   ("d_model", self.d_model, MAX_D_MODEL),
+                                   ("batch_size", self.batch_size, MAX_BATCH_SIZE)):
+            if value > bound:
+                raise ConfigError(f"{name} {value:,} is above the conformance suite's bound "
+                                  f"{bound:,} (exact checks at small sizes; their cost grows at "
+                                  f"least quadratically); lower it, or time large sizes with "
+                                  f"`python -m harness bench`")
 
 
 # -- small helpers ---------------------------------------------------------------------------
