@@ -22,10 +22,12 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
+from typing import IO
 
-from registry.errors import DataError
+from registry.errors import ChiaroscuroError, DataError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -170,3 +172,30 @@ def atomic_write_with(path: Path, write) -> None:
     buffer = io.BytesIO()
     write(buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+class UnsafeFile(ChiaroscuroError, OSError):
+    """A file to append to is not a plain file of its own: appending would write elsewhere.
+    A ChiaroscuroError: the command line prints it as one line."""
+
+
+def open_for_append(path: Path, remedy: str) -> IO[str]:
+    """``path`` opened for appending (created if missing) without following a link planted
+    there (its target would get the output), and refused when it is not a regular file with
+    one name (a hard link writes into its other names; a FIFO would block). ``remedy`` ends
+    the refusal's message: what the user should do."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path} is a symbolic link; {remedy}") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise UnsafeFile(f"{path} is not a regular file; {remedy}") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise UnsafeFile(f"{path} {what}; {remedy}")
+    return os.fdopen(fd, "a")

@@ -287,7 +287,8 @@ def test_real_archive_streams_a_slice(tmp_path, monkeypatch):
 
     real_open = tarfile.open
     with Counted(REAL) as raw:
-        monkeypatch.setattr(tarfile, "open", lambda path, mode, **kw: real_open(fileobj=raw, mode=mode, **kw))
+        monkeypatch.setattr(tarfile, "open",
+                            lambda path, mode, **kw: real_open(fileobj=raw, mode=mode, **kw))
         first = list(itertools.islice(iter_tar(REAL), 400))
     assert sum(read) < REAL.stat().st_size / 10  # streaming: only a slice of it was read
     assert len(first) == 400

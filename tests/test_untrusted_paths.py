@@ -125,3 +125,23 @@ def test_overrides_reach_the_cell_as_json(tmp_path):
                  "budget": {"max_time": None}}
     with config_file(overrides) as (path, fds):
         assert fds and load_config_file(path) == overrides
+
+
+def test_a_metrics_log_planted_as_a_symlink_is_not_followed(tmp_path, capsys):
+    """The run folder's metrics.jsonl is appended to at every logged step: a link planted there
+    (the folder may be shared) would send every line into its target."""
+    out = tmp_path / "out"
+    args = ["run", "--preset", "smoke", "--task", "listops", "--router", "single", "--ops",
+            "attn", "--max-steps", "2", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    _, work = run_paths(resolve({"preset": "smoke", "out": str(out), "budget": {"max_steps": 2},
+                                 "data": {"task": "listops", "cache_dir": str(tmp_path / "c")},
+                                 "routing": {"router": "single", "ops": ["attn"]}},
+                                TASKS.get("listops").presets))
+    work.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (work / "metrics.jsonl").symlink_to(victim)
+    assert main(args) == 2
+    assert victim.read_text() == "precious\n"
+    err = capsys.readouterr().err
+    assert "metrics.jsonl is a symbolic link; remove it and re-run" in err, err

@@ -14,11 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.files import atomic_write_text
+from registry.files import UnsafeFile, atomic_write_text
 
 
 def cut_back(path: Path, step: int, log: Callable[[str], None]) -> None:
     """Keep the complete lines of steps <= ``step``; rewrite the file only if that changes it."""
+    if path.is_symlink():  # its target is not this run's log: never read or replace it
+        raise UnsafeFile(f"{path} is a symbolic link; remove it and re-run")
     if not path.exists():
         return
     text = path.read_bytes().decode("utf-8", errors="replace")  # a torn tail may split a char

@@ -334,7 +334,7 @@ class Trainer:
                  "tokens_per_second": self.progress.tokens_per_second, **telemetry}
         if self.dist.is_main:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.metrics_path.open("a") as f:
+            with files.open_for_append(self.metrics_path, remedy="remove it and re-run") as f:
                 f.write(json.dumps(entry) + "\n")
         self.tracker.log(step, entry, self.model.op_names)
         gates = [layer["gate"] for layer in telemetry["layers"] if "gate" in layer]

@@ -9,10 +9,8 @@ function imports nothing of torch.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from registry.files import UnsafeFile, open_for_append
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ def run_cell(spec: CellSpec, gpu: int | None = None,
     log = Path(spec.log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        out = open_log(log)
-    except UnsafeLog as exc:
+        out = open_for_append(log, remedy="remove it and re-run the sweep")
+    except UnsafeFile as exc:
         return CellResult(f"failed ({exc})", {}, 0.0, 2)
     t0 = time.perf_counter()
     with out, config_file(spec.overrides) as (config, fds):
@@ -97,32 +97,6 @@ def config_file(overrides: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...
         f.flush()
         f.seek(0)
         yield f"/dev/fd/{f.fileno()}", (f.fileno(),)
-
-
-class UnsafeLog(OSError):
-    """A cell's log is not a plain file of its own: appending would write into another file."""
-
-
-def open_log(path: Path) -> IO[str]:
-    """The cell's log, opened for appending without following a link planted there (its target
-    would get the output) and refused when it is not a regular file with one name (a hard link
-    writes into its other names; a FIFO would block)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
-                     0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeLog(f"{path} is a symbolic link; remove it and re-run the sweep") from None
-        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
-            raise UnsafeLog(f"{path} is not a regular file; remove it and re-run the sweep") \
-                from None
-        raise
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-        os.close(fd)
-        what = "has other hard links" if stat.S_ISREG(info.st_mode) else "is not a regular file"
-        raise UnsafeLog(f"{path} {what}; remove it and re-run the sweep")
-    return os.fdopen(fd, "a")
 
 
 class CellFailed(RuntimeError):
