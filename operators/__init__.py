@@ -18,8 +18,15 @@ when it is imported.
 Roles: a class lists what it is among ``OPERATOR_ROLES`` below (``roles = ("attention",)``);
 the harness reads them with ``OPERATORS.has_role(name, role)``, never by name.
 
-Importing this package does not import torch: ``MixContext`` and ``TokenMixer`` are loaded
-from ``operators.base`` on first access.
+What a plugin operator imports from here (docs/plugins.md, section 3), each loaded on first
+access so that importing this package does not import torch:
+
+``TokenMixer`` (the base class) and ``MixContext`` (what ``forward`` is told), from
+``operators.base``, with the helpers for routed queries: ``gather_queries(x, ctx)`` (the rows
+at ``ctx.query_positions``), ``attention_mask(ctx, n_key, n_query, device)`` (padding and
+causality by original position, as a boolean mask) and ``query_count(ctx, n_key)``. The
+spectral helpers (``dct``, ``idct``, ``spectral_entropy``, ``upcast``) are imported from
+``operators.spectral``: ``operators.dct`` is the DCT operator's module.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from registry import Registry
 from registry.lazy import deferred_validator, lazy_attributes
 
 if TYPE_CHECKING:
-    from .base import MixContext, TokenMixer
+    from .base import MixContext, TokenMixer, attention_mask, gather_queries, query_count
 
 OPERATOR_ROLES = {
     "attention": "full softmax attention over every key, the quality reference a cheap mixer "
@@ -47,7 +54,9 @@ OPERATORS: Registry[type[TokenMixer]] = Registry(
 )
 register_operator = OPERATORS.register
 
-__all__ = ["OPERATORS", "OPERATOR_ROLES", "MixContext", "TokenMixer", "register_operator"]
+__all__ = ["OPERATORS", "OPERATOR_ROLES", "MixContext", "TokenMixer", "attention_mask",
+           "gather_queries", "query_count", "register_operator"]
 
-_LAZY = {"MixContext": "base", "TokenMixer": "base", "validate_operator": "base"}
+_LAZY = {"MixContext": "base", "TokenMixer": "base", "validate_operator": "base",
+         "gather_queries": "base", "attention_mask": "base", "query_count": "base"}
 __getattr__ = lazy_attributes(__name__, _LAZY)

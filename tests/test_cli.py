@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ISOLATE_PLUGINS
 
 from harness.cli.main import main
 
@@ -58,8 +59,13 @@ def test_smoke_run_end_to_end_writes_a_complete_record(tmp_path):
     assert best["step"] in (3, 6) and set(best["metrics"]) == {"valid", "test"}
     assert best["same_as_final"] == (best["step"] == 6)
     assert 0 <= best["metrics"]["test"]["accuracy"] <= 1
-    # every number printed is labelled with its split, its size and its checkpoint
-    assert "test, full (128 examples), final (step 6)" in result.stdout
+    # every number printed is labelled with its split, its size and its checkpoint; smoke
+    # evaluates the first 8 batches of each split (seconds on every task) and says so
+    assert "test, first 8 batches (64 examples), final (step 6)" in result.stdout
+    assert record["metrics"]["test"]["examples"] == 64
+    assert "on the first 8 batches of each split only" in result.stdout
+    assert "capped evaluation: the first 8 batches of each split (--final-eval-batches 8)" in (
+        record["flags"])
     if best["same_as_final"]:
         assert "the best-validation checkpoint is the final one (step 6)" in result.stdout
     else:
@@ -196,24 +202,6 @@ def test_every_command_has_a_description_examples_and_documented_flags(command):
             assert action.help and action.help != argparse.SUPPRESS, action.option_strings
 
 
-def test_help_answers_in_under_half_a_second():
-    """CPU seconds of the whole process (interpreter start included): unlike wall time, they
-    do not grow when other processes share the machine."""
-    import resource
-
-    def seconds(*args: str) -> float:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True,
-                       cwd=ROOT, check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-    for command in ["", *COMMANDS]:
-        args = [*command.split(), "--help"]
-        assert min(seconds(*args) for _ in range(3)) < 0.5, command
-    assert min(seconds("list") for _ in range(2)) < 2.0
-
-
 def test_check_help_lists_only_what_check_uses():
     text = _help("check")
     for flag in ("--router", "--ops", "--task", "--preset", "--layers", "--d-model",
@@ -293,7 +281,7 @@ def test_argument_specs_have_one_definition():
 
 
 def test_list_imports_no_torch_and_filters_by_pattern():
-    code = (
+    code = ISOLATE_PLUGINS + (  # a plugin installed here may import torch: not the built-ins
         "import sys\n"
         "from harness.cli.main import main\n"
         "assert main(['list', '*attn*', '--json']) == 0\n"

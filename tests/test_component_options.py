@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ISOLATE_PLUGINS
 from pydantic import Field
 
 from harness.cli.main import main
@@ -105,10 +106,11 @@ def test_the_command_line_refuses_bad_option_values_before_recording(args, fragm
 
 
 def test_list_shows_options_from_the_source_without_importing_pydantic_or_torch():
-    code = ("import sys, json\n"
-            "from harness.cli.main import main\n"
-            "assert main(['list', 'dct', 'random', '--json']) == 0\n"
-            "assert 'torch' not in sys.modules and 'pydantic' not in sys.modules\n")
+    code = ISOLATE_PLUGINS + (  # a plugin installed here may import torch: not the built-ins
+        "import sys, json\n"
+        "from harness.cli.main import main\n"
+        "assert main(['list', 'dct', 'random', '--json']) == 0\n"
+        "assert 'torch' not in sys.modules and 'pydantic' not in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)

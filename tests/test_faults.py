@@ -202,13 +202,29 @@ def _progress_not_json(state):
     _progress_not_json, lambda state: {**state, "rng": 7},
 ], ids=["missing key", "list instead of dict", "wrong tensor shape", "model is a list",
         "progress not JSON", "rng not a dict"])
-def test_malformed_checkpoint_gives_one_line_and_delete_hint(finished_run, capsys, damage):
-    ckpt = work_dir(finished_run) / "checkpoint.pt"
+def test_malformed_checkpoint_gives_one_line_and_delete_hint(stopped_run, capsys, damage):
+    """Resuming reads the checkpoint (a finished run answers from its record instead)."""
+    ckpt = work_dir(stopped_run) / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)
     torch.save(damage(state), ckpt)
-    assert main(run_args(finished_run)) == 2
+    assert main(run_args(stopped_run)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"checkpoint {ckpt} cannot be read" in line and "delete it to start over" in line
+
+
+def test_a_finished_run_answers_from_its_record_before_building_anything(finished_run, capsys,
+                                                                         monkeypatch):
+    """Re-running a finished command builds no data and runs no guard: it says so at once."""
+    def no_building(self):
+        raise AssertionError("a finished run was built again")
+
+    monkeypatch.setattr(Trainer, "build", no_building)
+    before = record_file(finished_run).read_text()
+    assert main(run_args(finished_run)) == 0
+    out = capsys.readouterr().out
+    assert f"already finished: {record_file(finished_run)}" in out
+    assert "test, first 8 batches" in out  # the summary, from the record
+    assert record_file(finished_run).read_text() == before
 
 
 # -- 3. a corrupt record next to a finished checkpoint -----------------------------------------

@@ -32,18 +32,48 @@ def readme_main_command() -> list[str]:
     return first.split("&& python -m harness ", 1)[1].split()
 
 
-def git_status() -> str:
-    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout
-
-
 # -- runs stay out of git; the committed board stays the committed records' --------------------
 
 
 def test_readme_starts_with_the_two_commands():
     lines = [line.strip() for line in README.splitlines() if line.startswith("    ")][:2]
     assert lines == ['pip install -c constraints/cpu.txt -e ".[dev]" && python -m harness run '
-                     '--router entropy --ops dct,attn --task listops', "python -m pytest -q"]
+                     '--router entropy --ops dct,attn --task listops', "python -m pytest"]
+
+
+def test_the_readme_test_command_is_the_fast_tier_and_ci_runs_both_tiers_with_budgets():
+    import shlex
+    import tomllib
+
+    pytest_ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    addopts = shlex.split(pytest_ini["ini_options"]["addopts"])
+    assert addopts[addopts.index("-m") + 1] == "not slow"  # plain `python -m pytest`: fast
+    assert "-q" not in addopts  # a line per file with its share done, not dots only
+    readme_tests = [line.strip() for line in README.splitlines() if line.startswith("    ")][1]
+    assert "python -m pytest -m slow" in README
+    ci = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")
+    lines = [shlex.split(line, comments=True) for line in ci.splitlines()]
+    steps = [words[words.index("timeout"):] for words in lines if "timeout" in words]
+    budgets = {" ".join(step[2:]): int(step[1]) for step in steps}
+    assert readme_tests in budgets and "python -m pytest -m slow" in budgets
+    assert len(budgets) == 3  # and the scale-out step's tests
+    assert budgets[readme_tests] <= 5 * 60  # the fast tier's promise
+    assert sum(budgets.values()) <= 16 * 60  # the rest (installs, plugin, checks): 4 minutes
+
+
+def test_the_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's example, as written (smoke preset: seconds), from a folder that has the
+    committed records at results/runs."""
+    section = README.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    code = "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
+    assert "harness.run(" in code and "harness.load_records(" in code
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs").symlink_to(COMMITTED)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["record"].status == "finished" and list((tmp_path / "runs").glob("*.json"))
+    assert len(namespace["records"]) == len(list(COMMITTED.glob("*.json")))
 
 
 def test_readme_main_command_reproduces_a_committed_row():
@@ -56,26 +86,27 @@ def test_readme_main_command_reproduces_a_committed_row():
 
 
 @pytest.mark.slow
-def test_a_run_with_default_paths_leaves_git_status_clean(tmp_path):
-    before = git_status()
+def test_a_run_with_default_paths_writes_only_what_git_ignores(tmp_path):
+    """With default paths a run writes its record, checkpoints and caches under runs/ and
+    .cache/ of the folder it runs in, and the checkout ignores both: a run in the checkout
+    leaves git status clean. (It runs in a scratch folder: the tests write nothing into the
+    checkout.)"""
     argv = ["run", "--preset", "smoke", "--seed", "90417", "--max-steps", "2"]
     cfg = resolve_config(build_parser(argv).parse_args(argv))
-    from harness.runner.train import run_paths
+    from harness.core.paths import run_paths
 
     record, work = run_paths(cfg)
     assert record.parent == Path(LOCAL_RUNS) and work.parent == Path(LOCAL_RUNS)
-    existed = (ROOT / record).exists() or (ROOT / work).exists()
-    result = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "harness", *argv], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        assert result.returncode == 0, result.stderr
-        assert (ROOT / record).exists() and (ROOT / work / "checkpoint.pt").exists()
-        assert git_status() == before  # nothing tracked changed, nothing untracked appeared
-    finally:
-        if not existed:
-            (ROOT / record).unlink(missing_ok=True)
-            shutil.rmtree(ROOT / work, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / record).exists() and (tmp_path / work / "checkpoint.pt").exists()
+    written = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    assert {Path(p).parts[0] for p in written} == {LOCAL_RUNS, ".cache"}
+    ignored = subprocess.run(["git", "check-ignore", "--stdin"], input="\n".join(written),
+                             cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert sorted(ignored) == sorted(written)  # every file it wrote, git ignores
 
 
 def _copy_record(src: Path, dst_dir: Path, **changes) -> Path:
@@ -181,7 +212,8 @@ def test_a_terminal_gets_a_live_bar_with_eta(tmp_path):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--preset", "smoke", "--max-steps", "12",
-         "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave,
+         "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=slave,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     os.close(slave)
     chunks = []

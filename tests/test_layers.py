@@ -2,7 +2,8 @@
 
 Layers, top to bottom (DESIGN.md, "The house"):
 
-    cli        harness/cli, harness/__main__.py, harness/conformance.py (the plugin entry point)
+    cli        harness/cli, harness/__main__.py, harness/conformance.py (the plugin entry point),
+               harness/api.py and harness/__init__.py (the Python API: its names load lazily)
     report     harness/report: leaderboard, plots, claims
     sweep      harness/sweep: many runs
     runner     harness/runner: guard, training driver, record building
@@ -23,15 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "registry", "operators", "routers", "tasks")
 LAYERS = [
-    ("cli", ("harness.cli", "harness.__main__", "harness.conformance")),
+    ("cli", ("harness.cli", "harness.__main__", "harness.conformance", "harness.api")),
     ("report", ("harness.report",)),
     ("sweep", ("harness.sweep",)),
     ("runner", ("harness.runner",)),
     ("probes", ("harness.probes",)),
     ("engine", ("harness.engine",)),
     ("components", ("operators", "routers", "tasks")),
-    ("core", ("harness.core", "registry", "harness")),  # harness/__init__.py: a docstring
+    ("core", ("harness.core", "registry")),
 ]
+# harness/__init__.py serves the Python API (harness.api) lazily: it sits on top, with the
+# command line. Every other module of the package is in a subpackage named above.
+TOP_PACKAGE = "harness"
 
 
 def module_name(path: Path) -> str:
@@ -62,6 +66,8 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
 
 
 def layer_of(name: str) -> int:
+    if name == TOP_PACKAGE:
+        return 0
     best = None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:

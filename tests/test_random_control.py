@@ -11,11 +11,14 @@ from routers import ROUTERS
 def _trainer(router_options, fraction=0.375):
     from harness.core.config import resolve
     from harness.runner.train import Trainer
+    from tasks import TASKS
 
+    # the task's smoke entry too: without it ListOps is generated at full size (100,000 trees,
+    # a minute of CPU) for four calibration batches
     cfg = resolve({"preset": "smoke", "routing": {"router": "random", "ops": ["dct", "attn"],
                                                   "attn_fraction": fraction,
                                                   "router_options": router_options},
-                   "data": {"task": "listops"}}, {})
+                   "data": {"task": "listops"}}, TASKS.get("listops").presets)
     trainer = Trainer(cfg, log=lambda m: None)
     trainer.build()
     return trainer

@@ -7,6 +7,7 @@ import textwrap
 import warnings
 
 import pytest
+from conftest import ISOLATE_PLUGINS
 
 from registry import ConfigError, DuplicateNameError, InvalidNameError, Registry, UnknownNameError
 
@@ -194,7 +195,7 @@ def test_listing_the_builtins_imports_neither_their_modules_nor_torch():
         operators.OPERATORS.get('identity')
         assert 'operators.identity' in sys.modules and 'operators.dct' not in sys.modules
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", ISOLATE_PLUGINS + code], check=True)
 
 
 @pytest.mark.parametrize("spec", REGISTRIES)
@@ -237,7 +238,7 @@ def test_the_roles_the_board_reads_are_declared_and_readable_without_importing()
         assert not ROUTERS.has_role("uninstalled-plugin", "control")
         assert 'torch' not in sys.modules
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", ISOLATE_PLUGINS + code], check=True)
     from operators import OPERATORS
 
     with pytest.raises(ValueError, match="unknown operator role 'atention'"):

@@ -59,7 +59,7 @@ CAUSAL_SETS = [["dct", "attn"], ["rbf", "attn"], ["dct", "rbf", "attn"]]
 
 
 def build_causal(router: str, ops: list[str], seq_len: int, seed: int):
-    from tests.conftest import _TinyLM
+    from conftest import _TinyLM
 
     return build(router, ops, seq_len, seed, task=_TinyLM(seq_len))
 
@@ -149,6 +149,21 @@ def test_check_command_passes_an_honest_combination(causal_task_and_noncausal_op
     out = capsys.readouterr().out
     assert code == 0, out
     assert "FAIL" not in out
+    # dct is all FFTs, which torch's counter cannot see: said, not passed as 0 == 0
+    flop_row = next(line for line in out.splitlines() if line.startswith("flop counter"))
+    assert "pass" in flop_row and "attn" in flop_row
+    assert "dct not countable by FlopCounterMode" in flop_row and "dct 0" not in flop_row
+
+
+def test_a_flop_counter_row_with_nothing_countable_is_not_a_pass(capsys):
+    from harness.probes.checks import check_flop_counts
+
+    task = TASKS.get("listops")(24, cache_dir="/nonexistent-never-loaded")
+    result = check_flop_counts(tiny_config("single", ["dct"]), task, 24)
+    assert result.passed and result.verdict == "n/a" and result.row()[1] == "n/a"
+    assert result.detail.startswith("dct not countable by FlopCounterMode")
+    counted = check_flop_counts(tiny_config("single", ["attn"]), task, 24)
+    assert counted.verdict == "pass" and counted.detail.startswith("agree within 5%: attn")
 
 
 @pytest.mark.parametrize("router", ["meta-batch", "entropy-topk"])

@@ -133,7 +133,7 @@ def test_a_variant_whose_loss_turns_nan_is_a_finding_not_the_runs_end(plugins, e
     finally:
         del OPERATORS._entries["nan-on-even-calls"]
     record = _record(tmp_path)
-    assert record.status == "finished" and record.training["steps"] == 12
+    assert record.status == "finished" and record.training.steps == 12
     assert any(f.startswith("leaky: check 'batch independence' failed at training step")
                and "loss became nan" in f for f in record.flags), record.flags
 

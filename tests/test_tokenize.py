@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -303,15 +302,15 @@ def test_hub_probe_respects_offline_env(monkeypatch):
     assert not ok and "HF_HUB_OFFLINE" in reason
 
 
-def test_hub_probe_is_quick_when_unreachable(monkeypatch):
+def test_hub_probe_is_quick_when_unreachable(monkeypatch, waits):
+    """One connection attempt, bounded by the timeout given; no retry, no wait."""
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(text, "_hub_cache", {})
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
-    t0 = time.monotonic()
     ok, reason = text.hub_reachable(timeout=1.0)
     assert not ok and "127.0.0.1:9" in reason
-    assert time.monotonic() - t0 < 3
+    assert waits.connections == [(("127.0.0.1", 9), 1.0)] and waits.sleeps == []
 
 
 def test_real_tasks_are_registered_with_presets():

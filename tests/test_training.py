@@ -253,8 +253,15 @@ def test_torchrun_two_gloo_processes_match_one_process_and_resume_exactly(tmp_pa
             if steps and max(steps) >= 5:
                 break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers at once
+    # torchrun starts each worker in a session of its own: killing torchrun's process group
+    # left them running to the end (and the re-launch then found a finished run)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    for pid in workers:  # torchrun and both workers at once
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert len(workers) == 2, "the workers were not found through /proc"
     assert steps and max(steps) < 30, "the run finished before it could be killed"
     assert not list(killed.glob("*.json"))
     resumed = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True,

@@ -31,7 +31,7 @@ fi
 echo "ok: dwconv, flatness and copy are listed with origin $DIST"
 
 echo "== the conformance suite on the plugin's operator and router"
-python -m harness.conformance --ops dwconv --router flatness
+python -m harness conformance --ops dwconv --router flatness
 python -m pytest -q -p no:cacheprovider examples/plugin/tests
 
 echo "== python -m harness check with the plugin's components"

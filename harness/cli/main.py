@@ -15,9 +15,9 @@ import sys
 import textwrap
 
 from harness.cli import texts
-from harness.core.flags import add_flags, given_flags, overrides_from, refuse_file_as_folder
+from harness.core.flags import add_flags, given_flags, overrides_from
 from harness.core.malloc import keep_freed_memory
-from harness.core.options import CHECK_IGNORES, CHECK_USES, OPTIONS, check_keys, value_at
+from harness.core.options import CHECK_IGNORES, CHECK_USES, OPTIONS, check_keys
 from harness.core.paths import LOCAL_RUNS
 from harness.core.presets import HARNESS_PRESETS, PRESETS
 from harness.core.warning_lines import one_line_warnings
@@ -60,34 +60,25 @@ def add_run_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> N
 
 
 def resolve_config(args: argparse.Namespace):
-    import torch
-
-    from harness.core.config import deep_merge, load_config_file, resolve
-    from tasks import TASKS
+    from harness.cli.start import resolve_overrides
+    from harness.core.config import deep_merge, load_config_file
 
     overrides = overrides_from(args, OPTIONS)
     if "config" in vars(args):
         from_file = load_config_file(args.config)
         check_keys(from_file, f"config file {args.config}")
         overrides = deep_merge(from_file, overrides)
-    if "preset" not in overrides:
-        overrides["preset"] = "paper" if torch.cuda.is_available() else "cpu"
-    task_name = overrides.get("data", {}).get("task", "listops")
-    task_presets = getattr(TASKS.get(task_name), "presets", {}) or {}
-    return resolve(overrides, task_presets)
+    return resolve_overrides(overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from harness.cli import summary
+    from harness.cli.start import start
     from harness.core.paths import run_paths
-    from harness.runner.train import train
 
     cfg = resolve_config(args)
-    for o in OPTIONS:
-        if o.folder:  # before any work: a file there would fail late, with a traceback
-            refuse_file_as_folder(o.flag_name, value_at(cfg, o.path))
     if getattr(args, "dry_run", False):
         from harness.runner.plan import print_plan
 
@@ -98,9 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not ckpt.exists():
             raise ConfigError(f"--resume: no checkpoint at {ckpt}; run without --resume to "
                               f"start, or pass the --out of the run to resume")
-    print(f"preset in force: {cfg.preset}")
-    print(summary.config_block(cfg))
-    record, path = train(cfg)
+    record, path = start(cfg)
     print(tabulate(summary.metric_rows(record) + summary.measured_rows(record),
                    headers=["split, size, checkpoint", "metric", "value"]))
     for note in (summary.subset_note(record), summary.best_note(record),
@@ -147,7 +136,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                                          seed=cfg.seed)
     print(tabulate([r.row() for r in results], headers=["check", "result", "detail"]))
     failed = [r.name for r in results if not r.passed]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    unmeasured = sum(r.verdict == "n/a" for r in results)
+    print(f"{len(results) - len(failed) - unmeasured} passed, {len(failed)} failed"
+          + (f", {unmeasured} not applicable (n/a)" if unmeasured else ""))
     return 1 if failed else 0
 
 

@@ -30,7 +30,9 @@ def config_block(cfg: Any) -> str:
         f"{o.warmup_steps}, weight_decay {o.weight_decay}, grad_clip {o.grad_clip}",
         f"budget   {b.max_steps} steps, max_time {opt(b.max_time)}, max_tokens "
         f"{opt(b.max_tokens)}, eval every {b.eval_every} on {opt(b.eval_batches)} valid "
-        f"batches, patience {opt(b.patience)}",
+        f"batches, patience {opt(b.patience)}"
+        + ("" if b.final_eval_batches is None else
+           f"; final evaluation on the first {b.final_eval_batches} batches of each split"),
         f"config   {cfg.digest()} (hash of everything above but seed, device and threads)",
     ]
     return "resolved config:\n" + "\n".join("  " + line for line in lines)
@@ -48,9 +50,17 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def final_eval_batches(record: RunRecord) -> int | None:
+    """The cap on each split's batches in the final evaluation; None: the full splits."""
+    return record.config.get("budget", {}).get("final_eval_batches")
+
+
 def metric_rows(record: RunRecord) -> list[list[str]]:
     """[what, metric, value] for the final and best-validation checkpoints, each split
-    labelled with its size (the full split, unlike the subset evaluated during training)."""
+    labelled with its size (the full split, unlike the subset evaluated during training, or
+    its first --final-eval-batches batches)."""
+    cap = final_eval_batches(record)
+    extent = "full" if cap is None else f"first {cap} batches"
     rows = []
     best = record.best_checkpoint
     sources = [(f"final (step {record.training.steps})", record.metrics)]
@@ -58,15 +68,20 @@ def metric_rows(record: RunRecord) -> list[list[str]]:
         sources.append((f"best valid (step {best.step})", best.metrics))
     for label, metrics in sources:
         for split, values in metrics.items():
-            where = f"{split}, full ({_size(values)}), {label}"
+            where = f"{split}, {extent} ({_size(values)}), {label}"
             rows += [[where, name, _fmt(v)] for name, v in values.items()
                      if name not in ("examples", "tokens")]
     return rows
 
 
 def subset_note(record: RunRecord) -> str | None:
-    """What the valid numbers printed during training were computed on."""
+    """What the valid numbers printed during training, and the table, were computed on."""
     history = record.training.history
+    cap = final_eval_batches(record)
+    if cap is not None:
+        return (f"every number above is on the first {cap} batches of each split only "
+                f"(--final-eval-batches {cap}; the smoke preset caps the evaluation so that "
+                f"it takes seconds): not comparable with full-split numbers")
     if not history:
         return None
     return (f"valid numbers printed during training were on a subset "

@@ -176,6 +176,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("budget.eval_batches", int, None,
            "validation batches per evaluation during training; the final evaluation uses the "
            "full split", metavar="N", group=OPTIM, gt=0, nullable=True, default_text="all"),
+    # Capped only where a run must take seconds (the smoke preset): the record's split sizes
+    # and the run summary then say "capped", and the board never ranks it against full splits.
+    Option("budget.final_eval_batches", int, None,
+           "batches of each split in the final evaluation (smoke caps it; the summary says "
+           "so)", metavar="N", group=OPTIM, gt=0, nullable=True, added=True,
+           default_text="all: the full splits"),
     # To the plateau: stop once `patience` evaluations in a row have not improved the
     # validation metric by more than `min_delta` (relative) over the best so far.
     Option("budget.patience", int, None,

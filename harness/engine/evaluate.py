@@ -4,7 +4,7 @@ line as the batches they vary."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -33,10 +33,12 @@ def evaluate(
     max_batches: int | None = None,
     meters: Sequence[Meter] = (),
     watch: LeakWatch | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """The task's metrics on `split` (the first `max_batches` batches, or all); each of
     `meters` also sees every forward's output. With a `watch`, a random sample of the batches
-    is probed (the probes' outputs count nowhere)."""
+    is probed (the probes' outputs count nowhere). `progress(done, total)` is told each batch
+    done (a full split of a large task takes minutes: harness/runner/console.py shows it)."""
     was_training = model.training
     model.eval()
     meter = task.meter(split)
@@ -58,6 +60,8 @@ def evaluate(
                 meter.update(out.logits, run.batch)
                 for m in meters:
                     m.update(out, run.batch)
+        if progress is not None:
+            progress(i + 1, n_batches)
     model.train(was_training)
     return meter.compute()
 

@@ -4,6 +4,9 @@ On a terminal (stderr is a TTY): a tqdm bar with step/total, ETA, train loss, th
 validation-subset metric and tokens/s. Otherwise (a pipe, a log file, CI): one plain line about
 every 5% of the steps and at each evaluation, each with step/total and an ETA, so a log read
 later says how far the run came.
+
+A long evaluation (the full splits at the end take minutes on WikiText or IMDB) shows its own
+progress the same two ways (``EvalProgress``); a short one shows nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 PLAIN_LINES = 20  # plain progress lines per run, besides the evaluations
+# An evaluation stays silent this long before a bar or a first line appears: a quick one adds
+# nothing to the output. Then a plain line at each further tenth of its batches.
+EVAL_QUIET_S = 5.0
 
 
 def _duration(seconds: float) -> str:
@@ -76,3 +82,37 @@ class ProgressDisplay:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class EvalProgress:
+    """``evaluate``'s ``progress(done, total)`` callback for one split: a tqdm bar on a terminal
+    once the evaluation has taken EVAL_QUIET_S, otherwise, from then on, a line "what:
+    done/total batches, ETA" at each tenth of the batches (nine at most). ``log=None``: shows
+    nothing (other ranks)."""
+
+    def __init__(self, what: str, log: Callable[[str], None] | None,
+                 quiet_s: float = EVAL_QUIET_S):
+        self.what, self.log, self.quiet_s = what, log, quiet_s
+        self.tty = log is not None and sys.stderr.isatty()
+        self.bar: tqdm | None = None
+        self._start = time.perf_counter()
+        self._next_tenth = 1
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.log is None:
+            return
+        if self.tty:
+            if self.bar is None:
+                self.bar = tqdm(total=total, desc=self.what, unit="batch", file=sys.stderr,
+                                dynamic_ncols=True, leave=False, delay=self.quiet_s)
+            self.bar.update(done - self.bar.n)
+            return
+        elapsed = time.perf_counter() - self._start
+        if done < total and 10 * done >= self._next_tenth * total and elapsed >= self.quiet_s:
+            self._next_tenth = 10 * done // total + 1
+            eta = elapsed / done * (total - done)
+            self.log(f"{self.what}: {done}/{total} batches, ETA {_duration(eta)}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -7,6 +7,7 @@ record from that and from what training counted. Neither sees the training drive
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from harness.engine.meters.telemetry import EntropyHistogramMeter
 from harness.engine.model import Model, band_map
 from harness.engine.watch import LeakWatch
 from harness.runner.best import best_checkpoint_metrics
+from harness.runner.console import EvalProgress
 from harness.runner.progress import Progress
 from registry import DataError
 from tasks import Task
@@ -45,25 +47,34 @@ class FinalEvaluation:
 
 def final_evaluation(model: Model, task: Task, device: torch.device, cfg: RunConfig,
                      seq_len: int, progress: Progress, work_dir: Path,
-                     watch: LeakWatch | None = None) -> FinalEvaluation:
+                     watch: LeakWatch | None = None,
+                     log: Callable[[str], None] | None = None) -> FinalEvaluation:
     """Full valid and test splits of the final weights (with the test split's cost, the
     spectral entropy of the tokens each operator received and the routing against the task's
     ground truth), then the best-validation weights' valid and test metrics. Every one of these
-    evaluations is probed for leaks by `watch` along its own path."""
-    batch_size = cfg.optim.batch_size
+    evaluations is probed for leaks by `watch` along its own path. Each split is capped at
+    --final-eval-batches when set (the smoke preset); `log` shows a long one's progress."""
+    batch_size, limit = cfg.optim.batch_size, cfg.budget.final_eval_batches
+
+    def measure(split: str, weights: str, meters: tuple = ()) -> dict[str, float]:
+        shown = EvalProgress(f"evaluating {split} ({weights} weights)", log)
+        try:
+            return evaluate(model, task, split, device, batch_size, limit, meters=meters,
+                            watch=watch, progress=shown)
+        finally:
+            shown.close()
+
     cost = CostMeter(model, d_model=cfg.model.d_model, heads=cfg.model.heads, seq_len=seq_len,
                      causal=task.causal)
     n_layers = len(model.mixing_layers)
     histogram = EntropyHistogramMeter(n_layers, model.op_names, "test")
     truth = GroundTruthMeter(n_layers)
-    metrics = {"valid": evaluate(model, task, "valid", device, batch_size, watch=watch),
-               "test": evaluate(model, task, "test", device, batch_size,
-                                meters=(cost, histogram, truth), watch=watch)}
+    metrics = {"valid": measure("valid", "final"),
+               "test": measure("test", "final", meters=(cost, histogram, truth))}
     ground_truth, predictor_accuracy = truth.summary()
 
     def both_splits() -> dict[str, dict[str, float]]:
-        return {split: evaluate(model, task, split, device, batch_size, watch=watch)
-                for split in ("valid", "test")}
+        return {split: measure(split, "best-validation") for split in ("valid", "test")}
 
     best = best_checkpoint_metrics(model, both_splits, work_dir, progress.best, progress.step,
                                    metrics, task.metric)
@@ -119,6 +130,14 @@ def task_data(task: Task) -> dict[str, Any]:
     return data
 
 
+def capped_evaluation_flags(cfg: RunConfig) -> list[str]:
+    """A record evaluated on the first batches of each split only (the smoke preset) is not
+    comparable with full-split records: flagged, so the board never ranks it above them."""
+    n = cfg.budget.final_eval_batches
+    return [] if n is None else [f"capped evaluation: the first {n} batches of each split "
+                                 f"(--final-eval-batches {n})"]
+
+
 def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters: int,
                  flags: list[str], progress: Progress, train_cost: dict[str, Any],
                  final: FinalEvaluation | None, device: torch.device, processes: int,
@@ -140,7 +159,7 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         preset=cfg.preset,
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
-        flags=flags + collapse_flags(collapses),
+        flags=flags + collapse_flags(collapses) + capped_evaluation_flags(cfg),
         metrics=final.metrics if final else {},
         cost={"test": final.test_cost if final else None, "train": train_cost,
               "execution": cfg.routing.execution, "bands": op_bands,
@@ -165,6 +184,21 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         best_checkpoint=final.best_checkpoint if final else None,
         **extra,
     )
+
+
+def finished_record(cfg: RunConfig, path: Path) -> records.RunRecord | None:
+    """The record at `path` if it is this configuration's (hash and seed) and finished, so
+    that a re-run answers at once, before it builds data or runs the guard; None otherwise (no
+    record, an unfinished or unreadable one: the run goes on, and says what it finds)."""
+    if not path.is_file():
+        return None
+    try:
+        record = records.load_record(path)
+    except (OSError, ValueError):
+        return None
+    if (record.status, record.config_hash, record.seed) != ("finished", cfg.digest(), cfg.seed):
+        return None
+    return record
 
 
 def load_finished(path: Path) -> records.RunRecord:

@@ -32,12 +32,18 @@ from harness.engine.optim import StepResult, TrainingDiverged, TrainStep
 from harness.engine.watch import LeakWatch
 from harness.runner import metrics_log, tracking
 from harness.runner.best import save_best
-from harness.runner.console import ProgressDisplay
+from harness.runner.console import EvalProgress, ProgressDisplay
 from harness.runner.guard import guard_leaks, guard_trained, refuse_leaks, run_flags
 from harness.runner.lock import RunLock
 from harness.runner.plan import device_memory, refuse_oversized
 from harness.runner.progress import Progress
-from harness.runner.record import bands_text, build_record, final_evaluation, load_finished
+from harness.runner.record import (
+    bands_text,
+    build_record,
+    final_evaluation,
+    finished_record,
+    load_finished,
+)
 from registry import ChiaroscuroError, ConfigError, files
 
 __all__ = ["Interrupted", "Trainer", "TrainingDiverged", "train"]
@@ -339,8 +345,14 @@ class Trainer:
             self.progress.routing_history.append({"step": step, "fractions": fractions})
 
     def evaluate_valid(self, limit: int | None) -> dict[str, float]:
-        return evaluate(self.model, self.task, "valid", self.device,
-                        self.cfg.optim.batch_size, limit)
+        # the full split (--eval-batches unset) can take minutes: shown like the final one's
+        shown = EvalProgress(f"evaluating valid at step {self.progress.step}",
+                             self.log if self.dist.is_main else None)
+        try:
+            return evaluate(self.model, self.task, "valid", self.device,
+                            self.cfg.optim.batch_size, limit, progress=shown)
+        finally:
+            shown.close()
 
     def _evaluate_during_training(self, step: int, loss: float, bar: Any) -> None:
         p, task = self.progress, self.task
@@ -382,7 +394,8 @@ class Trainer:
             guard_trained(cfg, self.model, self.task, self.seq_len, self.micro,
                           cfg.optim.batch_size, self.watch, self.log)
             final = final_evaluation(self.model, self.task, self.device, cfg, self.seq_len,
-                                     self.progress, self.work_dir, self.watch)
+                                     self.progress, self.work_dir, self.watch,
+                                     log=self.log if self.dist.is_main else None)
             self.flags += run_flags(cfg, self.watch, self.log)
         return build_record(
             self.cfg, task=self.task, op_names=self.model.op_names, parameters=self.n_params,
@@ -416,6 +429,10 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             writable_folder(trainer.record_path.parent, "--out")
             writable_folder(trainer.work_dir, "--work-dir" if cfg.work_dir else "--out")
             lock.acquire()
+        # a finished run answers from its record at once: no data built, no guard run again
+        if (done := finished_record(cfg, trainer.record_path)) is not None:
+            trainer.log(f"already finished: {trainer.record_path}")
+            return done, trainer.record_path
         trainer.build()
         resumed = trainer.maybe_resume()
         if resumed and trainer.progress.finished and trainer.record_path.exists():

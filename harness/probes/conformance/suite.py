@@ -47,7 +47,7 @@ Use it three ways::
     test_my_router = router_conformance_tests(MyRouter)
 
     # command line, on registered names (plugins included)
-    python -m harness.conformance --ops my_mixer --router my_router
+    python -m harness conformance --ops my_mixer --router my_router
 """
 
 # Also importable by name though not in __all__: main (harness/conformance.py, __main__.py),
