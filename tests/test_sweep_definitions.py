@@ -25,6 +25,29 @@ def test_every_cell_of_the_definition_can_run(file, cells, capsys):
     assert f"{cells} cells to run, 0 skipped" in capsys.readouterr().out
 
 
+def test_the_sweep_files_make_the_rows_this_section_reads():
+    """The definition and its routed pairs: >= 3 settings x >= 3 widths for attention, dct and
+    two cheap mixers, 3 seeds; the routed pairs at the middle setting and width."""
+    sweep = tomllib.loads(DIFFICULTY.read_text())
+    routed = tomllib.loads(ROUTED.read_text())
+    grid, cases = sweep["sweep"], sweep["sweep"]["cases"]
+    ops = grid["ops"][0]
+    assert {"attn", "dct"} <= set(ops) and len(ops) >= 4 and grid["seeds"] == [0, 1, 2]
+    widths = grid["model.d_model"]
+    assert len(widths) >= 3 and len(cases) >= 3
+    middle = cases[len(cases) // 2]
+    assert routed["base"]["data"] == middle["data"]
+    assert routed["base"]["optim"] == middle["optim"]
+    assert routed["base"]["model"]["d_model"] == widths[len(widths) // 2]
+    assert routed["base"]["preset"] == sweep["base"]["preset"]
+    assert {tuple(p) for p in routed["sweep"]["ops"]} == {(op, "attn") for op in ops
+                                                          if op not in ("attn", "dct")}
+    assert set(routed["sweep"]["routers"]) == {"entropy", "random", "oracle"}
+    for case in cases:  # Zoology's rule: the vocabulary is larger than the sequence
+        assert case["data"]["task_options"]["vocab_size"] > case["data"]["seq_len"]
+    assert sweep["base"]["preset"] == "cpu"
+
+
 @pytest.mark.slow
 def test_a_slice_of_the_sweep_lands_on_the_board(tmp_path):
     from harness.report.leaderboard import board as lb
