@@ -166,18 +166,22 @@ def test_stands_in_within_two_points_of_attentions_best_width(runs):
 
 def test_the_table_names_the_cheapest_row_with_its_interval_or_none(runs):
     text = _board(runs).markdown
-    rows = [line for line in text.splitlines() if line.startswith("| seq_len=")]
-    table = {line.split("|")[1].strip(): line for line in rows if "attention" not in line
-             and "d_model 64: " in line or "none" in line}
-    a = next(v for k, v in table.items() if k.startswith("seq_len=30"))
-    b = next(v for k, v in table.items() if k.startswith("seq_len=62"))
-    linear_a = SINGLES["A", "linear", 32][0]
-    assert f"d_model 32: {fixed(mean(linear_a), 3)} {_ci(linear_a)}, state 1,056" in a
-    assert "linear d_model 32: state 1,056" in a  # cheapest by state
-    assert f"hyena d_model 64: {1e6 / 20_000:.1f} µs/token" in a  # cheapest by time
+    start = text.index("### mqar (preset cpu): difficulty sweep")
+    table = text[start:].split("\n\n")[2].splitlines()  # the heading, the intro, the table
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert header == ["setting", "attention (best width)", "hyena", "linear",
+                      "cheapest by state", "cheapest by time"]
+    a, b = ([c.strip() for c in line.split("|")[1:-1]] for line in table[2:])
+    linear_a, hyena_a = SINGLES["A", "linear", 32][0], SINGLES["A", "hyena", 64][0]
+    assert a[1] == "1.000 [1.000, 1.000] at d_model 32"  # the smaller width on a tie
+    assert a[3] == f"d_model 32: {fixed(mean(linear_a), 3)} {_ci(linear_a)}, state 1,056"
+    assert a[4] == f"linear d_model 32: state 1,056, {fixed(mean(linear_a), 3)} {_ci(linear_a)}"
+    assert a[5] == (f"hyena d_model 64: {1e6 / 20_000:.1f} µs/token, "
+                    f"{fixed(mean(hyena_a), 3)} {_ci(hyena_a)}")
     linear_b = SINGLES["B", "linear", 64][0]
-    assert f"none (best {fixed(mean(linear_b), 3)} {_ci(linear_b)} at d_model 64)" in b
-    assert "1.000 (1 seed" not in b and "at d_model 64" in b
+    assert b[1] == "1.000 [1.000, 1.000] at d_model 64"
+    assert b[3] == f"none (best {fixed(mean(linear_b), 3)} {_ci(linear_b)} at d_model 64)"
+    assert b[4].startswith("hyena d_model 64: state 4,352")
     assert "mqar_cpu_difficulty.png" in text
 
 
