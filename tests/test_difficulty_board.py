@@ -43,11 +43,11 @@ SETTINGS = {"A": A, "B": B}
 def record(router: str, ops: tuple[str, ...], seed: int, accuracy: float, *, setting: dict,
            d_model: int, tokens_per_second: float = 1000.0, flags: list[str] | None = None,
            truth: list[dict[str, float]] | None = None, fraction: float = 1.0,
-           task: str = "mqar") -> dict:
+           task: str = "mqar", op_options: dict | None = None) -> dict:
     cfg = RunConfig.model_validate({
         "preset": "cpu", "seed": seed, "device": "cpu",
         "model": {"layers": 2, "d_model": d_model, "heads": 1},
-        "routing": {"router": router, "ops": list(ops)},
+        "routing": {"router": router, "ops": list(ops), "op_options": op_options or {}},
         "data": {"task": task, "seq_len": setting["seq_len"],
                  "task_options": {"n_pairs": setting["n_pairs"],
                                   "vocab_size": setting["vocab_size"]}},
@@ -65,8 +65,8 @@ def record(router: str, ops: tuple[str, ...], seed: int, accuracy: float, *, set
                           "model_flops_per_token": 3e5, "per_layer": []}},
         "training": {"steps": 300, "stop_reason": "max_steps", "train_tokens": 10_000,
                      "tokens_per_second": tokens_per_second, "history": []},
-        "parameters": 1000, "data": {"name": task, "seq_len": setting["seq_len"],
-                                     "causal": True},
+        "operator_options": op_options or {}, "parameters": 1000,
+        "data": {"name": task, "seq_len": setting["seq_len"], "causal": True},
         "environment": {"hardware": "Test CPU (1 threads)", "device": "cpu",
                         "git_commit": "abc"},
         "task_metric": "accuracy", "higher_is_better": True,
@@ -227,3 +227,18 @@ def test_without_a_sweep_the_section_is_one_line_naming_the_command(tmp_path):
     assert difficulty.SWEEP_COMMAND in section[2]
     assert "sweeps/mqar_difficulty.toml" in difficulty.SWEEP_COMMAND
 
+
+
+def test_an_operators_options_set_its_state_and_name_it_once(tmp_path):
+    d = tmp_path / "results" / "runs"
+    d.mkdir(parents=True)
+    for width in (32, 64):
+        write(d, record("single", ("attn",), 0, 1.0, setting=A, d_model=width))
+        write(d, record("single", ("swa",), 0, 0.5, setting=A, d_model=width,
+                        op_options={"swa": {"window": 8}}))
+    (sweep,) = _sweeps(d)
+    swa = {p.width: p for p in sweep.settings[0].cheap}
+    assert swa[32].state == 2 * 8 * 32  # the window's keys and values, not the sequence's
+    assert swa[32].mixer == "swa(window=8)" == swa[32].name
+    text = _board(d).markdown
+    assert "| swa(window=8) " in text and "none (best 0.500 (1 seed, no interval)" in text

@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.core.metrics import fixed, task_metric
 from harness.core.stats import mean, mean_interval, sample_std
-from harness.report.leaderboard.format import slug
+from harness.report.leaderboard.format import options_text, slug
 from harness.report.leaderboard.groundtruth import layer_means
 from harness.report.leaderboard.groups import ROUTED_ONLY, TOKENS_PER_SECOND, Group
 from harness.report.leaderboard.render import parameter_label
@@ -67,7 +67,14 @@ class Point:
 
     @property
     def mixer(self) -> str:
+        """The operator with its options, escaped for markdown (``Group.operators_text``)."""
         return self.group.operators_text
+
+    @property
+    def name(self) -> str:
+        """The operator with its options as plain text, for the figure."""
+        options = self.group.first.operator_options.get(self.operator)
+        return self.operator + (f"({options_text(options)})" if options else "")
 
     @property
     def operator(self) -> str:
@@ -282,11 +289,11 @@ def _cheapest_cell(setting: Setting, by: str) -> str:
     if p is None:
         return "none"
     cost = (f"state {_state_text(p)}" if by == "state" else f"{_time_text(p)} µs/token")
-    return f"{escape(p.mixer)} d_model {p.width}: {cost}, {_accuracy(p)}"
+    return f"{p.mixer} d_model {p.width}: {cost}, {_accuracy(p)}"
 
 
 def _stands_in_table(sweep: Sweep) -> list[str]:
-    headers = ["setting", "attention (best width)", *[escape(m) for m in sweep.mixers],
+    headers = ["setting", "attention (best width)", *sweep.mixers,
                "cheapest by state", "cheapest by time"]
     rows = []
     for s in sweep.settings:
@@ -307,7 +314,7 @@ def _points_table(sweep: Sweep) -> list[str]:
         ref = s.reference
         for p in sorted(s.points, key=lambda p: (not p.attention, p.mixer, p.width)):
             interval = mean_interval(p.accuracy)
-            rows.append([escape(s.label), escape(p.mixer), str(p.width), str(len(p.accuracy)),
+            rows.append([escape(s.label), p.mixer, str(p.width), str(len(p.accuracy)),
                          mean_std(p.accuracy, 3),
                          "—" if interval is None else
                          f"[{fixed(interval[0], 3)}, {fixed(interval[1], 3)}]",
@@ -326,7 +333,7 @@ def _routed_lines(sweep: Sweep) -> list[str]:
             fraction = g.attention_fraction
             truth = [mean_std(layer_means(g, k), 3) for k in ("routed_fraction", "recall",
                                                               "precision")]
-            alone = "; ".join(f"{escape(p.mixer)} {fixed(p.mean, 3)}" for p in s.points
+            alone = "; ".join(f"{p.mixer} {fixed(p.mean, 3)}" for p in s.points
                               if p.width == _width(g) and p.operator in g.operators)
             rows.append([escape(s.label), str(_width(g)), name, g.operators_text,
                          str(len(g.records)), mean_std(g.values("test", sweep.metric), 3),
@@ -369,8 +376,8 @@ def _spec(sweep: Sweep, plots_dir: Path, colors: dict[str, Any]) -> dict[str, An
     for s in sweep.settings:
         series: dict[str, dict[str, Any]] = {}
         for p in sorted(s.points, key=lambda p: p.width):
-            entry = series.setdefault(p.mixer, {
-                "name": p.mixer, "color": colors["operators"].get(p.operator, "0.5"),
+            entry = series.setdefault(p.name, {
+                "name": p.name, "color": colors["operators"].get(p.operator, "0.5"),
                 "attention": p.attention, "points": []})
             entry["points"].append({"width": p.width, "state": p.state, "time": p.time,
                                     "y": p.mean, "yerr": sample_std(p.accuracy) or 0.0})
