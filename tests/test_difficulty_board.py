@@ -242,3 +242,12 @@ def test_an_operators_options_set_its_state_and_name_it_once(tmp_path):
     assert swa[32].mixer == "swa(window=8)" == swa[32].name
     text = _board(d).markdown
     assert "| swa(window=8) " in text and "none (best 0.500 (1 seed, no interval)" in text
+
+
+def test_attention_and_dct_declare_the_state_the_board_says():
+    from operators import OPERATORS
+
+    attn, dct = (OPERATORS.get(op)(64, 2, 30, True) for op in ("attn", "dct"))
+    assert attn.state_size(10) == 2 * 10 * 64 and attn.state_size(300) == 2 * 300 * 64
+    assert dct.state_size(10) == 10 * 64 and dct.state_size(300) == 30 * 64  # max_len 30
+    assert "2 x N x d" in difficulty.STATE_TEXT and "min(N, max_len) x d" in difficulty.STATE_TEXT

@@ -51,6 +51,12 @@ WITHIN = 0.02  # a row stands in for attention at most this far below attention'
 TITLE = "## Where a cheap mixer stands in for attention (difficulty sweeps)"
 SWEEP_COMMAND = ("python -m harness sweep --file sweeps/mqar_difficulty.toml --jobs 2 "
                  "--out results/runs")
+# what each built-in operator's state_size declares (pinned by tests/test_difficulty_board.py
+# and tests/test_{linear,hyena,ssd,swa}.py; the operators' docstrings say why)
+STATE_TEXT = ("attn: its KV cache, 2 x N x d, growing with the length; dct: the causal "
+              "kernel's input history, min(N, max_len) x d; hyena: the same plus its short "
+              "convolution's 3 x 2 x d; linear: d x (d / heads + 1) whatever the length; ssd: "
+              "d x d_state; swa: 2 x min(N, window) x d")
 AXES = (("width", "d_model"), ("state", "recurrent state per layer (floats)"),
         ("time", "training time per token (µs, measured)"))
 
@@ -365,9 +371,8 @@ def _intro(sweep: Sweep) -> list[str]:
             f"{WITHIN * 100:.0f} points below attention's best over the widths; per mixer "
             f"its smallest-state such row, else *none* and its best. Intervals: 95% t "
             f"intervals over seeds. State: floats per sequence per layer, as each operator "
-            f"declares it (attention's KV cache 2 x N x d grows with the length; linear "
-            f"attention's d x (d/heads + 1) does not). Time: µs of training per token, "
-            f"{where} only.", ""]
+            f"declares it at the row's length N ({STATE_TEXT}). Time: µs of training per "
+            f"token, {where} only.", ""]
 
 
 def _spec(sweep: Sweep, plots_dir: Path, colors: dict[str, Any]) -> dict[str, Any]:
