@@ -139,6 +139,11 @@ class Attention(TokenMixer):
     def _instead(self) -> str:
         return self.instead.format(name=self.registry_name)
 
+    def state_size(self, n_tokens: int) -> int:
+        """Floats of state one sequence carries when decoded token by token: the keys and
+        values of every token so far (its KV cache), 2 x N x d_model, growing with N."""
+        return 2 * n_tokens * self.d_model
+
     @property
     def backend(self) -> str:
         """The kernel this operator runs where its weights are ("sdpa", "flex", ...): what

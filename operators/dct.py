@@ -327,6 +327,13 @@ class DCTMixer(TokenMixer):
             # h = 1 at every frequency: the identity, so training starts stable.
             self.filter = nn.Parameter(torch.ones(n_freq, d_model))
 
+    def state_size(self, n_tokens: int) -> int:
+        """Floats one sequence carries when run as a recurrence: the causal form is a long
+        convolution whose kernel spans max_len taps, so its last min(N, max_len) inputs per
+        channel, the filter's length x d_model (the non-causal form reads the whole sequence:
+        the same count up to max_len)."""
+        return self.d_model * min(n_tokens, self.max_len)
+
     # -- non-causal: filter in the DCT domain --------------------------------------------------
 
     def frequency_response(self, n: int) -> Tensor:

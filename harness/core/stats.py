@@ -9,6 +9,7 @@ nothing heavy to answer ``--help``.
   sides ran the same seeds (a seed fixes the initialisation and the data order, so seed-matched
   runs differ only in the configuration); Welch's otherwise. ``welch(a, b)`` is Welch's alone,
   for lists. The 95% confidence interval is for mean(A) - mean(B) (paired: the mean difference).
+- ``mean_interval(xs)``: the 95% t interval of a mean over seeds.
 - ``binomial_interval(k, n)``: the exact interval of a proportion (an accuracy on n examples).
 - ``cluster_bootstrap(statistic, n_groups)``: a percentile interval from
   ``scipy.stats.bootstrap`` that resamples whole groups (the tokens of one example are not
@@ -34,6 +35,15 @@ def sample_std(xs: Sequence[float]) -> float | None:
         return None
     m = mean(xs)
     return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def mean_interval(xs: Sequence[float]) -> tuple[float, float] | None:
+    """95% t interval of the mean of repeats (seeds); None for fewer than two values."""
+    s = sample_std(xs)
+    if s is None:
+        return None
+    half = t_quantile(1 - ALPHA / 2, len(xs) - 1) * s / math.sqrt(len(xs))
+    return mean(xs) - half, mean(xs) + half
 
 
 def t_two_sided_p(t: float, df: float) -> float:

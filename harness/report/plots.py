@@ -49,8 +49,8 @@ def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
 
 
 # This module's files: <stem>_<kind>.png, or <stem>_<kind>_<n>.png for a figure split in parts
-_OURS = re.compile(r"_(pareto|routing_fractions|entropy_histograms|gate|accuracy_vs_fraction)"
-                   r"(_\d+)?\.png$")
+_OURS = re.compile(r"_(pareto|routing_fractions|entropy_histograms|gate|accuracy_vs_fraction"
+                   r"|difficulty)(_\d+)?\.png$")
 
 
 def remove_stale(directory: Path, keep: list[Path]) -> list[Path]:
@@ -300,10 +300,64 @@ def accuracy_vs_fraction(spec: dict[str, Any]):
     return fig
 
 
+def difficulty(spec: dict[str, Any]):
+    """Zoology's figure: a column per difficulty setting, a row per cost axis (width, recurrent
+    state, training time), a line per mixer (attention dashed) through its widths; the dotted
+    line is 2 points below attention's best, the bar a cheap mixer must clear to stand in."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    panels, axes_spec = spec["panels"], spec["axes"]
+    cols = len(panels)
+    fig, grid = plt.subplots(len(axes_spec), cols, figsize=(max(4.2 * cols, 6.5),
+                                                            3.0 * len(axes_spec) + 0.8),
+                             squeeze=False, layout="constrained")
+    names: dict[str, tuple[str, bool]] = {}
+    for j, panel in enumerate(panels):
+        for i, axis in enumerate(axes_spec):
+            ax = grid[i][j]
+            drawn = False
+            for s in panel["series"]:
+                pts = sorted((p for p in s["points"] if p[axis["key"]] is not None),
+                             key=lambda p: p[axis["key"]])
+                if not pts:
+                    continue
+                ax.errorbar([p[axis["key"]] for p in pts], [p["y"] for p in pts],
+                            yerr=[p["yerr"] for p in pts], marker="o", markersize=4, capsize=2,
+                            color=s["color"], linestyle="--" if s["attention"] else "-")
+                names[s["name"]] = (s["color"], s["attention"])
+                drawn = True
+            if panel["threshold"] is not None:
+                ax.axhline(panel["threshold"], color="0.3", linestyle=":", linewidth=1)
+            if drawn and axis["key"] in ("width", "state"):
+                ax.set_xscale("log", base=2)  # widths double: evenly spaced
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            if drawn and axis["key"] == "width":
+                widths = sorted({p["width"] for s in panel["series"] for p in s["points"]})
+                ax.set_xticks(widths, [str(w) for w in widths])
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3)
+            if i == 0:
+                ax.set_title("\n".join(textwrap.wrap(text(panel["label"]), 40)), fontsize=9)
+            ax.set_xlabel(text(axis["label"]), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(text(spec["metric"]), fontsize=8)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="--" if attn else "-",
+                      label=text(n)) for n, (c, attn) in sorted(names.items())]
+    handles.append(Line2D([], [], color="0.3", linestyle=":", label="attention's best - 2 "
+                                                                     "points (stands in above)"))
+    _figure_legend(fig, handles)
+    _title(fig, spec["title"], fig.get_figwidth())
+    return fig
+
+
 _DRAW = {
     "pareto": pareto,
     "routing_fractions": routing_fractions,
     "entropy_histograms": entropy_histograms,
     "gate": gate,
     "accuracy_vs_fraction": accuracy_vs_fraction,
+    "difficulty": difficulty,
 }

@@ -19,7 +19,8 @@ ties with the best honest row use Welch's t-test.
 The package: ``format`` (the board's own formats), ``groups`` (reading and grouping the
 records), ``rows`` (ranking, ties, Pareto front, chance comparison), ``specs`` (plot
 specifications), ``render`` (one task's markdown), ``groundtruth`` (routing against ground
-truth); this module assembles the whole board and is the command. Statistics are
+truth), ``difficulty`` (where a cheap mixer stands in for attention), ``mad`` (MAD's score);
+this module assembles the whole board and is the command. Statistics are
 harness/core/stats.py; the paper's numbers and its claims are harness/report/claims, whose
 verdicts the board's claims section shows.
 """
@@ -38,7 +39,7 @@ from harness.core.stats import ALPHA
 from harness.report.claims.chiar_former import Claim, claims
 from harness.report.claims.on_board import BoardRow, section_lines
 from harness.report.claims.paper import REPORTED, Paper, load_paper
-from harness.report.leaderboard import export, groundtruth
+from harness.report.leaderboard import difficulty, export, groundtruth, mad
 from harness.report.leaderboard.args import DEFAULT_RUNS, resolve_paths
 from harness.report.leaderboard.groups import SUPERSEDED_FILE, collect, mark_superseded
 from harness.report.leaderboard.render import (
@@ -192,6 +193,9 @@ def generate(runs: Path | Sequence[Path], out: Path, plots: Path,
             all_specs += truth_specs
         lines += render_references(board, refs)
         lines += groundtruth.analysis_lines(board.task, runs, out)
+    sweep_lines, sweep_specs = difficulty.section(boards, plots, out, colors)
+    lines += sweep_lines + mad.section(loaded.records)
+    all_specs += sweep_specs
     lines += section_lines(study, refs, loaded.records,
                            [BoardRow(escape(b.task), g.label, g.records)
                             for b in boards for g in b.ranked])
