@@ -75,3 +75,15 @@ def test_a_tuned_sweep_runs_every_value_then_the_chosen_one_side_by_side(tmp_pat
     assert all(r["config"]["threads"] == 1 for r in records)  # side by side: a core each
     assert f"chose optim.lr={best['config']['optim']['lr']}" in result.stdout
     assert f"records: {out}" in result.stdout
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_jobs_below_one_is_a_one_line_error(tmp_path, capsys, jobs):
+    from harness.cli.main import main
+
+    code = main(["sweep", "--tasks", "listops", "--routers", "single", "--ops", "attn",
+                 "--jobs", jobs,
+                 "--out", str(tmp_path / "runs")])
+    assert code == 2
+    assert f"--jobs must be >= 1, got {jobs}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -25,9 +25,10 @@ from registry import ConfigError
 def run_sweep(args: argparse.Namespace) -> int:
     execute = load_executor(args.executor)  # a missing extra fails before any work
     grid, base = grid_from_args(args)
-    if getattr(args, "jobs", 1) > 1:
-        if args.jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if jobs > 1:
         base.setdefault("threads", 1)  # side by side: one core each (not in the config hash)
     tune = tuning_axes(args.tune)
     seeds = list(grid["seeds"])
