@@ -1,6 +1,7 @@
 """A component's options: a pydantic model declared once in the class, validated in one place.
 
-Each operator, router and task declares the options it takes as a nested model::
+Each operator and router declares the options it takes as a nested model (tasks still take
+theirs as constructor keywords: unknown ones are refused, types are the task's to check)::
 
     class DCTMixer(TokenMixer):
         class Options(TokenMixer.Options):
