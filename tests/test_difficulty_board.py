@@ -137,6 +137,16 @@ def test_the_sweep_is_the_settings_run_at_several_widths(runs):
     assert not a.routed
 
 
+def test_a_sweep_of_one_setting_so_far_names_that_setting(tmp_path):
+    d = tmp_path / "runs"
+    d.mkdir()
+    for op in ("attn", "linear"):
+        for width in (32, 64):
+            write(d, record("single", (op,), 0, 0.9, setting=A, d_model=width))
+    (sweep,) = _sweeps(d)
+    assert [s.label for s in sweep.settings] == ["seq_len=30 (the only setting so far)"]
+
+
 def test_state_is_what_each_operator_declares_and_time_is_per_token(runs):
     (sweep,) = _sweeps(runs)
     a = sweep.settings[0]

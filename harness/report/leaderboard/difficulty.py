@@ -243,14 +243,18 @@ def find_sweeps(board: TaskBoard) -> list[Sweep]:
 
 
 def _label(settings: list[Setting]) -> None:
-    """Each setting's label: the parameters that differ between the sweep's settings, in
-    order of their paths (the sequence length first); the settings sorted by it."""
+    """Each setting's label: the parameters that differ between the sweep's settings (all of
+    them while there is one setting), in order of their paths (the sequence length first); the
+    settings sorted by it."""
     paths = sorted({p for s in settings for p in s.values},
                    key=lambda p: (p != "data.seq_len", p))
     differ = [p for p in paths if len({repr(s.values.get(p)) for s in settings}) > 1]
     for s in settings:
         s.label = ", ".join(f"{parameter_label(p, differ)}={s.values[p]}" for p in differ
-                            if p in s.values) or "all runs"
+                            if p in s.values)
+        if not s.label:  # one setting so far: its length, not a bare "all runs"
+            length = s.values.get("data.seq_len")
+            s.label = f"seq_len={length} (the only setting so far)" if length else "all runs"
     settings.sort(key=lambda s: tuple(_order(s.values.get(p)) for p in differ))
 
 
