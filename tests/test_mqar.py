@@ -191,7 +191,11 @@ def content_digest(task) -> str:
 
 
 def committed(task: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{task}__*.json"))]
+    """The committed records of the task's first form: those whose config names none of
+    Zoology's definition options (the difficulty sweep's Zoology-form records do)."""
+    records = [json.loads(p.read_text()) for p in sorted(RUNS.glob(f"{task}__*.json"))]
+    return [r for r in records
+            if not set(ZOOLOGY) & set(r["config"]["data"].get("task_options") or {})]
 
 
 @pytest.mark.parametrize("name", sorted(FIRST_FORM_DATA))
