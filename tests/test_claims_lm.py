@@ -86,6 +86,32 @@ def test_a_claim_about_a_mixer_is_judged_only_where_attention_beats_the_floor():
     assert missing.status == NOT_TESTABLE and "floor is not measured" in missing.why
 
 
+def test_attention_still_improving_beats_a_floor_at_its_plateau_but_never_loses_to_it():
+    # the step cap stopped every attention run short of its plateau; the floor reached its own
+    from harness.report.claims.evidence import BEST_VALID_PPL
+    from harness.report.claims.gates import floor
+
+    identity = floor_records()  # 90-92, at their plateau
+    short = lm("lm-attn", [60, 62, 61], plateau=False)
+    v = floor(Evidence(short + identity, "cpu"), BEST_VALID_PPL)
+    assert v.status == SUPPORTED and "survives a longer run" in v.why
+    assert v.ours.startswith("61.00 ± 1.00 (n=3) vs 91.00")
+    # behind the floor: more steps could still change it, so no verdict either way
+    behind = lm("lm-attn", [95, 97, 96], plateau=False)
+    v = floor(Evidence(behind + identity, "cpu"), BEST_VALID_PPL)
+    assert v.status == NOT_TESTABLE and "did not reach their plateau" in v.why
+    # a floor short of its plateau could still fall below attention: not judged
+    v = floor(Evidence(short + lm("lm-identity", [90, 91, 92], plateau=False), "cpu"),
+              BEST_VALID_PPL)
+    assert v.status == NOT_TESTABLE
+    # two seeds are not three
+    v = floor(Evidence(lm("lm-attn", [60, 62], plateau=False) + identity, "cpu"), BEST_VALID_PPL)
+    assert v.status == NOT_TESTABLE
+    # a claim's own arms still need their plateau: the floor passing does not judge them
+    claim = verdict(1, short + identity + lm("lm-entropy", [30, 31, 29]))
+    assert claim.status == NOT_TESTABLE and "0 finished seed(s) at its plateau" in claim.why
+
+
 def test_every_arm_from_one_commit_and_a_clean_tree():
     base = lm("lm-attn", [60, 62, 61]) + floor_records()
     other = {"git_commit": "beef" + "0" * 36, "git_dirty": False}

@@ -5,13 +5,18 @@
 2. One commit, clean trees: every arm's runs name the same git commit and a clean working tree
    (``environment.git_commit``, ``git_dirty``); the page names that commit.
 3. The no-mixing floor: a claim about a mixer is judged only where single attention beats
-   single identity (95% CI of the difference excludes 0) on the same budget.
+   single identity (95% CI of the difference excludes 0) on the same budget. Attention's runs
+   that the step cap stopped short of their plateau count here when they already beat a floor
+   whose runs reached theirs: the value is a best-validation value, which more steps can only
+   improve, so that verdict survives a longer run (the other answer would not: it is withheld).
 
 A claim that fails a gate is **not testable here**, with the gate's reason; its measurement is
 still shown.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from harness.core.records import Measure
 from harness.report.claims import rules
@@ -50,7 +55,29 @@ def floor(ev: Evidence, value: Measure) -> Verdict:
     attn, identity = (ev.runs(k) for k in FLOOR)
     v = rules.beats(attn, identity, value)
     why = rules.missing(attn, identity, seeds=LM_SEEDS)
-    return gated(v, why) if why else v
+    if why is None:
+        return v
+    ahead = still_improving_ahead(attn, identity, value)
+    return ahead if ahead is not None else gated(v, why)
+
+
+def still_improving_ahead(attn: Runs, identity: Runs, value: Measure) -> Verdict | None:
+    """The floor's verdict from attention's runs short of their plateau, when it is supported
+    against a floor at its plateau, or None. ``value`` is a best-so-far validation value: the
+    short runs' values only fall with more steps, so "attention beats the floor" survives a
+    longer run; a verdict the other way would not, and is not given."""
+    if attn.problem or rules.missing(identity, seeds=LM_SEEDS):
+        return None
+    if not attn.short or len(attn.finished) < LM_SEEDS:
+        return None
+    v = rules.beats(replace(attn, records=attn.finished, short=[]), identity, value)
+    if v.status != SUPPORTED:
+        return None
+    return replace(v, why=(
+        f"{v.why}; {len(attn.short)} of {attn.label}'s runs stopped at the step cap short of "
+        f"their plateau, still improving, while {identity.label}'s reached theirs: their best "
+        f"validation values can only fall with more steps, so the verdict survives a longer "
+        f"run"))
 
 
 def below_floor(ev: Evidence, value: Measure) -> str | None:

@@ -168,7 +168,9 @@ def render(ev: Evidence, claims: list[Claim], command: str) -> str:
         f"reached their plateau count, with at least {LM_SEEDS} seeds per arm ({MORE_SEEDS} "
         f"where an inconclusive CI is wider than the effect the claim names); every arm must "
         f"come from one git commit with a clean tree (named under the claim); and attention "
-        f"must beat the no-mixing floor. Each is also judged at three smaller budgets: these "
+        f"must beat the no-mixing floor (there attention's runs still improving at the step "
+        f"cap count when they already beat a floor at its plateau: more steps only lower a "
+        f"best-validation value). Each is also judged at three smaller budgets: these "
         f"are the same runs' earlier evaluations (their learning rate had not yet decayed), "
         f"not separate runs; a verdict that changes with budget says so.",
         "",
