@@ -1,5 +1,5 @@
 """The Python API: ``harness.run(...)`` trains one combination and returns its record, on the
-path ``python -m harness run`` takes (harness/cli/start.py); ``harness.load_records(path)``
+path ``python -m harness run`` takes (harness/cli/main.py); ``harness.load_records(path)``
 reads records back. Imported on first use of ``harness.run`` or ``harness.load_records``, and
 light itself: torch and pydantic load when a function is called.
 
@@ -72,7 +72,7 @@ def run(config: RunConfig | Mapping[str, Any] | None = None, /, *,
     ...) whose one line names the option and the fix, as the command line prints it."""
     from pydantic import ValidationError
 
-    from harness.cli.start import resolve_overrides, start
+    from harness.cli.main import resolve_overrides, start
     from harness.core.config import describe
     from registry import ConfigError
 

@@ -50,7 +50,7 @@ def test_run_returns_the_record_the_command_line_finds_finished(tmp_path, capsys
 
 def test_a_config_dict_or_runconfig_and_keywords_resolve_alike():
     from harness.api import overrides_of
-    from harness.cli.start import resolve_overrides
+    from harness.cli.main import resolve_overrides
 
     by_keywords = resolve_overrides(overrides_of(None, {
         "task": "mqar", "ops": "dct,attn", "preset": "smoke", "max_steps": 3,

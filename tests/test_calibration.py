@@ -79,7 +79,7 @@ def test_a_non_finite_token_never_enters_router_state(bad):
 
 def test_a_nan_in_training_stops_the_run_with_a_clear_message(causal_task_and_noncausal_op):
     from harness.core.config import resolve
-    from harness.engine.optim import TrainingDiverged, TrainStep
+    from harness.engine.steps import TrainingDiverged, TrainStep
     from harness.runner.train import Trainer
 
     cfg = resolve({"preset": "smoke", "routing": {"router": "entropy", "ops": ["dct", "attn"]},

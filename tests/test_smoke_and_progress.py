@@ -46,8 +46,8 @@ def test_a_long_evaluation_prints_progress_lines_a_short_one_nothing(monkeypatch
 
 def test_evaluate_tells_its_progress_over_the_batches_it_reads(tmp_path):
     from harness.engine.data import build_task
-    from harness.engine.evaluate import evaluate
     from harness.engine.model import Model
+    from harness.engine.steps import evaluate
 
     cfg = resolve({"preset": "smoke", "data": {"task": "listops",
                                                "cache_dir": str(tmp_path / "cache")}},

@@ -13,6 +13,9 @@ import importlib
 import json
 import sys
 import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from harness.cli import texts
 from harness.core.flags import add_flags, given_flags, overrides_from
@@ -22,6 +25,10 @@ from harness.core.paths import LOCAL_RUNS
 from harness.core.presets import HARNESS_PRESETS, PRESETS
 from harness.core.warning_lines import one_line_warnings
 from registry import ChiaroscuroError, ConfigError
+
+if TYPE_CHECKING:  # no pydantic or torch at import time: `--help` answers at once
+    from harness.core.config import RunConfig
+    from harness.core.records import RunRecord
 
 EXIT_USAGE = 2
 
@@ -60,7 +67,6 @@ def add_run_arguments(p: argparse.ArgumentParser, *, training: bool = True) -> N
 
 
 def resolve_config(args: argparse.Namespace):
-    from harness.cli.start import resolve_overrides
     from harness.core.config import deep_merge, load_config_file
 
     overrides = overrides_from(args, OPTIONS)
@@ -71,11 +77,48 @@ def resolve_config(args: argparse.Namespace):
     return resolve_overrides(overrides)
 
 
+# -- one run, from explicit options to its record: the path `run` and the Python API
+# (`harness.run`, harness/api.py) share, so both resolve and train alike
+
+
+def resolve_overrides(overrides: dict[str, Any]) -> RunConfig:
+    """The RunConfig of a nested dict of the options set explicitly (flags, a config file,
+    the API's arguments): defaults < preset (``paper`` with a GPU, ``cpu`` without, unless one
+    is given) < the task's own preset entry < the options given."""
+    import torch
+
+    from harness.core.config import resolve
+    from tasks import TASKS
+
+    overrides = dict(overrides)
+    if "preset" not in overrides:
+        overrides["preset"] = "paper" if torch.cuda.is_available() else "cpu"
+    task_name = overrides.get("data", {}).get("task", "listops")
+    task_presets = getattr(TASKS.get(task_name), "presets", {}) or {}
+    return resolve(overrides, task_presets)
+
+
+def start(cfg: RunConfig, log: Callable[[str], None] = print) -> tuple[RunRecord, Path]:
+    """Train `cfg` and write its record; (record, its path). A folder option that names a file
+    is refused first; the resolved config is printed; a finished run answers from its record,
+    an interrupted one resumes."""
+    from harness.cli import summary
+    from harness.core.flags import refuse_file_as_folder
+    from harness.core.options import OPTIONS, value_at
+    from harness.runner.train import train
+
+    for o in OPTIONS:
+        if o.folder:  # before any work: a file there would fail late, with a traceback
+            refuse_file_as_folder(o.flag_name, value_at(cfg, o.path))
+    log(f"preset in force: {cfg.preset}")
+    log(summary.config_block(cfg))
+    return train(cfg, log=log)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from harness.cli import summary
-    from harness.cli.start import start
     from harness.core.paths import run_paths
 
     cfg = resolve_config(args)

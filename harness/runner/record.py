@@ -19,12 +19,12 @@ from harness.core.config import RunConfig
 from harness.core.paths import run_id
 from harness.core.record_sections import plateau_gain
 from harness.engine import provenance
-from harness.engine.evaluate import evaluate
 from harness.engine.meters.collapse import collapse_flags, find_collapses
 from harness.engine.meters.cost import CostMeter
 from harness.engine.meters.groundtruth import GroundTruthMeter
 from harness.engine.meters.telemetry import EntropyHistogramMeter
 from harness.engine.model import Model, band_map
+from harness.engine.steps import evaluate
 from harness.engine.watch import LeakWatch
 from harness.runner.best import best_checkpoint_metrics
 from harness.runner.console import EvalProgress

@@ -26,9 +26,8 @@ from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.data import EpochBatches, build_task
 from harness.engine.device import peak_memory_mb, resolve_device, seed_everything
-from harness.engine.evaluate import better, evaluate
 from harness.engine.model import Model, count_parameters
-from harness.engine.optim import StepResult, TrainingDiverged, TrainStep
+from harness.engine.steps import StepResult, TrainingDiverged, TrainStep, better, evaluate
 from harness.engine.watch import LeakWatch
 from harness.runner import metrics_log, tracking
 from harness.runner.best import save_best

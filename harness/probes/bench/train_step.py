@@ -87,12 +87,12 @@ def bench_tasks(vocab: int):
 
 
 class HarnessStep:
-    """The harness's own optimiser step, ``harness.engine.optim.TrainStep`` (forward, loss,
+    """The harness's own optimiser step, ``harness.engine.steps.TrainStep`` (forward, loss,
     finiteness checks, backward, clipping, AdamW, schedule, cost accounting) on a fixed batch:
     the same code the training loop runs. ``cost`` is its cost meter over every call."""
 
     def __init__(self, model, task, batch, cfg):
-        from harness.engine.optim import TrainStep
+        from harness.engine.steps import TrainStep
 
         self.train_step = TrainStep(model, task, cfg, batch.tokens.device, batch.tokens.shape[1])
         self.batch = batch

@@ -1,22 +1,29 @@
-"""The optimiser step: AdamW with warmup and cosine decay, clipping, accumulation, accounting.
+"""What the engine does with a model and its task's batches: a training step and an evaluation.
 
-``TrainStep`` is the one public way to take a training step, used by the training loop and by
+``TrainStep`` (AdamW with warmup and cosine decay, clipping, accumulation, accounting) is the one
+public way to take a training step, used by the training loop and by
 ``harness bench`` (which times it against a bare reference step). Given a ``LeakWatch``, the
 steps it names are probed for leaks on their own batch (harness/engine/watch.py): the probes'
 forwards and backwards go through the same call as the step's own, and leave its gradients,
-router state and RNG as they were."""
+router state and RNG as they were.
+
+``evaluate`` runs the model over one split of its task, probed for leaks along the way when given
+a ``LeakWatch``: the probes' variants run through the same forward line as the batches they
+vary."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from harness.core.config import RunConfig
+from harness.engine.data import by_length
 from harness.engine.device import autocast
 from harness.engine.distributed import Dist, all_reduce_sum
 from harness.engine.meters.cost import CostMeter
@@ -165,3 +172,62 @@ class TrainStep:
         self.cost.load_state_dict(state["train_cost"])
         if self.watch is not None:
             self.watch.load_state_dict(state.get("leak_findings", []))
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+
+class Meter(Protocol):
+    """Anything that accumulates what a forward measured (harness/engine/meters)."""
+
+    def update(self, out: ModelOutput, batch: Batch) -> Any: ...
+
+
+@torch.no_grad()
+def evaluate(
+    model: Model,
+    task: Task,
+    split: str,
+    device: torch.device,
+    batch_size: int,
+    max_batches: int | None = None,
+    meters: Sequence[Meter] = (),
+    watch: LeakWatch | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """The task's metrics on `split` (the first `max_batches` batches, or all); each of
+    `meters` also sees every forward's output. With a `watch`, a random sample of the batches
+    is probed (the probes' outputs count nowhere). `progress(done, total)` is told each batch
+    done (a full split of a large task takes minutes: harness/runner/console.py shows it)."""
+    was_training = model.training
+    model.eval()
+    meter = task.meter(split)
+    loader = DataLoader(by_length(task.dataset(split)), batch_size=batch_size, shuffle=False,
+                        collate_fn=task.collate)
+    n_batches = len(loader) if max_batches is None else min(len(loader), max_batches)
+    sample = watch.evaluation_sample(n_batches) if watch is not None else frozenset()
+    for i, batch in enumerate(loader):
+        if i >= n_batches:
+            break
+        for run in probed_forwards(watch, model, batch.to(device), probed=i in sample, key=i,
+                                   phase=f"{split} evaluation",
+                                   where=f"in batch {i + 1} of {n_batches} of the {split} "
+                                         f"evaluation"):
+            with autocast(device):
+                out = model(run.batch)
+            run.took(out)
+            if run.real:
+                meter.update(out.logits, run.batch)
+                for m in meters:
+                    m.update(out, run.batch)
+        if progress is not None:
+            progress(i + 1, n_batches)
+    model.train(was_training)
+    return meter.compute()
+
+
+def better(task: Task, new: dict[str, float], old: dict[str, float]) -> bool:
+    """Whether `new` improves on `old` in the task's own metric."""
+    if task.higher_is_better:
+        return new[task.metric] > old[task.metric]
+    return new[task.metric] < old[task.metric]
