@@ -1,16 +1,16 @@
 """A component's options: a pydantic model declared once in the class, validated in one place.
 
-Each operator and router declares the options it takes as a nested model (tasks still take
-theirs as constructor keywords: unknown ones are refused, types are the task's to check)::
+Each operator, router and task declares the options it takes as a nested model::
 
     class DCTMixer(TokenMixer):
         class Options(TokenMixer.Options):
             decay: float = Field(3.0, ge=0, description="causal kernel window exp(-decay t / N)")
 
-The base class validates what the user passed (``--op-option dct.decay=2``) through that model
-(``parse_options``) and keeps the result as ``self.options``: an unknown key, a wrong type or a
-value out of range (NaN included) is one ``ConfigError`` line naming the component, the option
-and the flag that sets it. ``python -m harness list`` shows the same model's fields (read from
+The base class validates what the user passed (``--op-option dct.decay=2``,
+``--task-option n_pairs=4``, a preset's task options) through that model (``parse_options``) and
+keeps the result as ``self.options``: an unknown key, a missing one, a wrong type or a value out
+of range (NaN included) is one ``ConfigError`` line naming the component, the option and the
+flag that sets it. ``python -m harness list`` shows the same model's fields (read from
 the source for built-ins, ``registry/_scan.py``; from the class for plugins, ``specs_of``).
 
 Values arrive typed (the CLI parses them as JSON, config files are TOML or JSON), so the models
@@ -67,6 +67,8 @@ def _message(kind: str, name: str, exc: ValidationError, values: Mapping[str, An
     if key in values:
         return (f"{kind} '{name}' option {key}={values[key]!r} is invalid: {reason} (set it "
                 f"with {option_flag(flag, name, key)})")
+    if key and error["type"] == "missing":
+        return f"{kind} '{name}' needs option {key} (set it with {option_flag(flag, name, key)})"
     return f"{kind} '{name}' options: {reason} (set them with {option_flag(flag, name)})"
 
 

@@ -2,6 +2,13 @@
 
 A task is built from ``(seq_len, data_dir=..., seed=..., cache_dir=..., **options)`` and provides:
 
+- ``Options``: a pydantic model (``registry.options.ComponentOptions``) of the options it takes
+  (``--task-option KEY=VALUE``, and the presets' keys). The constructor validates them once
+  (an unknown key names the closest known one; a wrong type or a value out of range is one
+  ``ConfigError`` line naming the task, the option and the flag) and keeps ``self.options``;
+  a subclass extends its parent's model (``class Options(Parent.Options)``). Checks that
+  relate an option to another, or to ``seq_len``, stay in the constructor.
+
 - ``causal``: language modelling (True: operators and routers must not see the future) or
   classification (False).
 - ``vocab_size``, ``pad_id``.
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from registry import ConfigError
+from registry.options import ComponentOptions, parse_options
 
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100
@@ -84,6 +92,18 @@ class Task:
     shape_only: bool = False
     vocab_is_nominal: bool = False
 
+    class Options(ComponentOptions):
+        """No options; a subclass adds its fields."""
+
+    options: ComponentOptions  # the validated Options, set by the constructor
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
+        """The validated ``Options``, or one ConfigError line naming the option and the flag
+        that sets it (``TASKS.check_options`` asks this without building the task)."""
+        return parse_options("task", cls.registry_name, cls.Options, values,
+                             "--task-option {key}=VALUE")
+
     def __init__(
         self,
         seq_len: int,
@@ -93,8 +113,7 @@ class Task:
         cache_dir: str | Path = ".cache/chiaroscuro",
         **options: Any,
     ):
-        if options:
-            raise ConfigError(f"task '{self.registry_name}' got unknown options {sorted(options)}")
+        self.options = self.parse_options(options)
         if seq_len <= 0:
             raise ConfigError(f"--seq-len must be positive, got {seq_len}")
         self.seq_len = seq_len
@@ -290,3 +309,7 @@ def validate_task(obj: Any) -> None:
     for attr in ("causal", "dataset", "collate", "head", "loss", "meter"):
         if not hasattr(obj, attr):
             raise TypeError(f"{obj.__name__} does not declare '{attr}' (see tasks/base.py)")
+    options = getattr(obj, "Options", ComponentOptions)
+    if not (isinstance(options, type) and issubclass(options, ComponentOptions)):
+        raise TypeError(f"{obj.__name__}.Options is not a registry.options.ComponentOptions "
+                        f"model (see tasks/base.py)")

@@ -34,10 +34,11 @@ import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from registry import ConfigError, DataError
 
@@ -175,23 +176,23 @@ class IMDB(ClassificationTask):
         "paper": {"seq_len": 4000},
     }
 
-    def __init__(
-        self,
-        seq_len: int,
-        *,
-        data_dir: str | Path | None = None,
-        seed: int = 0,
-        cache_dir: str | Path = ".cache/chiaroscuro",
-        **options: Any,
-    ):
-        name = self.registry_name
-        tokenizer = options.pop("tokenizer", "bytes")
-        vocab_size = options.pop("vocab_size", None)
-        valid_fraction = options.pop("valid_fraction", 0.1)
-        data_seed = options.pop("data_seed", 0)
-        super().__init__(seq_len, data_dir=data_dir, seed=seed, cache_dir=cache_dir, **options)
-        self.tokenizer_kind = text.choice_option(name, "tokenizer", tokenizer, ("bytes", "bpe"))
-        vocab = text.int_option(name, "vocab_size", vocab_size, minimum=1)
+    class Options(ClassificationTask.Options):
+        tokenizer: Literal["bytes", "bpe"] = Field(
+            "bytes", description="bytes: UTF-8 bytes + 2 (Long Range Arena style, 258 ids); "
+                                 "bpe: a byte-level BPE trained on the carved train split")
+        vocab_size: int | None = Field(
+            None, ge=1, description="BPE ids (8192 unless set, at least 259); bpe only")
+        valid_fraction: float = Field(
+            0.1, gt=0, lt=1, description="share of each label of the official train split "
+                                         "carved out as the valid split")
+        data_seed: int = Field(0, description="seeds the valid split's carving (not the run's "
+                                              "seed)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        super().__init__(seq_len, **kwargs)
+        name, o = self.registry_name, self.options
+        self.tokenizer_kind = o.tokenizer
+        vocab = o.vocab_size
         if self.tokenizer_kind == "bytes" and vocab is not None:
             raise ConfigError(f"task '{name}': vocab_size applies to tokenizer=bpe only "
                               f"(the bytes vocabulary is {text.BYTES_VOCAB})")
@@ -201,15 +202,8 @@ class IMDB(ClassificationTask):
                 raise ConfigError(f"task '{name}': a byte-level BPE needs vocab_size >= "
                                   f"{MIN_BPE_VOCAB}, got {vocab}")
         self.requested_vocab = vocab
-        try:
-            self.valid_fraction = float(valid_fraction)
-        except (TypeError, ValueError):
-            raise ConfigError(f"task '{name}': valid_fraction must be a number, "
-                              f"got {valid_fraction!r}") from None
-        if not 0.0 < self.valid_fraction < 1.0:
-            raise ConfigError(f"task '{name}': valid_fraction must be in (0, 1), "
-                              f"got {self.valid_fraction}")
-        self.data_seed = text.int_option(name, "data_seed", data_seed) or 0
+        self.valid_fraction = o.valid_fraction
+        self.data_seed = o.data_seed
         if self.data_dir is not None:
             self.source_kind, self.source_path = find_source(self.data_dir)
         else:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, ClassVar, overload
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from registry import ConfigError, DataError
@@ -362,19 +363,6 @@ def _pack(trees: Sequence[bytes]) -> tuple[Tensor, list[int]]:
 
 # -- the task -----------------------------------------------------------------------------------
 
-_DEFAULTS: dict[str, Any] = {
-    "min_length": None, "max_length": None, "max_depth": 10, "max_args": 10,
-    "n_train": 96_000, "n_valid": 2_000, "n_test": 2_000, "data_seed": 0,
-}  # fmt: skip
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"listops: {name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"listops: {name} must be >= {minimum}, got {value}")
-    return value
-
 
 @register_task(
     "listops",
@@ -382,10 +370,10 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     "expression; generated with LRA's parameters, or read from LRA's TSV files",
 )
 class ListOps(ClassificationTask):
-    """Options: ``min_length``/``max_length`` (exclusive length window; default seq_len // 4 and
-    seq_len, so seq_len 2000 gives LRA's 500-2000), ``max_depth`` (10), ``max_args`` (10),
-    ``n_train``/``n_valid``/``n_test`` (96000/2000/2000) and ``data_seed`` (0). They only shape
-    generated data; with ``data_dir`` the LRA files are read instead."""
+    """Options (``Options`` below): the exclusive length window ``min_length`` <
+    length < ``max_length`` (seq_len // 4 and seq_len unless set, so seq_len 2000 gives LRA's
+    500-2000), the tree shape, the split sizes and ``data_seed``. They only shape generated
+    data; with ``data_dir`` the LRA files are read instead."""
 
     num_classes = NUM_CLASSES
     vocab_size = len(VOCAB)
@@ -406,48 +394,35 @@ class ListOps(ClassificationTask):
         },
     }  # fmt: skip
 
-    def __init__(
-        self,
-        seq_len: int,
-        *,
-        data_dir: str | Path | None = None,
-        seed: int = 0,
-        cache_dir: str | Path = ".cache/chiaroscuro",
-        min_length: int | None = None,
-        max_length: int | None = None,
-        max_depth: int = 10,
-        max_args: int = 10,
-        n_train: int = 96_000,
-        n_valid: int = 2_000,
-        n_test: int = 2_000,
-        data_seed: int = 0,
-        **options: Any,
-    ):
-        super().__init__(seq_len, data_dir=data_dir, seed=seed, cache_dir=cache_dir, **options)
-        given = {
-            "min_length": min_length, "max_length": max_length, "max_depth": max_depth,
-            "max_args": max_args, "n_train": n_train, "n_valid": n_valid, "n_test": n_test,
-            "data_seed": data_seed,
-        }  # fmt: skip
-        if max_length is None:
-            max_length = seq_len
-        if min_length is None:
-            min_length = seq_len // 4
+    class Options(ClassificationTask.Options):
+        min_length: int | None = Field(
+            None, ge=0, description="generated trees are longer than this (seq_len // 4 unless "
+                                    "set)")
+        max_length: int | None = Field(
+            None, ge=2, description="generated trees are shorter than this (seq_len unless set; "
+                                    "at most seq_len)")
+        max_depth: int = Field(10, ge=2, description="deepest operator nesting")
+        max_args: int = Field(10, ge=2, description="most arguments of one operator")
+        n_train: int = Field(96_000, ge=1, description="generated training examples")
+        n_valid: int = Field(2_000, ge=1, description="generated validation examples")
+        n_test: int = Field(2_000, ge=1, description="generated test examples")
+        data_seed: int = Field(0, ge=0, description="seeds the generated data (not the run's "
+                                                    "seed)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        super().__init__(seq_len, **kwargs)
+        o = self.options
         self.params: dict[str, int] = {
-            "min_length": _check_int("min_length", min_length, 0),
-            "max_length": _check_int("max_length", max_length, 2),
-            "max_depth": _check_int("max_depth", max_depth, 2),
-            "max_args": _check_int("max_args", max_args, 2),
-            "n_train": _check_int("n_train", n_train, 1),
-            "n_valid": _check_int("n_valid", n_valid, 1),
-            "n_test": _check_int("n_test", n_test, 1),
-            "data_seed": _check_int("data_seed", data_seed, 0),
+            **o.model_dump(),
+            "min_length": seq_len // 4 if o.min_length is None else o.min_length,
+            "max_length": seq_len if o.max_length is None else o.max_length,
         }
         self.truncated: dict[str, int] = {}
         self._files: dict[str, dict[str, Any]] = {}
         self._generated: dict[str, ListOpsExamples] | None = None
         if self.data_dir is not None:
-            ignored = sorted(k for k, v in given.items() if v != _DEFAULTS[k])
+            defaults = type(o)()
+            ignored = sorted(k for k, v in o if v != getattr(defaults, k))
             if ignored:
                 warnings.warn(
                     f"listops: options {', '.join(ignored)} shape generated data only; they are "

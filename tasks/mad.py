@@ -26,15 +26,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from registry import ConfigError
 from tasks import register_task
 
 from .base import IGNORE_INDEX
 from .mqar import BLANK_ID, FIRST_FORM_PRESETS, MQAR
-from .recall import RecallData, RecallTask, positive_int, split_sizes
+from .recall import RecallData, RecallTask
 
-SEP_ID, FIRST_SYMBOL = 2, 3
+SEP_ID, FIRST_SYMBOL = 2, 3  # SelectiveCopy.Options: vocab_size >= FIRST_SYMBOL + 1
 
 
 def selective_copy_examples(n: int, seq_len: int, n_copy: int, n_symbols: int,
@@ -61,8 +62,8 @@ def selective_copy_examples(n: int, seq_len: int, n_copy: int, n_symbols: int,
     "the copy, which carries needs_attention ground truth",
 )
 class SelectiveCopy(RecallTask):
-    """Options: ``vocab_size`` (total ids, default 16: 13 symbols), ``n_copy`` (4),
-    ``n_train``/``n_valid``/``n_test``, ``data_seed`` (0)."""
+    """Options (``Options`` below): ``vocab_size`` (16: 13 symbols), ``n_copy``, the split
+    sizes and ``data_seed``."""
 
     ground_truth = "needs_attention = the scored copy positions"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -80,20 +81,20 @@ class SelectiveCopy(RecallTask):
                   "n_valid": 3_000, "n_test": 3_000},
     }  # fmt: skip
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 16, n_copy: int = 4,
-                 n_train: int = 40_000, n_valid: int = 1_000, n_test: int = 1_000,
-                 data_seed: int = 0, **kwargs: Any):
+    class Options(RecallTask.Options):
+        vocab_size: int = Field(16, ge=4, description="total ids: pad, blank, separator, then "
+                                                      "the symbols (at least one)")
+        n_copy: int = Field(4, ge=1, description="symbols to copy")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        n_copy = positive_int(name, "n_copy", n_copy)
-        vocab_size = positive_int(name, "vocab_size", vocab_size, FIRST_SYMBOL + 1)
+        name, vocab_size, n_copy = self.registry_name, self.options.vocab_size, self.options.n_copy
         if seq_len < 2 * n_copy + 1:
             raise ConfigError(f"task '{name}': seq_len {seq_len} cannot hold {n_copy} symbols, "
                               f"a separator and their copy; raise --seq-len to at least "
                               f"{2 * n_copy + 1} or lower n_copy")
         self.vocab_size = vocab_size
-        self.params = {"vocab_size": vocab_size, "n_copy": n_copy,
-                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
+        self.params = {"vocab_size": vocab_size, "n_copy": n_copy, **self.split_sizes()}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         p = self.params

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from registry import ConfigError
@@ -29,7 +30,8 @@ from tasks import register_task
 
 from .base import Batch
 from .mad_common import CPU_TRAINING, MAD_ID_OFFSET, MAD_SPLITS, MAD_TRAINING, smoke
-from .recall import RecallData, RecallTask, positive_int, split_sizes
+from .mad_options import MadOptions
+from .recall import RecallData, RecallTask
 
 
 def sinusoids(length: int, dim: int) -> Tensor:
@@ -74,8 +76,7 @@ def compression_examples(n: int, seq_len: int, vocab_size: int,
     "token (MAD's autoencoder head); not causal; no per-token ground truth",
 )
 class Compression(RecallTask):
-    """Options: ``vocab_size`` (MAD's, 16: 15 tokens and the compression token), the split
-    sizes (MAD's) and ``data_seed`` (0)."""
+    """MAD's compression; its options (``Options`` below) are MAD's."""
 
     causal = False
     ground_truth = "none: every position passes through the last one's state"
@@ -89,17 +90,17 @@ class Compression(RecallTask):
         "paper": {"seq_len": 32, "vocab_size": 16, **MAD_SPLITS, **MAD_TRAINING},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 16,
-                 n_train: int = MAD_SPLITS["n_train"], n_valid: int = MAD_SPLITS["n_valid"],
-                 n_test: int = MAD_SPLITS["n_test"], data_seed: int = 0, **kwargs: Any):
+    class Options(MadOptions):
+        vocab_size: int = Field(16, ge=2, description="MAD's vocabulary: the tokens and the "
+                                                      "compression token")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        vocab_size = positive_int(name, "vocab_size", vocab_size, 2)
+        name, vocab_size = self.registry_name, self.options.vocab_size
         if seq_len < 2:
             raise ConfigError(f"task '{name}': --seq-len must be at least 2, got {seq_len}")
         self.vocab_size = vocab_size + MAD_ID_OFFSET
-        self.params = {"vocab_size": vocab_size,
-                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
+        self.params = {"vocab_size": vocab_size, **self.split_sizes()}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         return compression_examples(n, self.seq_len, self.params["vocab_size"], g)

@@ -22,13 +22,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from registry import ConfigError
 from tasks import register_task
 
 from .base import IGNORE_INDEX
 from .mad_common import CPU_TRAINING, MAD_ID_OFFSET, MAD_SPLITS, MAD_TRAINING, smoke
-from .recall import RecallData, RecallTask, positive_int, split_sizes
+from .mad_options import MadOptions
+from .recall import RecallData, RecallTask
 
 
 def selective_copying_examples(n: int, seq_len: int, n_copy: int, vocab_size: int,
@@ -58,8 +60,7 @@ def selective_copying_examples(n: int, seq_len: int, n_copy: int, vocab_size: in
     "copy, which carries needs_attention ground truth",
 )
 class SelectiveCopying(RecallTask):
-    """Options: ``vocab_size`` (MAD's, 16: 14 symbols, blank, copy), ``n_copy`` (MAD's
-    num_tokens_to_copy, 16), the split sizes (MAD's) and ``data_seed`` (0)."""
+    """MAD's selective copying; its options (``Options`` below) are MAD's."""
 
     ground_truth = "needs_attention = the scored copy positions"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -70,20 +71,20 @@ class SelectiveCopying(RecallTask):
                   **MAD_TRAINING},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 16, n_copy: int = 16,
-                 n_train: int = MAD_SPLITS["n_train"], n_valid: int = MAD_SPLITS["n_valid"],
-                 n_test: int = MAD_SPLITS["n_test"], data_seed: int = 0, **kwargs: Any):
+    class Options(MadOptions):
+        vocab_size: int = Field(16, ge=3, description="MAD's vocabulary: the symbols, blank and "
+                                                      "copy")
+        n_copy: int = Field(16, ge=1, description="symbols to copy (MAD's num_tokens_to_copy)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        n_copy = positive_int(name, "n_copy", n_copy)
-        vocab_size = positive_int(name, "vocab_size", vocab_size, 3)
+        name, vocab_size, n_copy = self.registry_name, self.options.vocab_size, self.options.n_copy
         if seq_len <= 2 * n_copy + 1:
             raise ConfigError(f"task '{name}': seq_len {seq_len} must exceed twice n_copy plus "
                               f"the copy token ({2 * n_copy + 1}); raise --seq-len or lower "
                               f"n_copy")
         self.vocab_size = vocab_size + MAD_ID_OFFSET
-        self.params = {"vocab_size": vocab_size, "n_copy": n_copy,
-                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
+        self.params = {"vocab_size": vocab_size, "n_copy": n_copy, **self.split_sizes()}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         p = self.params

@@ -21,13 +21,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from registry import ConfigError
 from tasks import register_task
 
 from .base import IGNORE_INDEX
 from .mad_common import CPU_TRAINING, MAD_ID_OFFSET, MAD_TRAINING, smoke
-from .recall import RecallData, RecallTask, positive_int, split_sizes
+from .mad_options import MadOptions
+from .recall import RecallData, RecallTask
 
 
 def memorization_examples(n: int, seq_len: int, vocab_size: int,
@@ -51,8 +53,8 @@ def memorization_examples(n: int, seq_len: int, vocab_size: int,
     "teacher forced); causal; no per-token ground truth (the answer is in the weights)",
 )
 class Memorization(RecallTask):
-    """Options: ``vocab_size`` (MAD's, 256: 127 keys, 128 values, the insert token), the
-    split sizes (MAD's: 256 training sequences, 1,280 to evaluate) and ``data_seed`` (0)."""
+    """MAD's memorization; its options (``Options`` below) are MAD's (256 training sequences,
+    1,280 to evaluate)."""
 
     ground_truth = "none: the value is a fixed function of the previous token (in the weights)"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -67,18 +69,19 @@ class Memorization(RecallTask):
                   "budget": {"max_steps": 400, "eval_every": 50}},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 256, n_train: int = 256,
-                 n_valid: int = 1_280, n_test: int = 1_280, data_seed: int = 0,
-                 **kwargs: Any):
+    class Options(MadOptions):
+        vocab_size: int = Field(256, ge=4, description="MAD's vocabulary: keys, values and the "
+                                                       "insert token")
+        n_train: int = Field(256, ge=1, description="training sequences (MAD's)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        vocab_size = positive_int(name, "vocab_size", vocab_size, 4)
+        name, vocab_size = self.registry_name, self.options.vocab_size
         if seq_len < 2 or seq_len % 2:
             raise ConfigError(f"task '{name}': its sequences are (key, insert) pairs; --seq-len "
                               f"must be even and >= 2, got {seq_len}")
         self.vocab_size = vocab_size + MAD_ID_OFFSET
-        self.params = {"vocab_size": vocab_size,
-                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
+        self.params = {"vocab_size": vocab_size, **self.split_sizes()}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         return memorization_examples(n, self.seq_len, self.params["vocab_size"], g)

@@ -33,12 +33,14 @@ import random
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from registry import ConfigError
 from tasks import register_task
 
 from .mad_common import CPU_TRAINING, MAD_ID_OFFSET, MAD_SPLITS, MAD_TRAINING, smoke
-from .recall import RecallData, RecallTask, positive_int, share, split_sizes
+from .mad_options import MadOptions
+from .recall import RecallData, RecallTask
 
 
 def in_context_recall_examples(n: int, seq_len: int, vocab_size: int, noise_vocab_size: int,
@@ -132,17 +134,17 @@ def fuzzy_recall_examples(n: int, n_train: int, seq_len: int, vocab_size: int, k
 
 
 class MadRecall(RecallTask):
-    """The options MAD's recall tasks share: ``vocab_size`` (MAD's, the model sees one id
-    more), ``n_train``/``n_valid``/``n_test`` and ``data_seed``."""
+    """What MAD's recall tasks share: MAD's split sizes and ``vocab_size`` (MAD's, the model
+    sees one id more)."""
 
-    def __init__(self, seq_len: int, *, vocab_size: int, n_train: int, n_valid: int,
-                 n_test: int, data_seed: int, **kwargs: Any):
+    class Options(MadOptions):
+        vocab_size: int = Field(16, ge=2, description="MAD's vocabulary (the model sees one id "
+                                                      "more)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        positive_int(name, "vocab_size", vocab_size, 2)
-        self.vocab_size = vocab_size + MAD_ID_OFFSET
-        self.params = {"vocab_size": vocab_size,
-                       **split_sizes(name, n_train, n_valid, n_test, data_seed)}
+        self.vocab_size = self.options.vocab_size + MAD_ID_OFFSET
+        self.params = {"vocab_size": self.options.vocab_size, **self.split_sizes()}
 
 
 @register_task(
@@ -151,9 +153,8 @@ class MadRecall(RecallTask):
     "of a repeated key scored; causal, trained on every next token, needs_attention ground truth",
 )
 class InContextRecall(MadRecall):
-    """MAD's in-context recall. Options: ``vocab_size`` (16: 8 keys, 8 values),
-    ``noise_vocab_size`` (0) and ``frac_noise`` (0.0) (noisy-in-context-recall's), and the
-    split sizes (MAD's 12,800 / 1,280 / 1,280), ``data_seed`` (0)."""
+    """MAD's in-context recall (``vocab_size`` 16: 8 keys, 8 values); ``noise_vocab_size`` and
+    ``frac_noise`` are noisy-in-context-recall's, off here."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": smoke(32),
@@ -163,15 +164,16 @@ class InContextRecall(MadRecall):
         "paper": {"seq_len": 128, "vocab_size": 16, **MAD_SPLITS, **MAD_TRAINING},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 16, noise_vocab_size: int = 0,
-                 frac_noise: float = 0.0, n_train: int = MAD_SPLITS["n_train"],
-                 n_valid: int = MAD_SPLITS["n_valid"], n_test: int = MAD_SPLITS["n_test"],
-                 data_seed: int = 0, **kwargs: Any):
-        super().__init__(seq_len, vocab_size=vocab_size, n_train=n_train, n_valid=n_valid,
-                         n_test=n_test, data_seed=data_seed, **kwargs)
-        name = self.registry_name
-        noise_vocab_size = positive_int(name, "noise_vocab_size", noise_vocab_size, 0)
-        frac_noise = share(name, "frac_noise", frac_noise)
+    class Options(MadRecall.Options):
+        noise_vocab_size: int = Field(0, ge=0, description="ids of vocab_size that are noise, "
+                                                           "not keys or values")
+        frac_noise: float = Field(0.0, ge=0, lt=1, description="share of the pairs that are "
+                                                               "noise")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        super().__init__(seq_len, **kwargs)
+        name, o = self.registry_name, self.options
+        vocab_size, noise_vocab_size, frac_noise = o.vocab_size, o.noise_vocab_size, o.frac_noise
         if frac_noise > 0 and noise_vocab_size == 0:
             raise ConfigError(f"task '{name}': frac_noise {frac_noise} needs noise tokens; set "
                               f"noise_vocab_size > 0")
@@ -208,10 +210,13 @@ class NoisyInContextRecall(InContextRecall):
                   **MAD_SPLITS, **MAD_TRAINING},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 32, noise_vocab_size: int = 16,
-                 frac_noise: float = 0.2, **kwargs: Any):
-        super().__init__(seq_len, vocab_size=vocab_size, noise_vocab_size=noise_vocab_size,
-                         frac_noise=frac_noise, **kwargs)
+    class Options(InContextRecall.Options):
+        vocab_size: int = Field(32, ge=2, description="MAD's vocabulary, noise ids included "
+                                                      "(the model sees one id more)")
+        noise_vocab_size: int = Field(16, ge=0, description="ids of vocab_size that are noise, "
+                                                            "not keys or values")
+        frac_noise: float = Field(0.2, ge=0, lt=1, description="share of the pairs that are "
+                                                               "noise")
 
 
 @register_task(
@@ -220,9 +225,8 @@ class NoisyInContextRecall(InContextRecall):
     "tokens; causal, trained on every next token, needs_attention ground truth",
 )
 class FuzzyInContextRecall(MadRecall):
-    """MAD's fuzzy in-context recall. Options: ``vocab_size`` (16: one fill id, 7 key ids,
-    8 value ids), ``k_motif_size`` (3), ``v_motif_size`` (3), the split sizes (MAD's), and
-    ``data_seed`` (0)."""
+    """MAD's fuzzy in-context recall (``vocab_size`` 16: one fill id, 7 key ids, 8 value
+    ids)."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": smoke(32),
@@ -232,15 +236,14 @@ class FuzzyInContextRecall(MadRecall):
         "paper": {"seq_len": 128, "vocab_size": 16, **MAD_SPLITS, **MAD_TRAINING},
     }
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 16, k_motif_size: int = 3,
-                 v_motif_size: int = 3, n_train: int = MAD_SPLITS["n_train"],
-                 n_valid: int = MAD_SPLITS["n_valid"], n_test: int = MAD_SPLITS["n_test"],
-                 data_seed: int = 0, **kwargs: Any):
-        super().__init__(seq_len, vocab_size=vocab_size, n_train=n_train, n_valid=n_valid,
-                         n_test=n_test, data_seed=data_seed, **kwargs)
-        name = self.registry_name
-        k_max = positive_int(name, "k_motif_size", k_motif_size)
-        v_max = positive_int(name, "v_motif_size", v_motif_size)
+    class Options(MadRecall.Options):
+        k_motif_size: int = Field(3, ge=1, description="longest key motif (distinct tokens)")
+        v_motif_size: int = Field(3, ge=1, description="longest value motif (distinct tokens)")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        super().__init__(seq_len, **kwargs)
+        name, vocab_size = self.registry_name, self.options.vocab_size
+        k_max, v_max = self.options.k_motif_size, self.options.v_motif_size
         n_keys, n_values = (vocab_size - 1) // 2, vocab_size - 1 - (vocab_size - 1) // 2
         if k_max > n_keys or v_max > n_values:
             raise ConfigError(f"task '{name}': vocab_size {vocab_size} has {n_keys} key and "

@@ -22,22 +22,23 @@ component's (``"wikitext2/perplexity"``, ``"wikitext2/word_perplexity"``, ...).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from registry import ConfigError
+from registry.options import ComponentOptions
 
 from . import register_task, text
 from .base import Batch, LanguageModelingTask, Meter, PerplexityMeter
 
 
-def parse_components(spec: Any) -> dict[str, float]:
+def parse_components(spec: str) -> dict[str, float]:
     """'wikitext103:0.8,wikitext2:0.2' -> {'wikitext103': 0.8, 'wikitext2': 0.2}."""
-    if not isinstance(spec, str) or not spec.strip():
+    if not spec.strip():
         raise ConfigError("task 'mix' needs --task-option tasks=NAME:WEIGHT,... "
                           "(e.g. tasks=wikitext103:0.8,wikitext2:0.2)")
     weights: dict[str, float] = {}
@@ -131,27 +132,39 @@ class Mix(LanguageModelingTask):
         "smoke": {"seq_len": 64}, "cpu": {"seq_len": 128}, "paper": {"seq_len": 512},
     }
 
-    def __init__(self, seq_len: int, *, data_dir: str | Path | None = None, seed: int = 0,
-                 cache_dir: str | Path = ".cache/chiaroscuro", **options: Any):
-        self.weights = parse_components(options.pop("tasks", None))
-        kind = text.choice_option("mix", "tokenizer", options.pop("tokenizer", "bpe"),
-                                  ("bpe", "word"))
-        vocab = text.int_option("mix", "vocab_size", options.pop("vocab_size", None), minimum=4)
-        per_part = self._component_options(options)
-        super().__init__(seq_len, data_dir=data_dir, seed=seed, cache_dir=cache_dir, **options)
+    class Options(LanguageModelingTask.Options):
+        tasks: str = Field(description="NAME:WEIGHT,... of language-modelling corpora, e.g. "
+                                       "wikitext103:0.8,wikitext2:0.2")
+        tokenizer: Literal["bpe", "word"] = Field(
+            "bpe", description="one tokenizer trained on every component's training text")
+        vocab_size: int | None = Field(None, ge=4, description="tokenizer ids (bpe: 8192 unless "
+                                                               "set)")
+
+    @classmethod
+    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
+        """The mix's own options; a dotted key (``wikitext2.train_file``) is a component's,
+        checked when that component is built."""
+        return super().parse_options({k: v for k, v in values.items() if "." not in k})
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        dotted = {key: kwargs.pop(key) for key in [k for k in kwargs if "." in k]}
+        super().__init__(seq_len, **kwargs)
+        kind, vocab = self.options.tokenizer, self.options.vocab_size
+        self.weights = parse_components(self.options.tasks)
+        per_part = self._component_options(dotted)
         self.names = list(self.weights)
         self.components = [self._build(name, per_part.get(name, {}), kind, vocab)
                            for name in self.names]
         self._share_tokenizer(kind, vocab)
 
-    def _component_options(self, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def _component_options(self, dotted: dict[str, Any]) -> dict[str, dict[str, Any]]:
         per_part: dict[str, dict[str, Any]] = {}
-        for key in [k for k in options if "." in k]:
+        for key, value in dotted.items():
             name, _, option = key.partition(".")
             if name not in self.weights:
                 raise ConfigError(f"task 'mix': option {key} names {name}, which is not in "
                                   f"tasks ({', '.join(self.weights)})")
-            per_part.setdefault(name, {})[option] = options.pop(key)
+            per_part.setdefault(name, {})[option] = value
         return per_part
 
     def _build(self, name: str, opts: dict[str, Any], kind: str, vocab: int | None) -> Any:

@@ -38,20 +38,19 @@ filler is drawn from every id but pad.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from registry import ConfigError
 from tasks import register_task
 
 from .base import IGNORE_INDEX
-from .recall import RecallData, RecallTask, positive_int, split_sizes
+from .recall import RecallData, RecallTask
 
 BLANK_ID, FIRST_ID = 1, 2
-QUERY_DISTS = ("uniform", "power")
-FILLERS = ("blank", "random")
 
 # Zoology's definition, on top of the constructor's defaults (the first form)
 ZOOLOGY: dict[str, Any] = {"filler": "random", "distinct_values": True, "query_dist": "power"}
@@ -137,12 +136,9 @@ def mqar_examples(n: int, seq_len: int, n_pairs: int, n_queries: int, n_keys: in
     "earlier keys; causal, scored at the queries, which carry needs_attention ground truth",
 )
 class MQAR(RecallTask):
-    """Options: ``vocab_size`` (total ids, default 64: 31 keys, 31 values), ``n_pairs`` (8),
-    ``n_queries`` (default n_pairs: every key asked once), ``filler`` (blank|random),
-    ``distinct_values`` (false), ``query_dist`` (uniform|power), ``power_a`` (0.01),
-    ``show_answers`` (false: a query's value is its target only), ``n_train``/``n_valid``/
-    ``n_test``, ``data_seed`` (0). Defaults are the first form; every preset adds ``ZOOLOGY``
-    (module docstring)."""
+    """Options (``Options`` below): the vocabulary, pairs and queries, the form of the data and
+    the split sizes. Defaults are the first form; every preset adds ``ZOOLOGY`` (module
+    docstring)."""
 
     noise: ClassVar[float] = 0.0  # share of blank filler replaced by random values (noisy-recall)
     ground_truth = "needs_attention = the scored query positions"
@@ -165,32 +161,33 @@ class MQAR(RecallTask):
                   "n_train": 100_000, "n_valid": 3_000, "n_test": 3_000},
     }  # fmt: skip
 
-    def __init__(self, seq_len: int, *, vocab_size: int = 64, n_pairs: int = 8,
-                 n_queries: int | None = None, query_dist: str = "uniform",
-                 power_a: float = 0.01, show_answers: bool = False, filler: str = "blank",
-                 distinct_values: bool = False, n_train: int = 40_000, n_valid: int = 1_000,
-                 n_test: int = 1_000, data_seed: int = 0, **kwargs: Any):
+    class Options(RecallTask.Options):
+        vocab_size: int = Field(64, ge=4, description="total ids: pad, blank, then "
+                                                      "(vocab_size - 2) // 2 keys and as many "
+                                                      "values")
+        n_pairs: int = Field(8, ge=1, description="key-value pairs in the context")
+        n_queries: int | None = Field(None, ge=1, description="queries (n_pairs unless set: "
+                                                              "every key asked once)")
+        query_dist: Literal["uniform", "power"] = Field(
+            "uniform", description="query slots: uniform, or Zoology's power law")
+        power_a: float = Field(0.01, gt=0, le=1, description="the power law's a: slot s has "
+                                                             "weight (s + 1)^(a - 1)")
+        show_answers: bool = Field(False, description="a query's value is also the next input "
+                                                      "(the oldest form)")
+        filler: Literal["blank", "random"] = Field(
+            "blank", description="after the context: a blank id, or random ids (Zoology)")
+        distinct_values: bool = Field(False, description="an example's values are distinct "
+                                                         "(Zoology), else drawn with replacement")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        name = self.registry_name
-        n_pairs = positive_int(name, "n_pairs", n_pairs)
-        n_queries = positive_int(name, "n_queries", n_pairs if n_queries is None else n_queries)
-        if query_dist not in QUERY_DISTS:
-            raise ConfigError(f"task '{name}' option query_dist must be one of "
-                              f"{', '.join(QUERY_DISTS)}, got {query_dist!r}")
-        if filler not in FILLERS:
-            raise ConfigError(f"task '{name}' option filler must be one of "
-                              f"{', '.join(FILLERS)}, got {filler!r}")
-        if filler == "random" and self.noise > 0:
+        name, o = self.registry_name, self.options
+        vocab_size, n_pairs = o.vocab_size, o.n_pairs
+        n_queries = n_pairs if o.n_queries is None else o.n_queries
+        if o.filler == "random" and self.noise > 0:
             raise ConfigError(f"task '{name}': its distractors are its filler; filler=random "
                               f"would replace them (use mqar for random filler)")
-        if not isinstance(power_a, int | float) or not 0 < power_a <= 1:
-            raise ConfigError(f"task '{name}' option power_a must be in (0, 1], got {power_a!r}")
-        for option, value in (("show_answers", show_answers),
-                              ("distinct_values", distinct_values)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"task '{name}' option {option} must be true or false, got "
-                                  f"{value!r}")
-        n_keys = (positive_int(name, "vocab_size", vocab_size, 4) - FIRST_ID) // 2
+        n_keys = (vocab_size - FIRST_ID) // 2
         if n_pairs > n_keys:
             raise ConfigError(f"task '{name}': n_pairs ({n_pairs}) exceeds the {n_keys} distinct "
                               f"keys of vocab_size {vocab_size}; raise vocab_size or lower n_pairs")
@@ -206,9 +203,9 @@ class MQAR(RecallTask):
         self.vocab_size = FIRST_ID + 2 * n_keys
         self.params = {
             "vocab_size": vocab_size, "n_pairs": n_pairs, "n_queries": n_queries,
-            "query_dist": query_dist, "power_a": float(power_a), "noise": self.noise,
-            "show_answers": show_answers, "filler": filler, "distinct_values": distinct_values,
-            **split_sizes(name, n_train, n_valid, n_test, data_seed),
+            "query_dist": o.query_dist, "power_a": o.power_a, "noise": self.noise,
+            "show_answers": o.show_answers, "filler": o.filler,
+            "distinct_values": o.distinct_values, **self.split_sizes(),
         }  # fmt: skip
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:

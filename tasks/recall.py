@@ -1,8 +1,9 @@
 """The public base of tasks scored at answer positions, with per-token ground truth.
 
 A task whose examples are generated sequences (MQAR, the MAD suite, your own) subclasses
-``RecallTask``, sets ``vocab_size`` and ``params`` (its generator's settings, with ``n_train``,
-``n_valid``, ``n_test`` and ``data_seed``) and implements one method::
+``RecallTask``, extends its ``Options`` (which already has ``n_train``, ``n_valid``, ``n_test``
+and ``data_seed``) with its generator's, sets ``vocab_size`` and ``params`` (its generator's
+settings and ``split_sizes()``: the cache key and the record) and implements one method::
 
     def generate(self, n: int, g: torch.Generator) -> RecallData
 
@@ -37,9 +38,8 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
-
-from registry import ConfigError
 
 from . import cache
 from .base import IGNORE_INDEX, SPLITS, Batch, LanguageModelingTask, Meter
@@ -165,31 +165,6 @@ class RecallMeter(Meter):
         }
 
 
-def positive_int(task: str, name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` if it is an integer >= minimum, else a ConfigError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"task '{task}' option {name} must be an integer >= {minimum}, "
-                          f"got {value!r}")
-    return value
-
-
-def share(task: str, name: str, value: Any, *, upper: float = 1.0) -> float:
-    """``value`` if it is a number in [0, upper), else a ConfigError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < upper:
-        raise ConfigError(f"task '{task}' option {name} must be a number in [0, {upper:g}), "
-                          f"got {value!r}")
-    return float(value)
-
-
-def split_sizes(task: str, n_train: Any, n_valid: Any, n_test: Any, data_seed: Any
-                ) -> dict[str, int]:
-    """The ``params`` entries every recall task has, checked."""
-    return {"n_train": positive_int(task, "n_train", n_train),
-            "n_valid": positive_int(task, "n_valid", n_valid),
-            "n_test": positive_int(task, "n_test", n_test),
-            "data_seed": positive_int(task, "data_seed", data_seed, 0)}
-
-
 class RecallTask(LanguageModelingTask):
     """Generated sequences scored at their answers (module docstring). Causal by default: a
     task whose head reads the whole sequence (MAD's compression) sets ``causal = False``."""
@@ -201,6 +176,20 @@ class RecallTask(LanguageModelingTask):
     # what the record says about needs_attention (describe()["ground_truth"])
     ground_truth: ClassVar[str] = "needs_attention = the scored answer positions"
     _blob: RecallData | None = None  # every split, drawn (or read from the cache) once
+
+    class Options(LanguageModelingTask.Options):
+        """The options every recall task has; a task adds its generator's."""
+
+        n_train: int = Field(40_000, ge=1, description="training examples")
+        n_valid: int = Field(1_000, ge=1, description="validation examples")
+        n_test: int = Field(1_000, ge=1, description="test examples")
+        data_seed: int = Field(0, ge=0, description="seeds the draw of every split (not the "
+                                                    "run's seed: every run sees the same data)")
+
+    def split_sizes(self) -> dict[str, int]:
+        """The ``params`` entries every recall task has, from its options."""
+        return {key: getattr(self.options, key)
+                for key in ("n_train", "n_valid", "n_test", "data_seed")}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         raise NotImplementedError  # pragma: no cover - abstract

@@ -555,31 +555,3 @@ class DocumentExamples(Sequence[tuple[Tensor, int]]):
     def __iter__(self) -> Iterator[tuple[Tensor, int]]:
         for i in range(len(self)):
             yield self[i]
-
-
-# -- option parsing ----------------------------------------------------------------------------
-
-
-def int_option(task: str, name: str, value: Any, *, minimum: int | None = None) -> int | None:
-    if value is None:
-        return None
-    try:
-        out = int(value)
-        if isinstance(value, float) and value != out or isinstance(value, bool):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"task '{task}': option {name} must be an integer, got {value!r}"
-        ) from None
-    if minimum is not None and out < minimum:
-        raise ConfigError(f"task '{task}': option {name} must be >= {minimum}, got {out}")
-    return out
-
-
-def choice_option(task: str, name: str, value: Any, choices: Sequence[str]) -> str:
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ConfigError(
-            f"task '{task}': option {name} must be one of {', '.join(choices)}, got {value!r}"
-        )
-    return text

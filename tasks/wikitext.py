@@ -52,9 +52,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from registry import ConfigError, DataError
@@ -106,23 +107,31 @@ class _WikiText(LanguageModelingTask):
     file_stem: ClassVar[str] = "wiki"
     extensions: ClassVar[tuple[str, ...]] = ("tokens", "raw")
 
-    def __init__(
-        self,
-        seq_len: int,
-        *,
-        data_dir: str | Path | None = None,
-        seed: int = 0,
-        cache_dir: str | Path = ".cache/chiaroscuro",
-        **options: Any,
-    ):
-        name = self.registry_name
-        files = {s: options.pop(f"{s}_file", None) for s in SPLITS}
-        tokenizer = options.pop("tokenizer", "bpe")
-        vocab_size = options.pop("vocab_size", None)
-        eval_stride = options.pop("eval_stride", None)
-        super().__init__(seq_len, data_dir=data_dir, seed=seed, cache_dir=cache_dir, **options)
-        self.tokenizer_kind = text.choice_option(name, "tokenizer", tokenizer, ("bpe", "word"))
-        vocab = text.int_option(name, "vocab_size", vocab_size, minimum=1)
+    class Options(LanguageModelingTask.Options):
+        tokenizer: Literal["bpe", "word"] = Field(
+            "bpe", description="bpe: a byte-level BPE trained on the train split; word: the "
+                               "train split's whitespace words")
+        vocab_size: int | None = Field(
+            None, ge=1, description="tokenizer ids (bpe: 8192 unless set, at least 259; word: "
+                                    "every training word unless set, at least 4)")
+        eval_stride: int | None = Field(
+            None, ge=1, description="sliding-window stride at evaluation (seq_len // 2 unless "
+                                    "set; at most seq_len)")
+        # strict=False: a path may be given as text (a flag, a config file) or as a Path
+        train_file: Path | None = Field(
+            None, strict=False, description="the train split's text file (a path, or a name in "
+                                            "data_dir); without valid_file, its last ~10% of "
+                                            "lines is the valid split")
+        valid_file: Path | None = Field(
+            None, strict=False, description="the valid split's text file")
+        test_file: Path | None = Field(
+            None, strict=False, description="the test split's text file")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
+        super().__init__(seq_len, **kwargs)
+        name, o = self.registry_name, self.options
+        self.tokenizer_kind = o.tokenizer
+        vocab = o.vocab_size
         if self.tokenizer_kind == "bpe":
             vocab = DEFAULT_BPE_VOCAB if vocab is None else vocab
             if vocab < MIN_BPE_VOCAB:
@@ -133,12 +142,12 @@ class _WikiText(LanguageModelingTask):
         elif vocab is not None and vocab < 4:
             raise ConfigError(f"task '{name}': vocab_size must be >= 4 for tokenizer=word")
         self.requested_vocab = vocab
-        stride = text.int_option(name, "eval_stride", eval_stride, minimum=1)
-        self.eval_stride = max(seq_len // 2, 1) if stride is None else stride
+        self.eval_stride = max(seq_len // 2, 1) if o.eval_stride is None else o.eval_stride
         if self.eval_stride > seq_len:
             raise ConfigError(
                 f"task '{name}': eval_stride ({self.eval_stride}) must be <= seq_len ({seq_len})"
             )
+        files = {s: getattr(o, f"{s}_file") for s in SPLITS}
         self.sources = self._resolve(files)
         self._lines: dict[str, list[str]] = {}
         self._hub_sha: dict[str, str] = {}

@@ -206,9 +206,9 @@ def test_options_are_checked(acl, tmp_path):
     for bad in (0, 1, 1.5, "x"):
         with pytest.raises(ConfigError, match="valid_fraction"):
             make(folder, tmp_path, valid_fraction=bad)
-    with pytest.raises(ConfigError, match="unknown options"):
+    with pytest.raises(ConfigError, match="unknown option 'train_file'"):
         make(folder, tmp_path, train_file="x")
-    with pytest.raises(ConfigError, match="tokenizer"):
+    with pytest.raises(ConfigError, match="tokenizer='word' is invalid"):
         make(folder, tmp_path, tokenizer="word")
 
 

@@ -151,12 +151,14 @@ def test_generation_is_seeded_and_cached(tmp_path):
 @pytest.mark.parametrize("options, fragment", [
     ({"n_pairs": 20, "vocab_size": 16}, "exceeds the 7 distinct keys"),
     ({"n_pairs": 8}, "raise --seq-len to at least 31"),
-    ({"query_dist": "zipf"}, "query_dist must be one of uniform, power"),
-    ({"filler": "noise"}, "filler must be one of blank, random"),
+    ({"query_dist": "zipf"}, "query_dist='zipf' is invalid: Input should be 'uniform' or "
+                             "'power'"),
+    ({"filler": "noise"}, "filler='noise' is invalid: Input should be 'blank' or 'random'"),
     ({"n_queries": 9}, "n_queries (9) exceeds n_pairs (8)"),
-    ({"n_pairs": 0}, "n_pairs must be an integer >= 1"),
-    ({"show_answers": "yes"}, "show_answers must be true or false"),
-    ({"distinct_values": 1}, "distinct_values must be true or false"),
+    ({"n_pairs": 0}, "n_pairs=0 is invalid: Input should be greater than or equal to 1 (set "
+                     "it with --task-option n_pairs=VALUE)"),
+    ({"show_answers": "yes"}, "show_answers='yes' is invalid: Input should be a valid boolean"),
+    ({"distinct_values": 1}, "distinct_values=1 is invalid: Input should be a valid boolean"),
 ])
 def test_bad_options_name_the_fix(tmp_path, options, fragment):
     with pytest.raises(ConfigError) as err:

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from pydantic import Field
 
 from tasks.base import IGNORE_INDEX
-from tasks.recall import RecallBatch, RecallData, RecallMeter, RecallTask, split_sizes
+from tasks.recall import RecallBatch, RecallData, RecallMeter, RecallTask
 
 
 class Reverse(RecallTask):
@@ -19,12 +20,14 @@ class Reverse(RecallTask):
 
     registry_name = "reverse"
 
-    def __init__(self, seq_len: int, *, n: int = 3, **kwargs: Any):
-        sizes = {k: kwargs.pop(k) for k in ("n_train", "n_valid", "n_test")}
+    class Options(RecallTask.Options):
+        n: int = Field(3, ge=1, description="symbols to reverse")
+
+    def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
-        self.n = n
+        self.n = self.options.n
         self.vocab_size = 8  # 0 pad, 1 blank, 2 separator, 3..7 symbols
-        self.params = {"n": n, **split_sizes("reverse", data_seed=0, **sizes)}
+        self.params = {"n": self.n, **self.split_sizes()}
 
     def generate(self, n: int, g: torch.Generator) -> RecallData:
         symbols = torch.randint(3, 8, (n, self.n), generator=g)

@@ -283,19 +283,6 @@ def test_undecodable_bytes_name_file_and_line(tmp_path):
 # -- options and the hub -----------------------------------------------------------------------
 
 
-def test_option_parsing():
-    assert text.int_option("t", "n", "4096") == 4096
-    assert text.int_option("t", "n", None) is None
-    for bad in ("x", 1.5, True):
-        with pytest.raises(ConfigError, match="integer"):
-            text.int_option("t", "n", bad)
-    with pytest.raises(ConfigError, match=">= 2"):
-        text.int_option("t", "n", 1, minimum=2)
-    assert text.choice_option("t", "k", "BPE", ("bpe", "word")) == "bpe"
-    with pytest.raises(ConfigError, match="one of bpe, word"):
-        text.choice_option("t", "k", "chars", ("bpe", "word"))
-
-
 def test_hub_probe_respects_offline_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ok, reason = text.hub_reachable()

@@ -283,15 +283,19 @@ def test_undecodable_and_empty_files(corpus, tmp_path):
 
 def test_options_are_checked(corpus, tmp_path):
     d, _ = corpus
-    with pytest.raises(ConfigError, match="unknown options"):
+    with pytest.raises(ConfigError, match="unknown option 'vocab'; did you mean 'vocab_size'"):
         make(d, tmp_path, vocab=100)
-    with pytest.raises(ConfigError, match="tokenizer"):
+    with pytest.raises(ConfigError, match="tokenizer='chars' is invalid"):
         make(d, tmp_path, tokenizer="chars")
     with pytest.raises(ConfigError, match="eval_stride"):
         make(d, tmp_path, eval_stride=64)
     with pytest.raises(ConfigError, match="vocab_size >= 259"):
         make(d, tmp_path, vocab_size=100)
-    task = make(d, tmp_path, seq_len=16, eval_stride="4", vocab_size="300")  # CLI strings
+    # values arrive typed (the CLI parses them as JSON): text is not a number
+    with pytest.raises(ConfigError, match=r"vocab_size='300' is invalid: Input should be a valid "
+                                          r"integer \(set it with --task-option vocab_size="):
+        make(d, tmp_path, seq_len=16, vocab_size="300")
+    task = make(d, tmp_path, seq_len=16, eval_stride=4, vocab_size=300)
     assert task.eval_stride == 4 and task.requested_vocab == 300
     assert make(d, tmp_path, seq_len=16, vocab_size=300).eval_stride == 8  # default seq_len // 2
 
