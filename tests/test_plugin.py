@@ -287,3 +287,9 @@ def test_a_misspelt_plugin_option_names_the_known_ones(example_plugin, tmp_path,
                  "--ops", "dwconv,attn", "--router-option", "momentun=0.1",
                  "--out", str(tmp_path)]) == 2
     assert "did you mean 'momentum'?" in capsys.readouterr().err
+    assert main(["run", "--preset", "smoke", "--task", "copy", "--router", "flatness",
+                 "--ops", "dwconv,attn", "--task-option", "n_symbol=4",
+                 "--out", str(tmp_path)]) == 2
+    assert ("task 'copy' got unknown option 'n_symbol'; did you mean 'n_symbols'? (its options: "
+            "n_eval, n_symbols, n_train; set them with --task-option KEY=VALUE)"
+            in capsys.readouterr().err)

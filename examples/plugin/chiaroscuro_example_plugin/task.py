@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from registry import ConfigError
@@ -53,11 +54,7 @@ class CopyMeter(PerplexityMeter):
 
 
 class CopyTask(LanguageModelingTask):
-    """Copy a random string after a separator; causal; only the copy is scored.
-
-    Options: ``n_symbols`` (alphabet size, default 8), ``n_train`` and ``n_eval`` (examples
-    in the train split and in each of valid/test).
-    """
+    """Copy a random string after a separator; causal; only the copy is scored."""
 
     causal = True
     metric = "accuracy"
@@ -70,19 +67,19 @@ class CopyTask(LanguageModelingTask):
         "paper": {"seq_len": 256, "n_train": 100000, "n_eval": 2000},
     }
 
+    class Options(LanguageModelingTask.Options):
+        # --task-option n_symbols=12 and the presets' keys; the base class validates them (type,
+        # bound, unknown keys) and keeps the result as self.options
+        n_symbols: int = Field(8, ge=1, description="alphabet size")
+        n_train: int = Field(20_000, ge=1, description="examples in the train split")
+        n_eval: int = Field(512, ge=1, description="examples in each of valid and test")
+
     def __init__(self, seq_len: int, **kwargs: Any):
-        # Pop this task's options first: the base class rejects any it does not know.
-        options = {key: kwargs.pop(key, default)
-                   for key, default in (("n_symbols", 8), ("n_train", 20000), ("n_eval", 512))}
-        super().__init__(seq_len, **kwargs)
-        for key, value in options.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"task 'copy' option {key} must be a positive integer, "
-                                  f"got {value!r}")
+        super().__init__(seq_len, **kwargs)  # data_dir, seed, cache_dir and the options
         if seq_len < 2:
             raise ConfigError(f"task 'copy' needs --seq-len >= 2, got {seq_len}")
-        self.n_symbols, self.n_train, self.n_eval = (
-            options["n_symbols"], options["n_train"], options["n_eval"])
+        self.n_symbols = self.options.n_symbols
+        self.n_train, self.n_eval = self.options.n_train, self.options.n_eval
         self.vocab_size = FIRST_SYMBOL + self.n_symbols
         self.half = seq_len // 2  # m: the string and its copy, with SEP, fill 2m + 1 ids
 
