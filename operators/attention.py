@@ -18,20 +18,20 @@ every kernel.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
-from torch import Tensor, nn
+from torch import Tensor
 
 from operators import register_operator
 from registry import ConfigError
 
 from . import causal_blocks
 from .backends import KernelTable
-from .base import MixContext, TokenMixer, attention_mask, gather_queries, query_count
+from .base import MixContext, attention_mask, query_count
+from .projections import ProjectedMixer
 
 # The attention kernels: name -> "module:Class". A new kernel is its file plus one line here.
 ATTENTION_KERNELS = KernelTable("attention", {
@@ -85,14 +85,14 @@ class SDPAKernel:
 
 @register_operator("attn", description="multi-head softmax self-attention (fused SDPA; other "
                    "kernels with option backend)")
-class Attention(TokenMixer):
+class Attention(ProjectedMixer):
     supports_causal = True
     supports_query_subset = True
     roles = ("attention",)
     # what a refusal of an explicit backend this machine cannot run suggests
     instead = "pass --op-option {name}.backend=auto for the best kernel usable here"
 
-    class Options(TokenMixer.Options):
+    class Options(ProjectedMixer.Options):
         backend: str = Field("auto", description="the attention kernel: auto (the best usable "
                              "on the device; always sdpa on a CPU) or a name of "
                              "ATTENTION_KERNELS in operators/attention.py")
@@ -104,13 +104,8 @@ class Attention(TokenMixer):
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
-        if d_model % n_heads:
-            raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         ATTENTION_KERNELS.refuse_unusable(self.options.backend, self.registry_name,
                                           self._instead())
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
         self._choose_kernel()
 
     # The kernel is chosen when the weights land on a device (here and on every .to()), never
@@ -151,16 +146,10 @@ class Attention(TokenMixer):
         return self.kernel().name
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
-        if ctx.causal != self.causal:  # the constructor's promise wins: never leak
-            ctx = dataclasses.replace(ctx, causal=self.causal)
-        B, N, D = x.shape
-        H = self.n_heads
-        xq = gather_queries(x, ctx)  # (B, Q, D): only routed tokens are projected as queries
-        Q = xq.shape[1]
-        q = self.q_proj(xq).view(B, Q, H, D // H)
-        k, v = self.kv_proj(x).view(B, N, 2, H, D // H).unbind(2)
+        ctx = ctx.with_causal(self.causal)
+        q, k, v = self.project(x, ctx)  # only routed tokens are projected as queries
         y = self.mix(q, k, v, ctx)  # (B, Q, H, Dh)
-        return self.out_proj(y.reshape(B, Q, D))
+        return self.out_proj(y.reshape(*q.shape[:2], self.d_model))
 
     def mix(self, q: Tensor, k: Tensor, v: Tensor, ctx: MixContext) -> Tensor:
         """The attention core on (B, L, H, Dh) tensors; subclasses change the scores
@@ -238,10 +227,6 @@ class Attention(TokenMixer):
         if ctx.query_positions is None:
             return self._dense_in_blocks(ctx, kernel)
         return kernel.in_blocks
-
-    def projection_flops(self, n_query: int, n_key: int) -> int:
-        d = self.d_model
-        return 2 * n_query * d * d + 4 * n_key * d * d + 2 * n_query * d * d  # q, kv, out
 
     def elementwise_flops(self, n_query: int, n_key: int, batch: int, pairs: int) -> int:
         """FLOPs of the call's elementwise work, which torch's FLOP counter does not see, for

@@ -45,7 +45,7 @@ Forward contract: ``forward(x, ctx)`` with x (B, N, D) and a ``MixContext``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
@@ -65,6 +65,11 @@ class MixContext:
 
     def with_queries(self, positions: Tensor, mask: Tensor) -> MixContext:
         return MixContext(self.padding_mask, self.causal, positions, mask, self.needs_attention)
+
+    def with_causal(self, causal: bool) -> MixContext:
+        """This context with `causal`: an operator runs as its constructor was told (that
+        promise wins over the caller's flag, so a causal operator never leaks)."""
+        return self if causal == self.causal else replace(self, causal=causal)
 
 
 class TokenMixer(nn.Module):
@@ -150,6 +155,12 @@ def validate_operator(obj: Any) -> None:
     if not (isinstance(options, type) and issubclass(options, ComponentOptions)):
         raise TypeError(f"{obj.__name__}.Options is not a registry.options.ComponentOptions "
                         f"model (see operators/base.py)")
+
+
+def check_heads(d_model: int, n_heads: int) -> None:
+    """ConfigError unless the heads split d_model evenly (a mixer with per-head widths)."""
+    if d_model % n_heads:
+        raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
 
 
 def gather_queries(x: Tensor, ctx: MixContext) -> Tensor:

@@ -26,7 +26,6 @@ convolution's last 2 inputs of its 3 streams.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -185,8 +184,7 @@ class HyenaMixer(TokenMixer):
         return taps.index_add(1, at_zero, self.skip[:, None].to(taps.dtype))
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
-        if ctx.causal != self.causal:  # the constructor's promise wins: never leak
-            ctx = dataclasses.replace(ctx, causal=self.causal)
+        ctx = ctx.with_causal(self.causal)
         n = x.shape[1]
         real = None if ctx.padding_mask is None else ctx.padding_mask[..., None]
         u = self.in_proj(x)

@@ -22,18 +22,16 @@ Recurrent state per sequence: the (d_head x (d_head + 1)) state and normaliser o
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from operators import register_operator
-from registry import ConfigError
 
-from .base import MixContext, TokenMixer, gather_queries, query_count
+from .base import MixContext, query_count
 from .position_blocks import block_count, block_slots, from_blocks, to_blocks
+from .projections import ProjectedMixer
 
 
 def feature_map(x: Tensor) -> Tensor:
@@ -106,33 +104,26 @@ def linear_attention_quadratic(q: Tensor, k: Tensor, v: Tensor, causal: bool) ->
 
 @register_operator("linear", description="linear attention, elu+1 feature map (chunked causal "
                    "form; queries a routed subset)")
-class LinearAttention(TokenMixer):
+class LinearAttention(ProjectedMixer):
+    """Attention's projections (the cost comparison with attention is like for like) around
+    the linear core."""
+
     supports_causal = True
     supports_query_subset = True
 
-    class Options(TokenMixer.Options):
+    class Options(ProjectedMixer.Options):
         # 64: the chunk products and the state products cost the same at d_head 64
         chunk: int = Field(64, gt=0, description="tokens per chunk of the causal form")
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         self.chunk = self.options.chunk
-        if d_model % n_heads:
-            raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        # attention's projections: the cost comparison with attention is like for like
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
-        if ctx.causal != self.causal:  # the constructor's promise wins: never leak
-            ctx = dataclasses.replace(ctx, causal=self.causal)
-        b, n, d = x.shape
-        h = self.n_heads
-        xq = gather_queries(x, ctx)
-        q = feature_map(self.q_proj(xq)).view(b, xq.shape[1], h, d // h)
-        k, v = self.kv_proj(x).view(b, n, 2, h, d // h).unbind(2)
-        k = feature_map(k)
+        ctx = ctx.with_causal(self.causal)
+        q, k, v = self.project(x, ctx)
+        b, nq = q.shape[:2]
+        q, k = feature_map(q), feature_map(k)
         if ctx.padding_mask is not None:  # padding keys carry no weight at all
             k = k * ctx.padding_mask[:, :, None, None].to(k.dtype)
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, N, d_head)
@@ -143,7 +134,7 @@ class LinearAttention(TokenMixer):
             y = linear_attention_chunked(q.transpose(1, 2), k, v, self.chunk).transpose(1, 2)
         else:
             y = self._causal_subset(q, k, v, ctx)
-        y = y.reshape(b, xq.shape[1], d)
+        y = y.reshape(b, nq, self.d_model)
         if ctx.query_mask is not None:  # padded query slots: exactly zero
             y = torch.where(ctx.query_mask[..., None], y, torch.zeros_like(y))
         return self.out_proj(y)
@@ -188,7 +179,7 @@ class LinearAttention(TokenMixer):
         and `rows` query rows read out in all."""
         d, dv = self.d_model, self.d_model // self.n_heads + 1  # value columns + normaliser
         h = self.n_heads
-        proj = batch * (4 * n_query * d * d + 4 * n_key * d * d)  # q, out; k and v
+        proj = batch * self.projection_flops(n_query, n_key)
         size, padded = self._chunking(n_key) if self.causal else (0, n_key)
         keys = batch * 2 * padded * d * dv  # the key-value states
         readout = rows * 2 * d * dv  # phi(q) S

@@ -30,7 +30,6 @@ Recurrent state per sequence: d_head x d_state per head, d_model x d_state in al
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -39,9 +38,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from operators import register_operator
-from registry import ConfigError
 
-from .base import MixContext, TokenMixer
+from .base import MixContext, TokenMixer, check_heads
 from .position_blocks import block_count
 
 
@@ -159,8 +157,7 @@ class SSDMixer(TokenMixer):
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         self.d_state, self.chunk = self.options.state, self.options.chunk
-        if d_model % n_heads:
-            raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        check_heads(d_model, n_heads)
         d, h = d_model, n_heads
         # z (gate), x, B, C, dt in one projection, as Mamba-2
         self.in_proj = nn.Linear(d, 2 * d + 2 * self.d_state + h, bias=False)
@@ -172,8 +169,7 @@ class SSDMixer(TokenMixer):
         self.D = nn.Parameter(torch.ones(h))
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
-        if ctx.causal != self.causal:  # the constructor's promise wins: never leak
-            ctx = dataclasses.replace(ctx, causal=self.causal)
+        ctx = ctx.with_causal(self.causal)
         bsz, n, d = x.shape
         h, s = self.n_heads, self.d_state
         z, xs, b, c, dt = self.in_proj(x).split([d, d, s, s, h], dim=-1)

@@ -21,13 +21,13 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from operators import register_operator
-from registry import ConfigError
 
-from .base import MixContext, TokenMixer, gather_queries, query_count
+from .base import MixContext, query_count
 from .position_blocks import BlockSlots, block_count, block_slots, from_blocks, to_blocks
+from .projections import ProjectedMixer
 
 # Queries per block. A block's span wastes up to one block of keys per query beyond the window
 # (window 256: 320 keys for 256 useful); smaller blocks waste less but run more, smaller
@@ -188,32 +188,27 @@ def sliding_window_recurrent(q: Tensor, k: Tensor, v: Tensor, window: int) -> Te
 
 @register_operator("swa", description="sliding-window softmax attention (option window, "
                    "default 256; blocked)")
-class SlidingWindowAttention(TokenMixer):
+class SlidingWindowAttention(ProjectedMixer):
+    """Attention's projections around the windowed core."""
+
     supports_causal = True
     supports_query_subset = True
 
-    class Options(TokenMixer.Options):
+    class Options(ProjectedMixer.Options):
         window: int = Field(256, gt=0, description="keys each query sees (causal: itself "
                             "and the window - 1 before it)")
 
     def __init__(self, d_model, n_heads, max_len, causal, **options):
         super().__init__(d_model, n_heads, max_len, causal, **options)
         self.window = self.options.window
-        if d_model % n_heads:
-            raise ConfigError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.out_proj = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, x: Tensor, ctx: MixContext) -> Tensor:
-        if ctx.causal != self.causal:  # the constructor's promise wins: never leak
-            ctx = dataclasses.replace(ctx, causal=self.causal)
-        b, n, d = x.shape
-        h = self.n_heads
-        xq = gather_queries(x, ctx)
-        nq = xq.shape[1]
-        q = (self.q_proj(xq) * (d // h) ** -0.5).view(b, nq, h, d // h)
-        k, v = self.kv_proj(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)
+        ctx = ctx.with_causal(self.causal)
+        q, k, v = self.project(x, ctx)
+        b, nq, _, d_head = q.shape
+        n = k.shape[1]
+        q = q * d_head**-0.5
+        k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, N, d_head)
         if ctx.query_positions is None:
             y = sliding_window_blocked(q.transpose(1, 2), k, v, self.window, self.causal,
                                        ctx.padding_mask).transpose(1, 2)
@@ -224,7 +219,7 @@ class SlidingWindowAttention(TokenMixer):
             y = window_attention(qb, k, v, slots.positions, span, self.window, self.causal,
                                  ctx.padding_mask)
             y = from_blocks(y.permute(0, 2, 3, 1, 4), slots)  # padded slots: zero
-        return self.out_proj(y.reshape(b, nq, d))
+        return self.out_proj(y.reshape(b, nq, self.d_model))
 
     @staticmethod
     def _slots(ctx: MixContext, span: _Span) -> BlockSlots:
@@ -241,7 +236,7 @@ class SlidingWindowAttention(TokenMixer):
         """(FLOPs, untracked) of `batch` examples with n_query projected queries each and
         `rows` query rows in blocks over the batch."""
         d = self.d_model
-        proj = batch * (4 * n_query * d * d + 4 * n_key * d * d)  # q, out; k and v
+        proj = batch * self.projection_flops(n_query, n_key)
         keys = _span(n_key, self.window, self.causal).keys
         untracked = batch * n_query * d  # the query scaling (softmax and masks: not charged)
         return proj + rows * keys * 4 * d + untracked, untracked

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from operators import OPERATORS, TokenMixer
-from tasks import TASKS, LanguageModelingTask
+from tests.toy_tasks import ToyLM, registered_tasks
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -110,16 +110,6 @@ def scratch_working_directory(checkout_stays_clean, tmp_path_factory):
         yield
 
 
-class _TinyLM(LanguageModelingTask):
-    """A causal task small enough to build in-process."""
-
-    vocab_size = 11
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (self.seq_len + 1,), generator=g), 0) for _ in range(16)]
-
-
 class _FutureOnly(TokenMixer):
     supports_causal = False
 
@@ -132,11 +122,10 @@ class _FutureOnly(TokenMixer):
 
 @pytest.fixture
 def causal_task_and_noncausal_op():
-    TASKS.add("tiny-lm-test", _TinyLM)
-    OPERATORS.add("future-only-test", _FutureOnly)
-    yield
-    del TASKS._entries["tiny-lm-test"]
-    del OPERATORS._entries["future-only-test"]
+    with registered_tasks({"tiny-lm-test": ToyLM}):
+        OPERATORS.add("future-only-test", _FutureOnly)
+        yield
+        del OPERATORS._entries["future-only-test"]
 
 
 class _NaNAfterThreeSteps(TokenMixer):

@@ -10,26 +10,7 @@ from torch import nn
 
 from harness.cli.main import main
 from operators import OPERATORS, TokenMixer
-from tasks import TASKS, ClassificationTask, LanguageModelingTask
-
-
-class _LM(LanguageModelingTask):
-    vocab_size = 11
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (self.seq_len + 1,), generator=g), 0) for _ in range(16)]
-
-
-class _Classes(ClassificationTask):
-    vocab_size = 11
-    num_classes = 3
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (int(torch.randint(4, self.seq_len + 1, (1,),
-                                                            generator=g)),), generator=g),
-                 int(torch.randint(0, 3, (1,), generator=g))) for _ in range(32)]
+from tests.toy_tasks import ToyClasses, ToyLM, registered_tasks
 
 
 class _Mixer(TokenMixer):
@@ -103,15 +84,12 @@ LEAKS = {"leak-zero-gated": ZeroGated, "leak-train-mode": TrainModeOnly,
 
 @pytest.fixture
 def leaky_plugins():
-    TASKS.add("guard-lm", _LM)
-    TASKS.add("guard-classes", _Classes)
-    for name, cls in LEAKS.items():
-        OPERATORS.add(name, cls)
-    yield
-    for name in ("guard-lm", "guard-classes"):
-        del TASKS._entries[name]
-    for name in LEAKS:
-        del OPERATORS._entries[name]
+    with registered_tasks({"guard-lm": ToyLM, "guard-classes": ToyClasses}):
+        for name, cls in LEAKS.items():
+            OPERATORS.add(name, cls)
+        yield
+        for name in LEAKS:
+            del OPERATORS._entries[name]
 
 
 def _run(tmp_path, task, op, *extra):

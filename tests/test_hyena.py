@@ -18,9 +18,7 @@ from operators.hyena import (
     long_conv_reference,
     short_conv,
 )
-from tests.parity import assert_rel_close
-
-D, H = 16, 4
+from tests.parity import D, assert_rel_close, float64_operator, padded_batch
 
 
 @settings(max_examples=30, deadline=None)
@@ -60,9 +58,8 @@ def test_short_conv_equals_conv1d_outputs_and_gradients(causal, n):
     assert torch.autograd.gradcheck(lambda *t: short_conv(*t, causal), (u, w, b))
 
 
-def build(causal, max_len=64, seed=0):
-    torch.manual_seed(seed)
-    op = OPERATORS.get("hyena")(D, H, max_len, causal).double().eval()
+def build(causal, max_len=64):
+    op = float64_operator("hyena", causal, max_len)
     with torch.no_grad():
         op.short_bias.normal_()  # starts at zero: make padding leaks through it visible
     return op
@@ -71,9 +68,7 @@ def build(causal, max_len=64, seed=0):
 @pytest.mark.parametrize("causal", [False, True])
 def test_operator_equals_its_formula_with_padding(causal):
     op = build(causal)
-    b, n = 3, 23
-    x = torch.randn(b, n, D, dtype=torch.float64)
-    mask = torch.arange(n)[None] < torch.tensor([23, 9, 16])[:, None]
+    x, mask = padded_batch()
     y = op(x, MixContext(padding_mask=mask, causal=causal))
     for i, length in enumerate(mask.sum(1).tolist()):  # each example alone, by the formula
         xi = x[i : i + 1, :length]

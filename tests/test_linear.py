@@ -18,9 +18,14 @@ from operators.linear import (
     linear_attention_quadratic,
     linear_attention_recurrent,
 )
-from tests.parity import assert_rel_close
-
-D, H = 16, 4
+from tests.parity import (
+    D,
+    H,
+    assert_rel_close,
+    assert_routed_equals_full,
+    float64_operator,
+    padded_batch,
+)
 
 
 def features(shape, seed):
@@ -38,9 +43,8 @@ def test_chunked_equals_recurrent_equals_quadratic(n, chunk, seed):
     assert_rel_close(linear_attention_quadratic(q, k, v, causal=True), recurrent)
 
 
-def build(causal, seed=0, **options):
-    torch.manual_seed(seed)
-    return OPERATORS.get("linear")(D, H, 64, causal, **options).double().eval()
+def build(causal, **options):
+    return float64_operator("linear", causal, **options)
 
 
 def naive(op, x, mask, causal):
@@ -62,8 +66,7 @@ def naive(op, x, mask, causal):
 @pytest.mark.parametrize("chunk", [1, 5, 64])
 def test_operator_equals_its_formula(causal, chunk):
     op = build(causal, chunk=chunk)
-    x = torch.randn(3, 23, D, dtype=torch.float64)
-    mask = torch.arange(23)[None] < torch.tensor([23, 9, 16])[:, None]
+    x, mask = padded_batch()
     for m in (None, mask):
         y = op(x, MixContext(padding_mask=m, causal=causal))
         expected = naive(op, x, m, causal)
@@ -76,25 +79,8 @@ def test_operator_equals_its_formula(causal, chunk):
 def test_routed_causal_queries_in_chunks_equal_the_full_output(data):
     """Any chunk size, ragged subsets with padded slots: outputs and gradients equal the full
     causal output gathered at the routed positions; padded slots give exactly zero."""
-    chunk = data.draw(st.integers(1, 9))
-    op = build(True, chunk=chunk)
-    n, batch = 19, 3
-    x = torch.randn(batch, n, D, dtype=torch.float64, requires_grad=True)
-    chosen = [sorted(data.draw(st.lists(st.integers(0, n - 1), max_size=n, unique=True)))
-              for _ in range(batch)]
-    q = max(1, max(map(len, chosen)))
-    positions = torch.tensor([c + [0] * (q - len(c)) for c in chosen])
-    slots = torch.arange(q)[None] < torch.tensor([len(c) for c in chosen])[:, None]
-    ctx = MixContext(causal=True)
-    sub = op(x, ctx.with_queries(positions, slots))
-    full = torch.gather(op(x, ctx), 1, positions[..., None].expand(-1, -1, D))
-    assert (sub[~slots] == 0).all()
-    assert_rel_close(sub[slots], full[slots], 1e-12)
-    w = torch.randn_like(sub) * slots[..., None]
-    params = [x, *op.parameters()]
-    for a, b in zip(torch.autograd.grad((sub * w).sum(), params),
-                    torch.autograd.grad((full * w).sum(), params), strict=True):
-        torch.testing.assert_close(a, b)
+    op = build(True, chunk=data.draw(st.integers(1, 9)))
+    assert_routed_equals_full(op, data, causal=True, filler=0)
 
 
 def test_routed_causal_queries_are_charged_the_chunk_rows_they_run():

@@ -86,10 +86,26 @@ def test_operator_without_causal_form_refuses_causal():
         Bidirectional(D, H, MAX_LEN, causal=True)
 
 
-@pytest.mark.parametrize("name", ["attn", "rbf"])
+@pytest.mark.parametrize("name", ["attn", "rbf", "linear", "swa", "ssd"])
 def test_heads_must_divide_width(name):
     with pytest.raises(ConfigError, match="divisible"):
         OPERATORS.get(name)(18, 4, MAX_LEN, False)
+
+
+@pytest.mark.parametrize("name", ["attn", "linear", "swa"])
+def test_attention_shaped_mixers_hold_attentions_projections(name):
+    """Checkpoints name these parameters and a seed's initial weights follow their creation
+    order: each mixer with attention's projections (operators/projections.py) holds exactly
+    them, created in attention's order, so the same seed gives attention's own weights."""
+    torch.manual_seed(0)
+    op = OPERATORS.get(name)(D, H, MAX_LEN, True)
+    torch.manual_seed(0)
+    expected = {"q_proj.weight": torch.nn.Linear(D, D, bias=False).weight,
+                "kv_proj.weight": torch.nn.Linear(D, 2 * D, bias=False).weight,
+                "out_proj.weight": torch.nn.Linear(D, D, bias=False).weight}
+    state = op.state_dict()
+    assert list(state) == list(expected)
+    assert all(torch.equal(state[key], weight) for key, weight in expected.items())
 
 
 # -- causality -----------------------------------------------------------------------------------

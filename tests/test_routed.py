@@ -15,6 +15,7 @@ from harness.engine.model import Model
 from harness.probes.checks import check_causality, check_routed_equals_dense, random_batch
 from routers import ROUTERS
 from tasks import TASKS
+from tests.toy_tasks import ToyLM
 
 OPERATOR_SETS = [["dct", "attn"], ["identity", "attn"], ["rbf", "attn"], ["dct", "rbf", "attn"]]
 ROUTER_NAMES = [name for name in ROUTERS.names() if name != "single"]
@@ -59,9 +60,7 @@ CAUSAL_SETS = [["dct", "attn"], ["rbf", "attn"], ["dct", "rbf", "attn"]]
 
 
 def build_causal(router: str, ops: list[str], seq_len: int, seed: int):
-    from conftest import _TinyLM
-
-    return build(router, ops, seq_len, seed, task=_TinyLM(seq_len))
+    return build(router, ops, seq_len, seed, task=ToyLM(seq_len))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,39 +17,17 @@ import torch
 
 from harness.cli.main import main
 from harness.core.records import load_record
-from tasks import TASKS, ClassificationTask, LanguageModelingTask
+from tests.toy_tasks import ToyClasses, ToyLM, registered_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _LM(LanguageModelingTask):
-    vocab_size = 11
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (self.seq_len + 1,), generator=g), 0) for _ in range(16)]
-
-
-class _Classes(ClassificationTask):
-    vocab_size = 11
-    num_classes = 3
-
-    def load_split(self, split):
-        g = torch.Generator().manual_seed(len(split))
-        return [(torch.randint(1, 11, (int(torch.randint(4, self.seq_len + 1, (1,),
-                                                            generator=g)),), generator=g),
-                 int(torch.randint(0, 3, (1,), generator=g))) for _ in range(32)]
-
-
 @pytest.fixture
 def plugins():
-    TASKS.add("watch-lm", _LM)
-    TASKS.add("watch-classes", _Classes)
-    cheaters.register()
-    yield
-    cheaters.unregister()
-    for name in ("watch-lm", "watch-classes"):
-        del TASKS._entries[name]
+    with registered_tasks({"watch-lm": ToyLM, "watch-classes": ToyClasses}):
+        cheaters.register()
+        yield
+        cheaters.unregister()
 
 
 def _run(tmp_path: Path, task: str, router: str, ops: str, *extra: str) -> int:

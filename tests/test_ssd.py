@@ -18,9 +18,7 @@ from operators.ssd import (
     ssd_quadratic,
     ssd_recurrent,
 )
-from tests.parity import assert_rel_close
-
-D, H = 16, 4
+from tests.parity import D, H, assert_rel_close, float64_operator, padded_batch
 
 
 def inputs(n, seed, decay=1.0):
@@ -81,9 +79,8 @@ def test_segment_sums_are_summed_not_differenced():
     assert abs(float(cum[11] - cum[1]) - float(a[2:12].sum())) > 1e-9 * 1e-3  # what it avoids
 
 
-def build(causal, seed=0, **options):
-    torch.manual_seed(seed)
-    return OPERATORS.get("ssd")(D, H, 64, causal, **options).double().eval()
+def build(causal, **options):
+    return float64_operator("ssd", causal, **options)
 
 
 def formula(op, x, causal):
@@ -105,8 +102,7 @@ def formula(op, x, causal):
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_operator_equals_its_formula_with_padding(causal, chunk):
     op = build(causal, chunk=chunk)
-    x = torch.randn(3, 23, D, dtype=torch.float64)
-    mask = torch.arange(23)[None] < torch.tensor([23, 9, 16])[:, None]
+    x, mask = padded_batch()
     y = op(x, MixContext(padding_mask=mask, causal=causal))
     for i, length in enumerate(mask.sum(1).tolist()):
         assert_rel_close(y[i : i + 1, :length], formula(op, x[i : i + 1, :length], causal))

@@ -18,9 +18,14 @@ from operators.swa import (
     sliding_window_quadratic,
     sliding_window_recurrent,
 )
-from tests.parity import assert_rel_close
-
-D, H = 16, 4
+from tests.parity import (
+    D,
+    H,
+    assert_rel_close,
+    assert_routed_equals_full,
+    float64_operator,
+    padded_batch,
+)
 
 
 def qkv(n, seed):
@@ -70,9 +75,8 @@ def test_a_window_as_long_as_the_sequence_is_full_attention():
     assert_rel_close(op(x, ctx), full(x, ctx))
 
 
-def build(causal, window, seed=0):
-    torch.manual_seed(seed)
-    return OPERATORS.get("swa")(D, H, 64, causal, window=window).double().eval()
+def build(causal, window):
+    return float64_operator("swa", causal, window=window)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -80,9 +84,8 @@ def build(causal, window, seed=0):
 def test_operator_equals_its_formula_with_padding(causal, window):
     """Projections and padding included, with blocks of 4 queries."""
     op = build(causal, window)
-    b, n = 3, 23
-    x = torch.randn(b, n, D, dtype=torch.float64)
-    mask = torch.arange(n)[None] < torch.tensor([23, 9, 16])[:, None]
+    x, mask = padded_batch()
+    b, n = x.shape[:2]
     with patch.object(swa, "QUERY_BLOCK", 4):
         y = op(x, MixContext(padding_mask=mask, causal=causal))
     q = (op.q_proj(x) * (D // H) ** -0.5).view(b, n, H, -1).transpose(1, 2)
@@ -101,24 +104,8 @@ def test_routed_queries_in_blocks_equal_the_full_output(causal, data):
     """Any block size and window, ragged subsets with padded slots: outputs and gradients equal
     the full output gathered at the routed positions; padded slots give exactly zero."""
     op = build(causal, data.draw(st.integers(1, 12)))
-    n, batch = 19, 3
-    x = torch.randn(batch, n, D, dtype=torch.float64, requires_grad=True)
-    chosen = [sorted(data.draw(st.lists(st.integers(0, n - 1), max_size=n, unique=True)))
-              for _ in range(batch)]
-    q = max(1, max(map(len, chosen)))
-    positions = torch.tensor([c + [n - 1] * (q - len(c)) for c in chosen])
-    slots = torch.arange(q)[None] < torch.tensor([len(c) for c in chosen])[:, None]
-    ctx = MixContext(causal=causal)
     with patch.object(swa, "QUERY_BLOCK", data.draw(st.integers(1, 8))):
-        sub = op(x, ctx.with_queries(positions, slots))
-        full = torch.gather(op(x, ctx), 1, positions[..., None].expand(-1, -1, D))
-    assert (sub[~slots] == 0).all()
-    assert_rel_close(sub[slots], full[slots], 1e-12)
-    w = torch.randn_like(sub) * slots[..., None]
-    params = [x, *op.parameters()]
-    for a, b in zip(torch.autograd.grad((sub * w).sum(), params),
-                    torch.autograd.grad((full * w).sum(), params), strict=True):
-        torch.testing.assert_close(a, b)
+        assert_routed_equals_full(op, data, causal, filler=-1)
 
 
 def test_cost_grows_with_the_window_not_the_sequence():

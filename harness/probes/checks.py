@@ -19,7 +19,7 @@ training (harness/runner/guard.py) and the trained instance itself after it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -167,6 +167,28 @@ def _where(mode: str, batch_size: int, seq_len: int, backward: bool = False) -> 
     return f"{mode} mode, {grad}, batch {batch_size} x {seq_len}"
 
 
+def _leak_check(name: str, model: Model, task: Task, batch: Batch,
+                variants: Callable[[], Iterable[Variant]], modes: tuple[str, ...],
+                backward: bool, passed: str, failed: str) -> CheckResult:
+    """`name` passes (saying `passed`) when, in every mode, no variant of `batch` moves the
+    outputs it must not; else it fails saying `failed` (formatted with the worst variant's
+    `at` and `moved`) and names the components at fault. `variants()` gives each mode's
+    variants, drawn as the mode runs."""
+    batch_size, seq_len = batch.tokens.shape
+    worst = _Worst()
+    for mode in modes:
+        with probe_mode(model, mode), same_start(model, task, backward) as forward:
+            ref = forward(batch)
+            for variant in variants():
+                worst.consider(ref, forward(variant.batch), variant, mode,
+                               f"{variant.how}, {_where(mode, batch_size, seq_len, backward)}")
+    if not worst.at:
+        return CheckResult(name, True, passed)
+    result = CheckResult(name, False, failed.format(at=worst.at, moved=worst.moved))
+    worst.blame(model, result, task, backward)
+    return result
+
+
 def check_causality(model: Model, task: Task, seq_len: int, g: torch.Generator,
                     batch_size: int = 2, modes: tuple[str, ...] = MODES,
                     backward: bool = False) -> CheckResult:
@@ -179,23 +201,16 @@ def check_causality(model: Model, task: Task, seq_len: int, g: torch.Generator,
             int(torch.randint(0, max(seq_len - 1, 1), (1,), generator=g))}
     cuts = sorted(t for t in cuts if 0 <= t < seq_len - 1)
     rounds = [cuts[i:i + batch_size] for i in range(0, len(cuts), batch_size)]
-    worst = _Worst()
-    for mode in modes:
-        with probe_mode(model, mode), same_start(model, task, backward) as forward:
-            ref = forward(batch)
-            for ts in rounds:
-                cut = [ts[i % len(ts)] for i in range(batch_size)]  # example i: after cut[i]
-                variant = future_changed(batch, cut, g, task.vocab_size)
-                worst.consider(ref, forward(variant.batch), variant, mode,
-                               f"{variant.how}, {_where(mode, batch_size, seq_len, backward)}")
-    if not worst.at:
-        return CheckResult("causality", True,
-                           f"outputs <= t unchanged ({', '.join(modes)}; batch {batch_size} x "
-                           f"{seq_len})")
-    result = CheckResult("causality", False,
-                         f"{worst.at}: outputs at <= t changed by {worst.moved:.2e}")
-    worst.blame(model, result, task, backward)
-    return result
+
+    def variants() -> Iterator[Variant]:  # new future tokens in each mode
+        for ts in rounds:
+            cut = [ts[i % len(ts)] for i in range(batch_size)]  # example i: after cut[i]
+            yield future_changed(batch, cut, g, task.vocab_size)
+
+    return _leak_check("causality", model, task, batch, variants, modes, backward,
+                       f"outputs <= t unchanged ({', '.join(modes)}; batch {batch_size} x "
+                       f"{seq_len})",
+                       "{at}: outputs at <= t changed by {moved:.2e}")
 
 
 def check_batch_independence(model: Model, task: Task, seq_len: int, g: torch.Generator,
@@ -210,22 +225,12 @@ def check_batch_independence(model: Model, task: Task, seq_len: int, g: torch.Ge
     if batch_size > 1:
         keep = torch.arange(batch_size) < half
         variants.append(others_replaced(batch, keep, g, task.vocab_size))
-    worst = _Worst()
-    for mode in modes:
-        with probe_mode(model, mode), same_start(model, task, backward) as forward:
-            together = forward(batch)
-            for variant in variants:
-                worst.consider(together, forward(variant.batch), variant, mode,
-                               f"{variant.how}, {_where(mode, batch_size, seq_len, backward)}")
-    if not worst.at:
-        return CheckResult("batch independence", True,
-                           f"alone == in batch == with other examples ({', '.join(modes)}; "
-                           f"batch {batch_size} x {seq_len})")
-    result = CheckResult("batch independence", False,
-                         f"an example's output changed with the rest of its batch ({worst.at}) "
-                         f"by {worst.moved:.2e}")
-    worst.blame(model, result, task, backward)
-    return result
+    return _leak_check("batch independence", model, task, batch, lambda: variants, modes,
+                       backward,
+                       f"alone == in batch == with other examples ({', '.join(modes)}; "
+                       f"batch {batch_size} x {seq_len})",
+                       "an example's output changed with the rest of its batch ({at}) by "
+                       "{moved:.2e}")
 
 
 def check_routed_equals_dense(model: Model, task: Task, seq_len: int,

@@ -21,6 +21,7 @@ from typing import Any
 
 PAPER_GATE_LABEL = "paper: g ≈ {value} (reported, not reproduced)"
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+ONE_AXES_WIDTH = 7.5  # inches: a figure of one axes, its legend to the right of it
 
 
 def render_all(specs: list[dict[str, Any]]) -> tuple[list[Path], list[str]]:
@@ -110,6 +111,24 @@ def _panels(n: int, width: float = 4.2, height: float = 3.2, columns: int = 3):
     return fig, flat[:n]
 
 
+def _one_axes(height: float = 4.5):
+    """A figure of one axes, ONE_AXES_WIDTH inches wide: (figure, axes)."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(ONE_AXES_WIDTH, height), layout="constrained")
+
+
+def _finish_one_axes(fig: Any, ax: Any, title: str, xlabel: str, ylabel: str,
+                     handles: list[Any] | None = None):
+    """A one-axes figure's labels, light grid, legend to the right and title: the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    _legend_outside(ax, handles)
+    _title(fig, title, ONE_AXES_WIDTH)
+    return fig
+
+
 def _padded(low: float, high: float, pad: float = 0.08) -> tuple[float, float]:
     span = high - low
     margin = span * pad if span > 0 else max(abs(high) * pad, 1e-3)
@@ -122,7 +141,6 @@ def _padded(low: float, high: float, pad: float = 0.08) -> tuple[float, float]:
 def pareto(spec: dict[str, Any]):
     """Quality against mixing FLOPs: colour = router, marker = operator set, hollow = flagged;
     the front as a line only through MIN_FRONT points or more, else ringed points."""
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import EngFormatter
 
@@ -130,7 +148,7 @@ def pareto(spec: dict[str, Any]):
     points = spec["points"]
     op_sets = sorted({p["operators"] for p in points})
     marker = {ops: MARKERS[i % len(MARKERS)] for i, ops in enumerate(op_sets)}
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+    fig, ax = _one_axes(height=4.8)
     for p in points:
         color = routers[p["router"]]
         ax.errorbar(p["x"], p["y"], yerr=p["yerr"] or None, fmt=marker[p["operators"]],
@@ -158,13 +176,9 @@ def pareto(spec: dict[str, Any]):
     ax.set_xlim(*_padded(min(xs), max(xs)))
     ax.set_ylim(*_padded(min(ys), max(ys)))
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 120k, not 120000: labels that fit
-    ax.set_xlabel(spec["xlabel"])
-    ax.set_ylabel(text(spec["metric"]) + ("\n(higher is better)" if spec["higher"]
-                                          else "\n(lower is better)"))
-    ax.grid(alpha=0.3)
-    _legend_outside(ax, handles)
-    _title(fig, spec["title"], 7.5)
-    return fig
+    better = "\n(higher is better)" if spec["higher"] else "\n(lower is better)"
+    return _finish_one_axes(fig, ax, spec["title"], spec["xlabel"],
+                            text(spec["metric"]) + better, handles)
 
 
 def routing_fractions(spec: dict[str, Any]):
@@ -246,10 +260,8 @@ def entropy_histograms(spec: dict[str, Any]):
 
 def gate(spec: dict[str, Any]):
     """The MetaRouter gate over training: colour = router, one line style per row."""
-    import matplotlib.pyplot as plt
-
     routers = spec["colors"]["routers"]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    fig, ax = _one_axes()
     styles = [(ls, m) for m in ("", "o", "s") for ls in ("-", "--", ":", "-.")]
     values = []
     for i, g in enumerate(spec["groups"]):
@@ -267,20 +279,14 @@ def gate(spec: dict[str, Any]):
         values.append(spec["paper_value"])
     if values:
         ax.set_ylim(*_padded(min(values), max(values)))
-    ax.set_xlabel("training step")
-    ax.set_ylabel("gate (mean weight of the top-band operator)")
-    ax.grid(alpha=0.3)
-    _legend_outside(ax)
-    _title(fig, spec["title"], 7.5)
-    return fig
+    return _finish_one_axes(fig, ax, spec["title"], "training step",
+                            "gate (mean weight of the top-band operator)")
 
 
 def accuracy_vs_fraction(spec: dict[str, Any]):
     """Test accuracy against the share routed to attention: one line per router (dashed: the
     privileged upper bound), single operators as squares at 0 and 1."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    fig, ax = _one_axes()
     xs, ys = [], []
     for s in spec["series"]:
         points = s["points"]
@@ -292,12 +298,8 @@ def accuracy_vs_fraction(spec: dict[str, Any]):
         ys += [v for p in points for v in (p["y"] - p["yerr"], p["y"] + p["yerr"])]
     ax.set_xlim(*_padded(min(xs), max(xs), 0.04))
     ax.set_ylim(*_padded(min(ys), max(ys)))
-    ax.set_xlabel("share of tokens routed to attention (test)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    _legend_outside(ax)
-    _title(fig, spec["title"], 7.5)
-    return fig
+    return _finish_one_axes(fig, ax, spec["title"], "share of tokens routed to attention (test)",
+                            "test accuracy")
 
 
 def difficulty(spec: dict[str, Any]):

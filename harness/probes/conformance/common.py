@@ -3,6 +3,7 @@ under test with seeded random inputs, and the assertion helpers."""
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -236,3 +237,71 @@ def under_bf16_autocast(p: Probe, x: Tensor, forward: Callable[[Tensor], Any]):
         except Exception as exc:
             fail(f"{what}: forward raised {type(exc).__name__}: {exc}")
         yield what, out
+
+
+# -- the questions operators and routers are both asked ------------------------------------------
+# `run(x, ctx)` is what must not change: an operator's outputs, a router's decisions, (B, N, ...).
+
+
+def check_padding_ignored(p: Probe, run: Callable[[Tensor, MixContext], Tensor],
+                          changed: str) -> None:
+    """At real tokens `run` gives the same (1) with padding of garbage appended to examples of
+    one length, (2) with other garbage and more padding in a ragged batch. `changed`: what the
+    failure says changed."""
+    s = p.s
+    n = s.seq_len
+    with torch.no_grad():
+        real = max(1, (3 * n) // 4)
+        x = p.randn(s.batch_size, real, s.d_model)
+        alone = run(x, p.ctx())
+        mask = torch.zeros(s.batch_size, n, dtype=torch.bool)
+        mask[:, :real] = True
+        padded = with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
+                                                               s.d_model)], 1), mask, p.g)
+        mask = mask.to(p.device)
+        y = run(padded.to(p.device), p.ctx(mask))
+        check_close(f"appending {n - real} padding tokens changed {changed}", y[:, :real],
+                    alone, s.rtol)
+        x, mask = p.ragged(n - n // 4)
+        x2, mask2 = more_padding(p, x, mask, n // 4)
+        y1 = run(x, p.ctx(mask))
+        y2 = run(x2, p.ctx(mask2))
+        check_close(f"changing the content and amount of padding (ragged batch) changed "
+                    f"{changed}", y2[mask2], y1[mask], s.rtol)
+
+
+def future_leak(p: Probe, run: Callable[[Tensor, MixContext], Tensor], changed: str
+                ) -> str | None:
+    """None if changing the tokens after t, at several t, leaves `run` at positions <= t
+    unchanged; else what the worst change was (`changed`: what it changed)."""
+    s = p.s
+    n = s.seq_len
+    x = p.randn(s.batch_size, n, s.d_model)
+    worst, where = 0.0, None
+    with torch.no_grad():
+        ref = run(x, p.ctx())
+        tol = tolerance(ref, s.rtol)
+        for t in sorted({0, n // 3, n // 2, n - 2}):
+            y = x.clone()
+            y[:, t + 1:] = p.randn(s.batch_size, n - t - 1, s.d_model)
+            diff = max_diff(run(y, p.ctx())[:, : t + 1], ref[:, : t + 1])
+            if diff > worst or math.isnan(diff):
+                worst, where = diff, t
+    if worst <= tol:
+        return None
+    return (f"changing tokens after t={where} changed {changed} at positions <= t by "
+            f"{worst:.2e} (tolerance {tol:.1e})")
+
+
+def check_batch_independent(p: Probe, run: Callable[[Tensor, MixContext], Tensor],
+                            differs: str, hint: str = "") -> None:
+    """Each example of a ragged batch gives the same `run` at its real tokens alone as in the
+    batch. `differs`: the failure, formatted with the example `i` and the batch `size`."""
+    s = p.s
+    x, mask = p.ragged()
+    with torch.no_grad():
+        together = run(x, p.ctx(mask))
+        for i in range(s.batch_size):
+            alone = run(x[i: i + 1], p.ctx(mask[i: i + 1]))
+            check_close(differs.format(i=i, size=s.batch_size), alone[0][mask[i]],
+                        together[i][mask[i]], s.rtol, hint)

@@ -5,22 +5,22 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from harness.probes.conformance.common import (
     Probe,
+    check_batch_independent,
     check_close,
     check_finite,
     check_grads,
+    check_padding_ignored,
     check_roles,
     fail,
-    max_diff,
-    more_padding,
-    tolerance,
+    future_leak,
     under_bf16_autocast,
-    with_garbage,
 )
 from operators import OPERATOR_ROLES, MixContext
 from operators.base import executed_flops
@@ -83,61 +83,19 @@ def _op_dtypes(p: Probe) -> None:
 
 
 def _op_padding(p: Probe) -> None:
-    s = p.s
-    op = p.operator()
-    n = s.seq_len
-    with torch.no_grad():
-        # 1. every example the same real length; appending padding (of garbage) changes nothing
-        real = max(1, (3 * n) // 4)
-        x = p.randn(s.batch_size, real, s.d_model)
-        alone = _op_forward(op, x, p.ctx())
-        mask = torch.zeros(s.batch_size, n, dtype=torch.bool, device=p.device)
-        mask[:, :real] = True
-        padded = with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
-                                                               s.d_model)], 1), mask.cpu(), p.g)
-        y = _op_forward(op, padded.to(p.device), p.ctx(mask))
-        check_close(f"appending {n - real} padding tokens changed real outputs",
-                     y[:, :real], alone, s.rtol)
-        # 2. ragged lengths: other garbage and more padding change nothing either
-        x, mask = p.ragged(n - n // 4)
-        x2, mask2 = more_padding(p, x, mask, n // 4)
-        y1 = _op_forward(op, x, p.ctx(mask))
-        y2 = _op_forward(op, x2, p.ctx(mask2))
-        check_close("changing the content and amount of padding (ragged batch) changed real "
-                     "outputs", y2[mask2], y1[mask], s.rtol)
+    check_padding_ignored(p, partial(_op_forward, p.operator()), "real outputs")
 
 
 def _op_causality(p: Probe) -> None:
-    s = p.s
-    op = p.operator()
-    n = s.seq_len
-    x = p.randn(s.batch_size, n, s.d_model)
-    worst, where, tol = 0.0, None, 0.0
-    with torch.no_grad():
-        ref = _op_forward(op, x, p.ctx())
-        tol = tolerance(ref, s.rtol)
-        for t in sorted({0, n // 3, n // 2, n - 2}):
-            y = x.clone()
-            y[:, t + 1:] = p.randn(s.batch_size, n - t - 1, s.d_model)
-            diff = max_diff(_op_forward(op, y, p.ctx())[:, : t + 1], ref[:, : t + 1])
-            if diff > worst or math.isnan(diff):
-                worst, where = diff, t
-    if not worst <= tol:
-        fail(f"causal mode is not causal: changing tokens after t={where} changed outputs at "
-              f"positions <= t by {worst:.2e} (tolerance {tol:.1e}); the operator sees the "
-              f"future")
+    leak = future_leak(p, partial(_op_forward, p.operator()), "outputs")
+    if leak:
+        fail(f"causal mode is not causal: {leak}; the operator sees the future")
 
 
 def _op_batch_independence(p: Probe) -> None:
-    s = p.s
-    op = p.operator()
-    x, mask = p.ragged()
-    with torch.no_grad():
-        together = _op_forward(op, x, p.ctx(mask))
-        for i in range(s.batch_size):
-            alone = _op_forward(op, x[i: i + 1], p.ctx(mask[i: i + 1]))
-            check_close(f"example {i} alone differs from the same example in a batch of "
-                         f"{s.batch_size}", alone[0][mask[i]], together[i][mask[i]], s.rtol)
+    check_batch_independent(p, partial(_op_forward, p.operator()),
+                            "example {i} alone differs from the same example in a batch of "
+                            "{size}")
 
 
 def _op_gradients(p: Probe) -> None:

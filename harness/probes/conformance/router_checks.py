@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -10,16 +9,14 @@ from torch import Tensor, nn
 
 from harness.probes.conformance.common import (
     Probe,
-    check_close,
+    check_batch_independent,
     check_finite,
     check_grads,
+    check_padding_ignored,
     check_roles,
     fail,
-    max_diff,
-    more_padding,
-    tolerance,
+    future_leak,
     under_bf16_autocast,
-    with_garbage,
 )
 from operators import MixContext
 from registry import ConfigError
@@ -139,67 +136,29 @@ def _router_dtypes(p: Probe) -> None:
                 fail(f"{what}: assignment outside [0, {k})")
 
 
+def _router_decisions(router: nn.Module) -> Callable[[Tensor, MixContext], Tensor]:
+    return lambda x, ctx: _decisions(_route(router, x, ctx))
+
+
 def _router_padding(p: Probe) -> None:
-    s = p.s
-    router = p.router()
-    n = s.seq_len
-    with torch.no_grad():
-        real = max(1, (3 * n) // 4)
-        x = p.randn(s.batch_size, real, s.d_model)
-        alone = _decisions(_route(router, x, p.ctx()))
-        mask = torch.zeros(s.batch_size, n, dtype=torch.bool)
-        mask[:, :real] = True
-        padded = with_garbage(torch.cat([x.cpu(), torch.zeros(s.batch_size, n - real,
-                                                               s.d_model)], 1), mask, p.g)
-        mask = mask.to(p.device)
-        y = _decisions(_route(router, padded.to(p.device), p.ctx(mask)))
-        check_close(f"appending {n - real} padding tokens changed the routing of real tokens",
-                     y[:, :real], alone, s.rtol)
-        x, mask = p.ragged(n - n // 4)
-        x2, mask2 = more_padding(p, x, mask, n // 4)
-        d1 = _decisions(_route(router, x, p.ctx(mask)))
-        d2 = _decisions(_route(router, x2, p.ctx(mask2)))
-        check_close("changing the content and amount of padding (ragged batch) changed the "
-                     "routing of real tokens", d2[mask2], d1[mask], s.rtol)
+    check_padding_ignored(p, _router_decisions(p.router()), "the routing of real tokens")
 
 
 def _router_causality(p: Probe) -> None:
-    s = p.s
-    router = p.router()
-    n = s.seq_len
-    x = p.randn(s.batch_size, n, s.d_model)
-    worst, where = 0.0, None
-    with torch.no_grad():
-        ref = _decisions(_route(router, x, p.ctx()))
-        tol = tolerance(ref, s.rtol)
-        for t in sorted({0, n // 3, n // 2, n - 2}):
-            y = x.clone()
-            y[:, t + 1:] = p.randn(s.batch_size, n - t - 1, s.d_model)
-            diff = max_diff(_decisions(_route(router, y, p.ctx()))[:, : t + 1],
-                             ref[:, : t + 1])
-            if diff > worst or math.isnan(diff):
-                worst, where = diff, t
-    if not worst <= tol:
+    leak = future_leak(p, _router_decisions(p.router()), "decisions")
+    if leak:
         declared = "" if p.cls.causal else (
             " (it declares causal = False: the harness refuses it on causal tasks unless "
             "--allow-leaky)")
-        fail(f"routing on a causal task is not causal: changing tokens after t={where} changed "
-              f"decisions at positions <= t by {worst:.2e} (tolerance {tol:.1e}){declared}")
+        fail(f"routing on a causal task is not causal: {leak}{declared}")
 
 
 def _router_batch_independence(p: Probe) -> None:
-    s = p.s
-    router = p.router()
-    x, mask = p.ragged()
     hint = "" if p.cls.batch_independent else (
         " (it declares batch_independent = False: a leaky variant on every task)")
-    with torch.no_grad():
-        together = _decisions(_route(router, x, p.ctx(mask)))
-        for i in range(s.batch_size):
-            alone = _decisions(_route(router, x[i: i + 1], p.ctx(mask[i: i + 1])))
-            check_close(f"example {i} is routed differently alone and in a batch of "
-                         f"{s.batch_size}", alone[0][mask[i]], together[i][mask[i]], s.rtol,
-                         hint)
+    check_batch_independent(p, _router_decisions(p.router()),
+                            "example {i} is routed differently alone and in a batch of {size}",
+                            hint)
 
 
 def _router_gradients(p: Probe) -> None:
