@@ -61,13 +61,14 @@ def router_flags(cfg: RunConfig) -> list[str]:
 
 
 def look_up_names(cfg: RunConfig) -> None:
-    """Look the task, router and operators up before anything is written: an unknown name is
-    one line (with "did you mean") and leaves no run folder or run.lock behind."""
+    """Look the task, router and operators up before anything is written: an unknown name, or
+    an unknown or invalid task option, is one line (with "did you mean") and leaves no run
+    folder or run.lock behind."""
     from operators import OPERATORS
     from routers import ROUTERS
     from tasks import TASKS
 
-    TASKS.entry(cfg.data.task)
+    TASKS.check_options(cfg.data.task, cfg.data.task_options)
     ROUTERS.entry(cfg.routing.router)
     for name in cfg.routing.ops:
         OPERATORS.entry(name)
