@@ -191,3 +191,41 @@ def test_a_plugin_whose_options_are_not_a_model_is_refused():
                                         r"ComponentOptions model"):
         TASKS.add("loose", Loose, origin="fakeplug-loose 0.1")
     assert "loose" not in TASKS
+
+
+def test_a_plugin_task_written_from_the_last_rounds_docs_still_builds_with_a_warning(tmp_path):
+    # docs/plugins.md's ReverseTask as the previous round documented it: its options are
+    # constructor keywords checked by tasks.recall's hand checks, which are kept, deprecated
+    import torch
+
+    from tasks.base import IGNORE_INDEX
+    from tasks.recall import RecallData, RecallTask, positive_int, split_sizes
+    from tests.toy_tasks import registered_tasks
+
+    class ReverseTask(RecallTask):
+        def __init__(self, seq_len, *, n_symbols=8, n_train=10_000, n_valid=1_000,
+                     n_test=1_000, data_seed=0, **kwargs):
+            super().__init__(seq_len, **kwargs)
+            self.n = (seq_len - 1) // 2
+            self.vocab_size = 3 + positive_int(self.registry_name, "n_symbols", n_symbols)
+            self.params = {"n_symbols": n_symbols,
+                           **split_sizes(self.registry_name, n_train, n_valid, n_test, data_seed)}
+
+        def generate(self, n, g):
+            symbols = torch.randint(3, self.vocab_size, (n, self.n), generator=g)
+            inputs = torch.ones(n, self.seq_len, dtype=torch.long)
+            inputs[:, : self.n], inputs[:, self.n] = symbols, 2
+            targets = torch.full_like(inputs, IGNORE_INDEX)
+            targets[:, self.n + 1 : 2 * self.n + 1] = symbols.flip(1)
+            answers = targets != IGNORE_INDEX
+            return RecallData(inputs, targets, answers, needs_attention=answers)
+
+    with registered_tasks({"old-reverse": ReverseTask}):
+        with pytest.warns(DeprecationWarning, match="positive_int is deprecated"):
+            task = TASKS.get("old-reverse")(9, n_symbols=5, n_train=16, n_valid=4, n_test=4,
+                                            cache_dir=tmp_path)
+        assert task.vocab_size == 8 and task.params["n_train"] == 16
+        assert len(task.dataset("train")) == 16 and len(task.dataset("test")) == 4
+        with pytest.raises(ConfigError, match="option n_symbols must be an integer >= 1"), \
+                pytest.warns(DeprecationWarning):
+            TASKS.get("old-reverse")(9, n_symbols=0, cache_dir=tmp_path)
