@@ -52,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from registry import ConfigError
-from registry.options import ComponentOptions, parse_options
+from registry.options import ComponentOptions, Configurable
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class MixContext:
         return self if causal == self.causal else replace(self, causal=causal)
 
 
-class TokenMixer(nn.Module):
+class TokenMixer(Configurable, nn.Module):
     """Base class for operators. Subclasses set the ClassVars, extend ``Options`` and implement
     forward/flops."""
 
@@ -82,17 +82,8 @@ class TokenMixer(nn.Module):
     roles: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"  # set by the registry
 
-    class Options(ComponentOptions):
-        """No options; a subclass adds its fields."""
-
-    options: ComponentOptions  # the validated Options, set by the constructor
-
-    @classmethod
-    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
-        """The validated ``Options``, or one ConfigError line naming the option and the flag
-        that sets it (``OPERATORS.check_options`` asks this without building the operator)."""
-        return parse_options("operator", cls.registry_name, cls.Options, values,
-                             "--op-option {name}.{key}=VALUE")
+    option_kind: ClassVar[str] = "operator"  # Options and parse_options: registry.options
+    options_flag: ClassVar[str] = "--op-option {name}.{key}=VALUE"
 
     def __init__(self, d_model: int, n_heads: int, max_len: int, causal: bool, **options: Any):
         super().__init__()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticUndefined
@@ -36,6 +36,28 @@ class ComponentOptions(BaseModel):
     refused; the validated options are read-only."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, strict=True)
+
+
+class Configurable:
+    """What operators, routers and tasks share: their options, declared as a nested ``Options``
+    model (a subclass extends its parent's) and checked once by ``parse_options``, whose one-line
+    errors name the component's kind and the flag that sets an option."""
+
+    option_kind: ClassVar[str] = "component"  # "operator", "router", "task"
+    options_flag: ClassVar[str] = "--option {key}=VALUE"  # '{name}': the component's name
+    registry_name: ClassVar[str] = "?"  # set by the registry
+
+    class Options(ComponentOptions):
+        """No options; a subclass adds its fields."""
+
+    options: ComponentOptions  # the validated Options, set by the constructor
+
+    @classmethod
+    def parse_options(cls, values: Mapping[str, Any]) -> ComponentOptions:
+        """The validated ``Options``, or one ConfigError line naming the option and the flag
+        that sets it (the registry's ``check_options`` asks this without building anything)."""
+        return parse_options(cls.option_kind, cls.registry_name, cls.Options, values,
+                             cls.options_flag)
 
 
 def option_flag(flag: str, name: str, key: str = "KEY") -> str:

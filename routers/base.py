@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from harness.core.options import ATTN_FRACTION
 from registry import ChiaroscuroError, ConfigError
-from registry.options import ComponentOptions, parse_options
+from registry.options import ComponentOptions, Configurable
 
 
 class NonFiniteRouting(ChiaroscuroError):
@@ -73,7 +73,7 @@ class Routing:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Router(nn.Module):
+class Router(Configurable, nn.Module):
     hard: ClassVar[bool] = True
     causal: ClassVar[bool] = True
     batch_independent: ClassVar[bool] = True
@@ -88,17 +88,8 @@ class Router(nn.Module):
     roles: ClassVar[tuple[str, ...]] = ()
     registry_name: ClassVar[str] = "?"  # set by the registry
 
-    class Options(ComponentOptions):
-        """No options; a subclass adds its fields."""
-
-    options: ComponentOptions  # the validated Options, set by the constructor
-
-    @classmethod
-    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
-        """The validated ``Options``, or one ConfigError line naming the option and the flag
-        that sets it (``ROUTERS.check_options`` asks this without building the router)."""
-        return parse_options("router", cls.registry_name, cls.Options, values,
-                             "--router-option {key}=VALUE")
+    option_kind: ClassVar[str] = "router"  # Options and parse_options: registry.options
+    options_flag: ClassVar[str] = "--router-option {key}=VALUE"
 
     def __init__(
         self,

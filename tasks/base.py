@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from registry import ConfigError
-from registry.options import ComponentOptions, parse_options
+from registry.options import ComponentOptions, Configurable
 
 SPLITS = ("train", "valid", "test")
 IGNORE_INDEX = -100
@@ -71,7 +71,7 @@ class Meter:
         raise NotImplementedError
 
 
-class Task:
+class Task(Configurable):
     # Declarations (class attributes, the one place they are written: the registry reads them
     # from the source for `python -m harness list` and checks them on import)
     causal: ClassVar[bool] = False
@@ -92,17 +92,8 @@ class Task:
     shape_only: bool = False
     vocab_is_nominal: bool = False
 
-    class Options(ComponentOptions):
-        """No options; a subclass adds its fields."""
-
-    options: ComponentOptions  # the validated Options, set by the constructor
-
-    @classmethod
-    def parse_options(cls, values: dict[str, Any]) -> ComponentOptions:
-        """The validated ``Options``, or one ConfigError line naming the option and the flag
-        that sets it (``TASKS.check_options`` asks this without building the task)."""
-        return parse_options("task", cls.registry_name, cls.Options, values,
-                             "--task-option {key}=VALUE")
+    option_kind: ClassVar[str] = "task"  # Options and parse_options: registry.options
+    options_flag: ClassVar[str] = "--task-option {key}=VALUE"
 
     def __init__(
         self,
