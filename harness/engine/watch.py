@@ -36,7 +36,7 @@ from harness.engine.leak_probe import (
     SameState,
     Trace,
     Variant,
-    culprits,
+    blame,
     gradients_aside,
     random_variants,
     trace,
@@ -53,7 +53,8 @@ EVAL_SHARE = 0.1  # of an evaluation's batches, probed
 class Finding:
     """A probe whose outputs moved where they must not. ``phase`` groups repeats ("training",
     "test evaluation"); ``count`` says how many probes of the phase failed the same check in
-    the same mode (the first one is blamed)."""
+    the same mode (the first one is blamed). ``rounding`` set: no leak, float32 rounding
+    amplified by a hard decision (harness/engine/leak_probe.py says when); counted apart."""
 
     check: str
     mode: str  # "train" or "eval"
@@ -62,6 +63,7 @@ class Finding:
     detail: str
     culprits: tuple[str, ...]
     count: int = 1
+    rounding: str = ""
 
     def to_json(self) -> dict:
         return {**asdict(self), "culprits": list(self.culprits)}
@@ -154,7 +156,9 @@ class LeakWatch:
                     self.probes += 1
                     mode = "train" if model.training else "eval"
                     if probe.trace is not None:
-                        self._judge(model, real.trace, probe.trace, variant, mode, phase, where)
+                        before.restore()  # blame asks from the state both forwards started in
+                        self._judge(model, batch, real.trace, probe.trace, variant, mode, phase,
+                                    where)
                     elif not self._seen(variant.check, mode, phase):
                         self.findings.append(Finding(variant.check, mode, phase, where,
                                                      f"{variant.how}: {probe.failure}", ()))
@@ -162,21 +166,26 @@ class LeakWatch:
             after.restore()
             self.seconds += time.perf_counter() - start
 
-    def _judge(self, model: Model, ref: Trace, out: Trace, variant: Variant, mode: str,
-               phase: str, where: str) -> None:
+    def _judge(self, model: Model, batch: Batch, ref: Trace, out: Trace, variant: Variant,
+               mode: str, phase: str, where: str) -> None:
         moved = variant.moved(ref.logits, out.logits)
         if not moved or self._seen(variant.check, mode, phase):  # blamed once per phase
+            return
+        found = blame(model, batch, ref, out, variant)
+        if found.rounding and self._seen(variant.check, mode, phase, rounding=True):
             return
         b, n = variant.batch.tokens.shape
         self.findings.append(Finding(
             variant.check, mode, phase, where,
             f"{variant.how}, batch {b} x {n}: outputs that must not change moved by "
-            f"{moved:.2e}", culprits(model, ref, out, variant)))
+            f"{moved:.2e}", found.culprits, rounding=found.rounding))
 
-    def _seen(self, check: str, mode: str, phase: str) -> bool:
-        """Whether `check` already failed in `mode` and `phase`; if so it counts one more."""
+    def _seen(self, check: str, mode: str, phase: str, rounding: bool = False) -> bool:
+        """Whether `check` already failed in `mode` and `phase` (as rounding, when `rounding`);
+        if so it counts one more. A leak after rounding is still blamed."""
         for finding in self.findings:
-            if (finding.check, finding.mode, finding.phase) == (check, mode, phase):
+            if ((finding.check, finding.mode, finding.phase) == (check, mode, phase)
+                    and bool(finding.rounding) == rounding):
                 finding.count += 1
                 return True
         return False
