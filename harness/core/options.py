@@ -159,6 +159,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("optim.beta2", float, 0.98, "AdamW beta2", metavar="B", group=OPTIM, ge=0, lt=1),
     Option("optim.warmup_steps", int, 50, "linear warm-up, then cosine decay", metavar="N",
            group=OPTIM, ge=0),
+    # wsd: a run to its plateau decays when it gets there, not on the cap's clock
+    Option("optim.schedule", str, "cosine",
+           "cosine: decay to a tenth of the peak over --max-steps; wsd: the peak rate until the "
+           "plateau rule (--patience) fires or the cap leaves just enough steps, then a linear "
+           "cool-down over --cooldown x the steps so far, and the run ends", metavar="NAME",
+           group=OPTIM, choices=("cosine", "wsd"), added=True),
+    Option("optim.cooldown", float, 0.2, "wsd: the cool-down's length, a share of the steps "
+           "before it", metavar="R", group=OPTIM, gt=0, le=1, added=True),
     Option("optim.batch_size", int, 32, "global batch (split over processes and --grad-accum)",
            metavar="B", group=OPTIM, gt=0),
     Option("optim.grad_accum", int, 1, "micro-batches per step", metavar="N", group=OPTIM,

@@ -59,8 +59,12 @@ class Plateau(Section):
     reached: bool = False
     patience: int | None = None
     min_delta: float = 0.0
-    gain: float | None = None  # plateau_gain at the end of the run
+    gain: float | None = None  # plateau_gain at the end of the run (wsd: where it cooled)
     evals_since_improvement: int = 0  # records before the window rule (kept, not used)
+    # --schedule wsd: the step the cool-down began at (the plateau rule, or the cap near) and
+    # its length; reached/gain are read there
+    cooldown_from: int | None = None
+    cooldown_steps: int | None = None
 
 
 class Evaluation(Section):

@@ -1,7 +1,8 @@
 """What the engine does with a model and its task's batches: a training step and an evaluation.
 
-``TrainStep`` (AdamW with warmup and cosine decay, clipping, accumulation, accounting) is the one
-public way to take a training step, used by the training loop and by
+``TrainStep`` (AdamW with warmup and cosine decay, or warmup-stable-decay, clipping,
+accumulation, accounting) is the one public way to take a training step, used by the training
+loop and by
 ``harness bench`` (which times it against a bare reference step). Given a ``LeakWatch``, the
 steps it names are probed for leaks on their own batch (harness/engine/watch.py): the probes'
 forwards and backwards go through the same call as the step's own, and leave its gradients,
@@ -69,6 +70,45 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+class WarmupStableDecay:
+    """Linear warm-up, the peak rate for as long as the run needs, then a linear cool-down
+    over ``share`` x the steps before it, once ``cool_down`` is called (warmup-stable-decay:
+    MiniCPM, Hu et al. 2024; Hägele et al. 2024 find it matches cosine at equal steps).
+
+    Why it exists: a cosine tied to the cap keeps improving the validation loss until the cap
+    because the rate keeps falling, so a run "to its plateau" on it mostly measures the anneal
+    and stops at the cap. Here the plateau rule watches a run at a constant rate, where a flat
+    validation loss means the model stopped learning at that rate; the cool-down then takes it
+    to its low-rate optimum, and the run ends there. An object, not a closure: ``LambdaLR``
+    saves its attributes in the checkpoint, so a resumed run cools down where it was."""
+
+    def __init__(self, warmup: int, share: float):
+        self.warmup, self.share = warmup, share
+        self.cool_from: int | None = None  # the first step of the cool-down (0-based)
+        self.cool_steps = 0
+        self.reason = ""  # what started it: "plateau" or "max_steps"
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.cool_from is None or step < self.cool_from:
+            return 1.0
+        return max(0.0, 1.0 - (step - self.cool_from) / max(self.cool_steps, 1))
+
+    def cool_down(self, steps_done: int, reason: str) -> None:
+        """Start the cool-down at the next step: ``share`` x `steps_done` steps long."""
+        self.cool_from, self.reason = steps_done, reason
+        self.cool_steps = max(1, math.ceil(self.share * steps_done))
+
+    def fits_before(self, steps_done: int, max_steps: int) -> bool:
+        """Whether a cool-down started now would still end by `max_steps`, and one started a
+        step later would not: the last moment the cap leaves for it."""
+        return steps_done + max(1, math.ceil(self.share * (steps_done + 1))) >= max_steps
+
+    def cooled(self, steps_done: int) -> bool:
+        return self.cool_from is not None and steps_done >= self.cool_from + self.cool_steps
+
+
 class TrainStep:
     """One optimiser step over a global batch, given as this process's micro-batches:
     forward under the precision policy, loss plus the routers' auxiliary loss, finiteness
@@ -83,8 +123,11 @@ class TrainStep:
         self.dist = dist
         self.watch = watch
         self.optimizer = make_optimizer(model, cfg)
+        # wsd: the training loop decides when the cool-down starts (runner/train.py)
+        self.wsd = (WarmupStableDecay(cfg.optim.warmup_steps, cfg.optim.cooldown)
+                    if cfg.optim.schedule == "wsd" else None)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
+            self.optimizer, self.wsd or lr_lambda(cfg.optim.warmup_steps, cfg.budget.max_steps))
         self.cost = CostMeter(model, d_model=cfg.model.d_model, heads=cfg.model.heads,
                               seq_len=seq_len, causal=task.causal)
 

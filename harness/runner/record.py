@@ -24,7 +24,7 @@ from harness.engine.meters.cost import CostMeter
 from harness.engine.meters.groundtruth import GroundTruthMeter
 from harness.engine.meters.telemetry import EntropyHistogramMeter
 from harness.engine.model import Model, band_map
-from harness.engine.steps import evaluate
+from harness.engine.steps import WarmupStableDecay, evaluate
 from harness.engine.watch import LeakWatch
 from harness.runner.best import best_checkpoint_metrics
 from harness.runner.console import EvalProgress
@@ -94,14 +94,22 @@ def bands_text(names: list[str], attn_fraction: float) -> str:
 
 
 def plateau(progress: Progress, metric: str, higher_is_better: bool, patience: int | None,
-            min_delta: float) -> dict | None:
+            min_delta: float, cool_down: WarmupStableDecay | None = None) -> dict | None:
     """Whether the run reached its plateau (``plateau_gain`` below min_delta over the last
-    `patience` evaluations), whether that stopped it or the cap did."""
+    `patience` evaluations), whether that stopped it or the cap did. On a warmup-stable-decay
+    schedule the rule is read where the cool-down began (the cool-down itself improves the
+    metric by design), and the record says where that was and why."""
     if patience is None:
         return None
-    gain = plateau_gain(progress.valid_values(metric), higher_is_better, patience)
+    values = progress.valid_values(metric)
+    extra = {}
+    if cool_down is not None and cool_down.cool_from is not None:
+        before = [e for e in progress.history if e["step"] <= cool_down.cool_from]
+        values = values[:len(before)]
+        extra = {"cooldown_from": cool_down.cool_from, "cooldown_steps": cool_down.cool_steps}
+    gain = plateau_gain(values, higher_is_better, patience)
     return {"reached": gain is not None and gain < min_delta, "patience": patience,
-            "min_delta": min_delta, "gain": gain}
+            "min_delta": min_delta, "gain": gain, **extra}
 
 
 def training_summary(progress: Progress, wall_seconds: float | None,
@@ -143,7 +151,8 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
                  final: FinalEvaluation | None, device: torch.device, processes: int,
                  wall_seconds: float | None, peak_memory_mb: float | None,
                  backends: dict[str, str] | None = None, status: str = "finished",
-                 error: str | None = None) -> records.RunRecord:
+                 error: str | None = None,
+                 cool_down: WarmupStableDecay | None = None) -> records.RunRecord:
     """The record of a run; ``final`` is None for a run that did not finish (diverged)."""
     op_bands = bands(op_names, cfg.routing.attn_fraction)
     collapses = find_collapses(progress.routing_history, op_names,
@@ -167,7 +176,7 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         training=training_summary(
             progress, wall_seconds, peak_memory_mb, processes,
             plateau(progress, task.metric, task.higher_is_better, cfg.budget.patience,
-                    cfg.budget.min_delta)),
+                    cfg.budget.min_delta, cool_down)),
         parameters=parameters,
         data=task_data(task),
         task_metric=task.metric,

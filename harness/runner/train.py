@@ -297,7 +297,9 @@ class Trainer:
     def _after_step(self, result: StepResult, bar: Any, signals: _StopSignals) -> bool:
         """Logging, evaluation, budgets, signals and checkpoints after a step; True to stop."""
         b, p = self.cfg.budget, self.progress
-        step, last, loss = p.step, p.step == b.max_steps, result.loss
+        wsd = self.step_fn.wsd
+        cooled = wsd is not None and wsd.cooled(p.step)  # the weights the run ends on
+        step, last, loss = p.step, p.step == b.max_steps or cooled, result.loss
         if step % b.log_every == 0 or last:
             self._log_metrics(step, result)
         if step % b.eval_every == 0 or last:
@@ -380,9 +382,30 @@ class Trainer:
             return "max_time"
         if b.max_tokens is not None and p.train_tokens >= b.max_tokens:
             return "max_tokens"
+        if self.step_fn.wsd is not None:
+            return self._wsd_stop()
         if b.patience is not None and self.at_plateau():
             return "plateau"
         return None
+
+    def _wsd_stop(self) -> str | None:
+        """Warmup-stable-decay: the plateau rule (at the peak rate) or the last moment the cap
+        leaves starts the cool-down; the run stops when it ends, for the reason that started
+        it."""
+        b, p, wsd = self.cfg.budget, self.progress, self.step_fn.wsd
+        assert wsd is not None
+        if wsd.cool_from is None:
+            evaluated = p.history and p.history[-1]["step"] == p.step
+            if b.patience is not None and evaluated and self.at_plateau():
+                wsd.cool_down(p.step, "plateau")
+            elif wsd.fits_before(p.step, b.max_steps):
+                wsd.cool_down(p.step, "max_steps")
+            else:
+                return None
+            self.log(f"cool-down from step {p.step} over {wsd.cool_steps} steps "
+                     f"({'at the plateau' if wsd.reason == 'plateau' else 'the cap is near'})")
+            return None
+        return wsd.reason if wsd.cooled(p.step) else None
 
     # -- results ----------------------------------------------------------------------------
 
@@ -403,7 +426,7 @@ class Trainer:
             final=final, device=self.device, processes=self.dist.world,
             wall_seconds=time.perf_counter() - t_start if t_start else None,
             peak_memory_mb=peak_memory_mb(self.device), backends=self.backends(),
-            status=status, error=error)
+            status=status, error=error, cool_down=self.step_fn.wsd)
 
     def backends(self) -> dict[str, str]:
         """The kernel each operator with a kernel table ran on (``attn.backend``)."""
