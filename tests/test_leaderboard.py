@@ -454,3 +454,20 @@ def test_flagged_rows_never_rank_above_honest_ones(spec, higher):
         assert section.vs_best[ref.key][0] == "best"
         assert len(ref.records) == max(len(g.records) for g in section.honest)
     assert all(g.key not in section.vs_best for g in section.ranked if g.flagged)
+
+
+def test_a_records_notes_are_shown_with_its_row_and_do_not_unrank_it(tmp_path):
+    d = tmp_path / "results" / "runs"
+    d.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
+    note = "note: leak check passed at training step 5 (train mode) only as rounding (x)"
+    for seed, value in enumerate([0.60, 0.61, 0.62]):
+        write(d, make_record("listops", "single", ("attn",), seed, value, 1.0))
+        write(d, make_record("listops", "entropy", ("dct", "attn"), seed, value + 0.01, 0.375,
+                             flags=[note] if seed == 1 else None))
+    md = generate(d).markdown
+    by_router = {r["router"]: r for r in table_rows(md, "## listops")}
+    assert by_router["entropy"]["rank"] == "1" and "⚠" not in by_router["entropy"]["marks"]
+    assert ("- **Notes** from the records (informational, not warning flags):" in md
+            and "entropy dct+attn: leak check passed at training step 5 (train mode) only as "
+                "rounding (x) (seed 1)" in md)

@@ -175,6 +175,12 @@ class RunRecord(BaseModel):
         return [f for f in self.flags if not f.startswith(INFO_FLAG_PREFIXES)]
 
     @property
+    def notes(self) -> list[str]:
+        """Informational flags ("note: ..."), without the prefix: what a reader should know
+        about the run that does not keep it out of the ranking."""
+        return [f.removeprefix("note:").strip() for f in self.flags if f.startswith("note:")]
+
+    @property
     def test_cost(self) -> SplitCost:
         """The test split's cost (empty when the record has none: a run that did not
         finish, or a sparse old record)."""

@@ -212,6 +212,18 @@ class Group:
         return sorted({f for r in self.records for f in r.warning_flags})
 
     @property
+    def notes(self) -> list[str]:
+        """The records' notes, each once with the seeds that carry it: "note (seeds 0, 2)"."""
+        seeds: dict[str, list[int]] = {}
+        for r in sorted(self.records, key=lambda r: r.seed):
+            for note in r.notes:
+                seeds.setdefault(note, []).append(r.seed)
+        n = len(self.records)
+        return [note + ("" if len(s) == n and n > 1 else
+                        f" (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})")
+                for note, s in seeds.items()]
+
+    @property
     def leaky(self) -> bool:
         return any(r.leaky for r in self.records)
 

@@ -192,6 +192,18 @@ def _flagged_notes(section: Section) -> list[str]:
     return lines
 
 
+def _record_notes(section: Section) -> list[str]:
+    """The records' informational notes (a declared training-mode exemption, a leak check that
+    passed only as float32 rounding): not flags, but said where the row is shown."""
+    noted = [g for g in section.ranked if g.notes]
+    if not noted:
+        return []
+    lines = ["- **Notes** from the records (informational, not warning flags):"]
+    for g in noted:
+        lines.append(f"  - `{g.config_hash}` {g.name}: " + "; ".join(escape(n) for n in g.notes))
+    return lines
+
+
 def _tuning_notes(section: Section) -> list[str]:
     tuned = [g for g in section.ranked if g.tuning is not None and g.tuning.tuned]
     if not tuned:
@@ -298,8 +310,8 @@ def render_section(board: TaskBoard, section: Section, specs: list[dict[str, Any
                    out: Path) -> list[str]:
     lines = _section_intro(board, section)
     lines += [md_table(_headers(board), [_row(board, section, g) for g in section.ranked]), ""]
-    notes = (_flagged_notes(section) + _tuning_notes(section) + _data_notes(section)
-             + _configuration_notes(section))
+    notes = (_flagged_notes(section) + _record_notes(section) + _tuning_notes(section)
+             + _data_notes(section) + _configuration_notes(section))
     lines += notes + ([""] if notes else [])
     if section.chance or section.no_control:
         lines += _render_chance(section)
