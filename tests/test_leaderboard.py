@@ -471,3 +471,21 @@ def test_a_records_notes_are_shown_with_its_row_and_do_not_unrank_it(tmp_path):
     assert ("- **Notes** from the records (informational, not warning flags):" in md
             and "entropy dct+attn: leak check passed at training step 5 (train mode) only as "
                 "rounding (x) (seed 1)" in md)
+
+
+def test_a_record_older_than_an_option_shows_the_default_it_ran_at(tmp_path):
+    d = tmp_path / "results" / "runs"
+    d.mkdir(parents=True)
+    shutil.copy(ROOT / "results" / "reference.json", tmp_path / "results" / "reference.json")
+    for seed, value in enumerate([0.60, 0.61]):
+        old = make_record("listops", "single", ("attn",), seed, value, 1.0)
+        del old["config"]["optim"]["schedule"]  # written before --schedule existed
+        write(d, old)
+        new = make_record("listops", "entropy", ("dct", "attn"), seed, value, 0.375)
+        new["config"]["optim"]["schedule"] = "wsd"
+        digest = RunConfig.model_validate(new["config"]).digest()
+        new["run_id"] = new["run_id"].replace(new["config_hash"], digest)
+        new["config_hash"] = digest
+        write(d, new)
+    rows = {r["router"]: r for r in table_rows(generate(d).markdown, "## listops")}
+    assert rows["single"]["schedule"] == "cosine" and rows["entropy"]["schedule"] == "wsd"

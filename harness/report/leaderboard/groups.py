@@ -282,6 +282,8 @@ _NOT_PARAMETERS = {"routing.router", "routing.ops", "routing.router_options",
                    "data.cache_dir"}
 _PARAMETER_PATHS = [o.path for o in OPTIONS
                     if o.in_digest and is_field(o, OPTIONS) and o.path not in _NOT_PARAMETERS]
+# options added after records were written: an older record ran at the default
+_ADDED_DEFAULTS = {o.path: o.default for o in OPTIONS if o.added and o.default is not None}
 
 
 # parameters only a routed row uses: a single operator's value is meaningless, never shown
@@ -304,6 +306,8 @@ def parameters(record: RunRecord) -> dict[str, Any]:
         value: Any = record.config
         for part in path.split("."):
             value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            value = _ADDED_DEFAULTS.get(path)
         if isinstance(value, dict):
             out.update({f"{path}.{k}": v for k, v in sorted(value.items())})
         elif value is not None:
