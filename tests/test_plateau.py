@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.core.config import resolve
-from harness.core.record_sections import plateau_gain
+from harness.core.record_sections import at_plateau, plateau_gain
 from harness.runner.train import train
 
 
@@ -18,6 +18,14 @@ def test_the_gain_is_the_best_metrics_relative_improvement_over_the_window():
     # a worse evaluation inside the window does not count as progress, nor as a loss
     assert plateau_gain([10.0, 9.0, 9.5, 9.6], False, 2) == 0.0
     assert plateau_gain([0.50, 0.60, 0.66], True, 1) == pytest.approx(0.1)
+
+
+def test_the_plateau_is_reached_only_below_min_delta_and_never_with_too_few_evaluations():
+    ppl = [21.13, 20.75, 20.42, 19.85, 19.73, 19.70, 19.65, 19.64]
+    gain = plateau_gain(ppl, False, 3)
+    assert at_plateau(ppl, False, 3, min_delta=0.01) == (True, gain)  # 0.46% < 1%
+    assert at_plateau(ppl, False, 3, min_delta=0.001) == (False, gain)  # 0.46% >= 0.1%
+    assert at_plateau(ppl, False, 8, min_delta=1.0) == (False, None)
 
 
 def _cfg(tmp_path, **budget):

@@ -131,3 +131,5 @@ def test_a_run_whose_probes_flip_on_rounding_is_noted_not_flagged(steep, tmp_pat
     notes = [f for f in record.flags if f.startswith("note: leak check passed")]
     assert notes and all("only as rounding" in f and "float64" in f for f in notes), \
         json.dumps(record.flags, indent=1)
+    # each note says once what moved (past tolerance) and once what rounding moved (within it)
+    assert all(f.count("moved by") == 2 for f in notes), json.dumps(record.flags, indent=1)

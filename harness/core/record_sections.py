@@ -51,6 +51,15 @@ def plateau_gain(values: list[float], higher_is_better: bool, patience: int) -> 
     return gain if higher_is_better else -gain
 
 
+def at_plateau(values: list[float], higher_is_better: bool, patience: int,
+               min_delta: float) -> tuple[bool, float | None]:
+    """Whether `values` (validation metrics in order) have reached the plateau, with the gain
+    that says so: it improved by less than `min_delta` over the last `patience` evaluations.
+    The runner stops on it; the record reads it from the same history."""
+    gain = plateau_gain(values, higher_is_better, patience)
+    return gain is not None and gain < min_delta, gain
+
+
 class Plateau(Section):
     """Whether the run reached its plateau: over its last ``patience`` evaluations the best
     validation metric improved by less than ``min_delta`` (relative, ``gain``), whether that

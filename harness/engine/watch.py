@@ -54,7 +54,8 @@ class Finding:
     """A probe whose outputs moved where they must not. ``phase`` groups repeats ("training",
     "test evaluation"); ``count`` says how many probes of the phase failed the same check in
     the same mode (the first one is blamed). ``rounding`` set: no leak, float32 rounding
-    amplified by a hard decision (harness/engine/leak_probe.py says when); counted apart."""
+    amplified by a hard decision (harness/engine/leak_probe.py says when), and the note that
+    says what moved and why it is rounding; counted apart."""
 
     check: str
     mode: str  # "train" or "eval"
@@ -175,10 +176,11 @@ class LeakWatch:
         if found.rounding and self._seen(variant.check, mode, phase, rounding=True):
             return
         b, n = variant.batch.tokens.shape
-        self.findings.append(Finding(
-            variant.check, mode, phase, where,
-            f"{variant.how}, batch {b} x {n}: outputs that must not change moved by "
-            f"{moved:.2e}", found.culprits, rounding=found.rounding))
+        detail = (f"{variant.how}, batch {b} x {n}: outputs that must not change moved by "
+                  f"{moved:.2e}")
+        rounding = f"{detail}; {found.rounding}" if found.rounding else ""
+        self.findings.append(Finding(variant.check, mode, phase, where, detail, found.culprits,
+                                     rounding=rounding))
 
     def _seen(self, check: str, mode: str, phase: str, rounding: bool = False) -> bool:
         """Whether `check` already failed in `mode` and `phase` (as rounding, when `rounding`);

@@ -162,7 +162,7 @@ def guard_trained(cfg: RunConfig, model: Model, task: Task, seq_len: int, train_
         names += [result.name] if result.name not in names else []
         if result.rounding:
             watch.findings.append(Finding(result.name, mode, "trained model",
-                                          "on the trained model", result.rounding, (),
+                                          "on the trained model", result.detail, (),
                                           rounding=result.rounding))
         if result.passed:
             continue
@@ -191,8 +191,7 @@ def run_flags(cfg: RunConfig, watch: LeakWatch, log: Callable[[str], None]) -> l
             rounding.append(f)
         elif not (f.mode == "train" and declares_training_leak(cfg, f.check, f.culprits)):
             groups.setdefault((f.check, f.culprits), []).append(f)
-    flags = [rounding_flag(f.detail if f.rounding in f.detail else f"{f.detail}; {f.rounding}",
-                           _places([f])) for f in rounding]
+    flags = [rounding_flag(f.rounding, _places([f])) for f in rounding]
     for (check, culprits), found in groups.items():
         at_fault = f"; at fault: {', '.join(culprits)}" if culprits else ""
         flags.append(f"leaky: check '{check}' failed {_places(found)} (first: "

@@ -17,7 +17,7 @@ import torch
 from harness.core import records
 from harness.core.config import RunConfig
 from harness.core.paths import run_id
-from harness.core.record_sections import plateau_gain
+from harness.core.record_sections import at_plateau
 from harness.engine import provenance
 from harness.engine.meters.collapse import collapse_flags, find_collapses
 from harness.engine.meters.cost import CostMeter
@@ -95,7 +95,7 @@ def bands_text(names: list[str], attn_fraction: float) -> str:
 
 def plateau(progress: Progress, metric: str, higher_is_better: bool, patience: int | None,
             min_delta: float, cool_down: WarmupStableDecay | None = None) -> dict | None:
-    """Whether the run reached its plateau (``plateau_gain`` below min_delta over the last
+    """Whether the run reached its plateau (``at_plateau``: the gain below min_delta over the last
     `patience` evaluations), whether that stopped it or the cap did. On a warmup-stable-decay
     schedule the rule is read where the cool-down began (the cool-down itself improves the
     metric by design), and the record says where that was and why."""
@@ -107,8 +107,8 @@ def plateau(progress: Progress, metric: str, higher_is_better: bool, patience: i
         before = [e for e in progress.history if e["step"] <= cool_down.cool_from]
         values = values[:len(before)]
         extra = {"cooldown_from": cool_down.cool_from, "cooldown_steps": cool_down.cool_steps}
-    gain = plateau_gain(values, higher_is_better, patience)
-    return {"reached": gain is not None and gain < min_delta, "patience": patience,
+    reached, gain = at_plateau(values, higher_is_better, patience, min_delta)
+    return {"reached": reached, "patience": patience,
             "min_delta": min_delta, "gain": gain, **extra}
 
 

@@ -21,7 +21,7 @@ import torch
 from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
 from harness.core.paths import NOT_WRITABLE, run_paths, writable_folder
-from harness.core.record_sections import plateau_gain
+from harness.core.record_sections import at_plateau
 from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
 from harness.engine.data import EpochBatches, build_task
@@ -372,9 +372,9 @@ class Trainer:
     def at_plateau(self) -> bool:
         """Over the last --patience evaluations the best validation metric improved by less
         than --min-delta (relative)."""
-        gain = plateau_gain(self.progress.valid_values(self.task.metric),
-                            self.task.higher_is_better, self.cfg.budget.patience or 0)
-        return gain is not None and gain < self.cfg.budget.min_delta
+        b = self.cfg.budget
+        return at_plateau(self.progress.valid_values(self.task.metric),
+                          self.task.higher_is_better, b.patience or 0, b.min_delta)[0]
 
     def _budget_exhausted(self) -> str | None:
         b, p = self.cfg.budget, self.progress
