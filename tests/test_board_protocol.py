@@ -211,3 +211,36 @@ def test_the_ranked_tables_are_written_as_csv_and_json_and_checked(tmp_path, cap
     capsys.readouterr()
     assert lb.run(args_for(runs, check=True)) == 1
     assert "leaderboard.csv is stale" in capsys.readouterr().err
+
+
+def test_each_row_meets_the_floor_that_ran_like_it(tmp_path):
+    # two floors at one budget, differing in a column (here the width): a row is compared with
+    # the floor at its own width, not with the one with the most seeds
+    recs = [record("single", ("identity",), s, v) for s, v in enumerate([0.50, 0.51, 0.49])]
+    wide = []
+    for s, v in enumerate([0.80, 0.81]):
+        rec = record("single", ("identity",), s, v)
+        rec["config"]["model"]["d_model"] = 128
+        wide.append(rec)
+    attn_wide = []
+    for s, v in enumerate([0.70, 0.71, 0.69]):
+        rec = record("single", ("attn",), s, v)
+        rec["config"]["model"]["d_model"] = 128
+        attn_wide.append(rec)
+    for rec in wide + attn_wide:  # keep the records true to their configs
+        cfg = RunConfig.model_validate(rec["config"])
+        rec.update(config=cfg.model_dump(), config_hash=cfg.digest(),
+                   run_id=rec["run_id"].replace(rec["config_hash"], cfg.digest()))
+    board = board_of(tmp_path, recs + wide + attn_wide)
+    rows = {(r["operators"], r["seeds"]): r for r in json.loads(board.json)["rows"]}
+    narrow, wide_floor, attn = rows[("identity", 3)], rows[("identity", 2)], rows[("attn", 3)]
+    assert attn["no_mixing_floor"] == wide_floor["config_hash"]
+    # 0.70 beats the narrow floor (0.50) but not the wide one (0.80): the like-with-like verdict
+    assert attn["vs_no_mixing"] == "no better than no mixing"
+    assert narrow["vs_no_mixing"] == wide_floor["vs_no_mixing"] == "the floor"
+    table = {r["operators"] + " " + r["seeds"]: r for r in table_rows(board.markdown,
+                                                                       "### Budget")}
+    assert table["attn 3"]["vs no mixing"] == (
+        f"no better than no mixing (vs `{wide_floor['config_hash']}`)")
+    assert "no-mixing floor" in table["identity 2"]["marks"]
+    assert f"The no-mixing floors are `{narrow['config_hash']}`" in board.markdown

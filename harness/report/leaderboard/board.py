@@ -148,7 +148,9 @@ def _column_lines(runs_rel: str) -> list[str]:
         f"(not shown to differ; with few seeds the test has little power); *ahead* / *behind* "
         f"mean p ≤ {ALPHA}; *n/a* needs at least 2 seeds on both sides. No correction for "
         f"multiple comparisons.",
-        f"- **vs no mixing**: against the budget's `single identity` row: *better* when the "
+        f"- **vs no mixing**: against the budget's `single identity` row (with several, the "
+        f"one that ran at the row's values of the differing columns, named in the cell): "
+        f"*better* when the "
         f"95% Welch interval of the difference excludes 0 on the better side, else "
         f"*{NO_BETTER}* (with one seed on either side no interval exists, and it is not shown "
         f"better).",

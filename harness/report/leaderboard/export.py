@@ -27,7 +27,8 @@ COLUMNS = [
     "valid_mean", "valid_std", "attention_flop_fraction", "requested_fraction",
     "mixer_flops_per_token", "pareto", "params", "tokens_per_second", "code", "vs_best",
     "vs_best_diff", "vs_best_ci_low", "vs_best_ci_high", "vs_best_p", "vs_no_mixing",
-    "vs_no_mixing_diff", "vs_no_mixing_ci_low", "vs_no_mixing_ci_high", "flagged", "marks",
+    "vs_no_mixing_diff", "vs_no_mixing_ci_low", "vs_no_mixing_ci_high", "no_mixing_floor",
+    "flagged", "marks",
 ]
 
 
@@ -77,6 +78,8 @@ def row_data(board: TaskBoard, section: Section, g: Group) -> dict[str, Any]:
     }
     row.update(_comparison("vs_best", section.vs_best.get(g.key, ("—", None))))
     row.update(_comparison("vs_no_mixing", section.vs_floor.get(g.key, ("—", None))))
+    floor = section.floor_of.get(g.key)
+    row["no_mixing_floor"] = None if floor is None else floor.config_hash
     return row
 
 

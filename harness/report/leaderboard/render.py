@@ -115,9 +115,27 @@ def _row(board: TaskBoard, section: Section, g: Group) -> list[str]:
     row.append(f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}")
     row += [escape(speed_text(g)), escape(code_text(g)),
             section.vs_best.get(g.key, ("—", None))[0],
-            section.vs_floor.get(g.key, ("—", None))[0],
+            _vs_floor_cell(section, g),
             escape("; ".join(section.marks(g))), g.config_hash]
     return row
+
+
+def _vs_floor_cell(section: Section, g: Group) -> str:
+    """The row against the no-mixing floor, naming which floor when the section has several."""
+    text = section.vs_floor.get(g.key, ("—", None))[0]
+    floor = section.floor_of.get(g.key)
+    if len(section.floors) > 1 and floor is not None and floor is not g:
+        text += f" (vs `{floor.config_hash}`)"
+    return text
+
+
+def _floor_setting(section: Section, floor: Group) -> str:
+    """A floor row's name and its values of the columns that tell the floors apart."""
+    paths = [p for p in section.parameters
+             if len({parameter_value(f, p) for f in section.floors}) > 1]
+    values = [f"{parameter_label(p, section.parameters)} {parameter_value(floor, p)}"
+              for p in paths]
+    return ", ".join([floor.name, *values])
 
 
 # -- a budget's section -------------------------------------------------------------------------
@@ -145,7 +163,15 @@ def _section_intro(board: TaskBoard, section: Section) -> list[str]:
                       f"{_seeds(len(ref.records))}), the best row among those with the most "
                       f"seeds.")
     floor = section.floor
-    if floor is not None:
+    if len(section.floors) > 1:
+        named = ", ".join(f"`{f.config_hash}` ({_floor_setting(section, f)}, "
+                          f"{_seeds(len(f.records))})" for f in section.floors)
+        lines[-1] += (f" The no-mixing floors are {named}: each row is compared with the one "
+                      f"that ran at its values of the columns that differ between rows (like "
+                      f"with like; else with `{floor.config_hash}`), named in *vs no mixing*, "
+                      f"and is *better* only when the 95% interval of its difference from that "
+                      f"floor excludes 0.")
+    elif floor is not None:
         lines[-1] += (f" The no-mixing floor is `{floor.config_hash}` ({floor.name}, "
                       f"{_seeds(len(floor.records))}): a row is *better* only when the 95% "
                       f"interval of its difference from the floor excludes 0.")

@@ -62,6 +62,9 @@ class Section:
     no_control: list[Group]
     pareto: set[tuple[Any, ...]]
     ranks: dict[tuple[Any, ...], int] = field(default_factory=dict)  # honest rows only
+    # every honest no-mixing row, most seeds first, and the one each row is compared with
+    floors: list[Group] = field(default_factory=list)
+    floor_of: dict[tuple[Any, ...], Group] = field(default_factory=dict)
     parameters: list[str] = field(default_factory=list)  # differing between these rows
     lr_differs: bool = False  # the rows ran at more than one learning rate
 
@@ -88,7 +91,7 @@ class Section:
     def marks(self, g: Group) -> list[str]:
         """What a reader must know about a row before comparing it, in words."""
         marks = [g.mark] if g.mark else []
-        if g is self.floor:
+        if any(g is f for f in self.floors):
             marks.append("no-mixing floor")
         if (over := self.over_share(g)) is not None:
             marks.append(over)
@@ -172,21 +175,35 @@ def _vs_best(honest: list[Group], ref: Group | None, rank_metric: str, higher: b
     return out
 
 
-def _floor(groups: list[Group]) -> Group | None:
-    """The section's no-mixing row: single identity, honest, with the most seeds."""
+def _floors(groups: list[Group]) -> list[Group]:
+    """The section's no-mixing rows (single identity, honest), the most seeds first."""
     floors = [g for g in groups if g.roles.floor and not g.flagged]
-    return max(floors, key=lambda g: (len(g.records), g.key)) if floors else None
+    return sorted(floors, key=lambda g: (len(g.records), g.key), reverse=True)
 
 
-def _vs_floor(groups: list[Group], floor: Group | None, rank_metric: str, higher: bool
-              ) -> dict[tuple[Any, ...], tuple[str, Comparison | None]]:
-    """Each row against the floor: "better" only when the 95% interval of the difference
-    excludes 0 on the better side; else no better than no mixing."""
-    if floor is None:
-        return {}
-    out: dict[tuple[Any, ...], tuple[str, Comparison | None]] = {floor.key: ("the floor", None)}
+def _floor_of(g: Group, floors: list[Group], paths: list[str]) -> Group | None:
+    """The floor row `g` is compared with: like with like, the first (most seeds) that ran at
+    g's values of the parameters that differ between the section's rows (`paths`; those both
+    use, so a mixer's own options aside), such as the schedule; else the section's floor."""
+    mine = row_parameters(g, paths)
+    for f in floors:
+        theirs = row_parameters(f, paths)
+        if all(mine[p] == theirs[p] for p in mine.keys() & theirs.keys()):
+            return f
+    return floors[0] if floors else None
+
+
+def _vs_floor(groups: list[Group], floor_of: dict[tuple[Any, ...], Group], rank_metric: str,
+              higher: bool) -> dict[tuple[Any, ...], tuple[str, Comparison | None]]:
+    """Each row against its floor: "better" only when the 95% interval of the difference
+    excludes 0 on the better side; else no better than no mixing. A floor row is the floor."""
+    out: dict[tuple[Any, ...], tuple[str, Comparison | None]] = {}
     for g in groups:
-        if g is floor:
+        floor = floor_of.get(g.key)
+        if floor is None:
+            continue
+        if g.roles.floor:
+            out[g.key] = ("the floor", None)
             continue
         w = welch(g.values("test", rank_metric), floor.values("test", rank_metric))
         if w is None:
@@ -259,16 +276,20 @@ def _section(task: str, budget: Budget, groups: list[Group], several: bool, rank
     ranked = _rank(groups, rank_metric, higher)
     honest = [g for g in ranked if not g.flagged]
     ref = _reference(honest)
-    floor = _floor(groups)
+    floors = _floors(groups)
+    parameters = differing_parameters(groups)
+    floor_of = {g.key: f for g in honest
+                if (f := g if g.roles.floor else _floor_of(g, floors, parameters)) is not None}
     chance, missing = _chance(groups, rank_metric)
     name = f"{task} · {budget.label}" if several else task
     stem = f"{slug(task)}_{slug(budget.slug)}" if several else slug(task)
     section = Section(task, budget, name, stem, higher, rank_metric, ranked, ref,
-                      _vs_best(honest, ref, rank_metric, higher), floor,
-                      _vs_floor(honest, floor, rank_metric, higher), chance, missing,
+                      _vs_best(honest, ref, rank_metric, higher), floors[0] if floors else None,
+                      _vs_floor(honest, floor_of, rank_metric, higher), chance, missing,
                       _pareto(honest, rank_metric, higher))
     section.ranks = {g.key: i for i, g in enumerate(honest, 1)}
-    section.parameters = differing_parameters(groups)
+    section.floors, section.floor_of = floors, floor_of
+    section.parameters = parameters
     section.lr_differs = len({g.lr for g in groups}) > 1
     return section
 
