@@ -38,6 +38,7 @@ def test_the_sweep_files_make_the_rows_this_section_reads():
     middle = cases[len(cases) // 2]
     assert routed["base"]["data"] == middle["data"]
     assert routed["base"]["optim"] == middle["optim"]
+    assert routed["base"].get("budget") == middle.get("budget")
     assert routed["base"]["model"]["d_model"] == widths[len(widths) // 2]
     assert routed["base"]["preset"] == sweep["base"]["preset"]
     assert {tuple(p) for p in routed["sweep"]["ops"]} == {(op, "attn") for op in ops
