@@ -8,6 +8,7 @@ import test_plugin
 from test_plugin import PLUGIN_DIST, write_distribution
 
 from harness.cli.main import main
+from harness.core.config import resolve
 from operators import OPERATORS
 
 site, example_plugin = test_plugin.site, test_plugin.example_plugin  # the plugin tests' fixtures
@@ -54,3 +55,42 @@ def test_a_folder_given_as_train_file_is_named_a_folder(tmp_path, capsys):
     assert code == 2
     assert "is a folder, not a file" in err and "--data-dir" in err
     assert "does not exist" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_record_names_the_code_the_run_started_on_not_the_code_at_its_end(
+        causal_task_and_noncausal_op, tmp_path, monkeypatch):
+    # a commit made while a run trains is not the code it ran: the record keeps the commit read
+    # when the process started
+    from harness.engine import provenance
+    from harness.runner import train as runner
+
+    head = {"commit": "a" * 40}
+    monkeypatch.setattr(provenance, "git_commit", lambda: head["commit"])
+    fit = runner.Trainer.fit
+
+    def fit_then_commit(self):
+        fit(self)
+        head["commit"] = "b" * 40 + "-dirty"  # committed (and edited) while it trained
+
+    monkeypatch.setattr(runner.Trainer, "fit", fit_then_commit)
+    cfg = resolve({"preset": "smoke", "out": str(tmp_path), "data": {"task": "tiny-lm-test"},
+                   "routing": {"router": "single", "ops": ["identity"]},
+                   "budget": {"max_steps": 2}}, {})
+    record, _ = runner.train(cfg, log=lambda msg: None)
+    assert record.environment["git_commit"] == "a" * 40
+    assert record.environment["git_dirty"] is False
+    assert not [f for f in record.flags if "other code" in f]
+
+
+def test_a_run_resumed_on_other_code_says_so():
+    from harness.runner.progress import Progress
+    from harness.runner.record import code_flags
+
+    p = Progress()
+    for commit in ("a" * 40, "a" * 40, None, "b" * 40 + "-dirty"):  # None: not a checkout
+        p.ran_on(commit)
+    assert p.code == ["a" * 40, "b" * 40 + "-dirty"]
+    assert Progress.from_json(p.to_json()).code == p.code  # the checkpoint carries it
+    (note,) = code_flags(p.code)
+    assert note == f"note: resumed on other code: started on {'a' * 12}, then ran {'b' * 12}"
+    assert code_flags(["a" * 40]) == []

@@ -48,11 +48,12 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device,
-                used: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def environment(device: torch.device, used: dict[str, list[str]] | None = None,
+                commit: str | None = None) -> dict[str, Any]:
     """Provenance. ``used`` maps a registry kind ("operator", "router", "task") to the names a
     run used: ``plugins`` then lists only those of them that are plugins, and
-    ``installed_plugins`` every plugin installed at the time."""
+    ``installed_plugins`` every plugin installed at the time. ``commit``: the code that ran, as
+    ``git_commit`` read when it started (default: read now)."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -61,6 +62,7 @@ def environment(device: torch.device,
         package_version = version("chiaroscuro-bench")
     except PackageNotFoundError:
         package_version = "uninstalled"
+    commit = git_commit() if commit is None else commit
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
@@ -73,10 +75,10 @@ def environment(device: torch.device,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "package_version": package_version,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "plugins": _plugin_distributions(used),
         "installed_plugins": _plugin_distributions(),
-        **provenance(),
+        **provenance(commit),
     }
 
 
@@ -94,7 +96,7 @@ def command_line(argv: list[str] | None = None) -> str:
     return shlex.join(argv)
 
 
-def provenance() -> dict[str, Any]:
+def provenance(commit: str | None = None) -> dict[str, Any]:
     """What else reproducing a run needs: the exact command, whether the tree had
     uncommitted changes, the versions of the other key packages (None: not installed) and the
     CPU cores the process could use."""
@@ -106,7 +108,7 @@ def provenance() -> dict[str, Any]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
-    commit = git_commit()
+    commit = git_commit() if commit is None else commit
     affinity = getattr(os, "sched_getaffinity", None)
     return {
         "command": command_line(),

@@ -19,6 +19,10 @@ class Progress:
     gate_history: list[dict[str, Any]] = field(default_factory=list)
     # per logged step, each layer's share of tokens per operator (harness/engine/meters/collapse.py)
     routing_history: list[dict[str, Any]] = field(default_factory=list)
+    # the code each process of the run started on (git commit, "-dirty" for a changed tree), in
+    # order: read when the process starts, not when the record is written (a commit made while
+    # a run trains is not the code it ran); a run resumed on other code lists both
+    code: list[str] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
@@ -34,6 +38,11 @@ class Progress:
         (``evals_since_best``) are dropped."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def ran_on(self, commit: str | None) -> None:
+        """This process runs `commit` (None: not a git checkout)."""
+        if commit is not None and (not self.code or self.code[-1] != commit):
+            self.code.append(commit)
 
     def valid_values(self, metric: str) -> list[float]:
         """The validation metric at each evaluation so far."""

@@ -138,6 +138,15 @@ def task_data(task: Task) -> dict[str, Any]:
     return data
 
 
+def code_flags(code: list[str]) -> list[str]:
+    """A run resumed on other code than it started on says so (the record's commit is the
+    one it started on): shown under the board's table, not a reason to leave it unranked."""
+    if len(code) < 2:
+        return []
+    return [f"note: resumed on other code: started on {code[0][:12]}, then ran "
+            f"{', '.join(c[:12] for c in code[1:])}"]
+
+
 def capped_evaluation_flags(cfg: RunConfig) -> list[str]:
     """A record evaluated on the first batches of each split only (the smoke preset) is not
     comparable with full-split records: flagged, so the board never ranks it above them."""
@@ -168,7 +177,8 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
         preset=cfg.preset,
         config=cfg.model_dump(),
         config_hash=cfg.digest(),
-        flags=flags + collapse_flags(collapses) + capped_evaluation_flags(cfg),
+        flags=flags + collapse_flags(collapses) + capped_evaluation_flags(cfg)
+        + code_flags(progress.code),
         metrics=final.metrics if final else {},
         cost={"test": final.test_cost if final else None, "train": train_cost,
               "execution": cfg.routing.execution, "bands": op_bands,
@@ -189,7 +199,7 @@ def build_record(cfg: RunConfig, *, task: Task, op_names: list[str], parameters:
             routing_history=progress.routing_history),
         environment=provenance.environment(device, used={
             "operator": list(op_names), "router": [cfg.routing.router],
-            "task": [cfg.data.task]}),
+            "task": [cfg.data.task]}, commit=progress.code[0] if progress.code else None),
         best_checkpoint=final.best_checkpoint if final else None,
         **extra,
     )

@@ -119,6 +119,7 @@ class Trainer:
     """One run: build, (resume,) train, evaluate, record."""
 
     def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
+        self.code = provenance.git_commit()  # the code this process runs, read before it does
         self.cfg = cfg
         self.dist, device_name = distributed.setup(cfg.device)
         self.log = log if self.dist.is_main else (lambda msg: None)
@@ -458,6 +459,7 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             return done, trainer.record_path
         trainer.build()
         resumed = trainer.maybe_resume()
+        trainer.progress.ran_on(trainer.code)
         if resumed and trainer.progress.finished and trainer.record_path.exists():
             log(f"already finished: {trainer.record_path}")
             return load_finished(trainer.record_path), trainer.record_path
