@@ -205,3 +205,38 @@ def test_slurm_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(tmp_pa
     b = json.loads(Path(preempted.record_path).read_text())
     assert a["metrics"] == b["metrics"]
     assert a["training"]["steps"] == b["training"]["steps"] == 40
+
+
+def test_a_cell_stops_when_its_sweep_is_killed(tmp_path):
+    """A sweep killed by a signal it cannot pass on (SIGKILL here; a plain SIGTERM to the sweep
+    alone is the same) must not leave its cell training unwatched: the cell sees its parent
+    gone, checkpoints and exits, so a re-started sweep resumes it instead of racing it."""
+    import signal
+    import subprocess
+    import time
+
+    from test_training import env, harness_cmd
+
+    out = tmp_path / "runs"
+    sweep = subprocess.Popen(
+        harness_cmd("sweep", "--routers", "single", "--ops", "attn", "--tasks", "listops",
+                    "--preset", "smoke", "--max-steps", "100000", "--set", "budget.log_every=1",
+                    "--set", "budget.ckpt_every=100000", "--set", f"data.cache_dir={tmp_path}",
+                    "--out", str(out)),
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    logs: list = []
+    while time.time() < deadline and not any(len(p.read_text().splitlines()) >= 3
+                                             for p in logs):  # three steps logged
+        time.sleep(0.2)
+        logs = list(out.glob("*/metrics.jsonl"))
+    assert logs, "the cell never started training"
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    cell_log = next((out / "sweep-logs").glob("*.log"))
+    deadline = time.time() + 60
+    while time.time() < deadline and "stopped by signal" not in cell_log.read_text():
+        time.sleep(0.2)
+    text = cell_log.read_text()
+    assert "stopped by signal" in text and "checkpoint saved" in text, text[-2000:]
+    assert list(out.glob("*/checkpoint.pt"))  # written on the way out: a re-run resumes

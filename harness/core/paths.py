@@ -13,6 +13,11 @@ from registry import ConfigError
 if TYPE_CHECKING:
     from harness.core.config import RunConfig
 
+# Set by a sweep for each cell it starts: the sweep's process id. A cell whose sweep is gone
+# (killed by a signal it could not pass on) stops as on SIGTERM, checkpointing on the way out,
+# instead of training on unwatched beside the cell a re-started sweep runs.
+SWEEP_PARENT_ENV = "CHIAROSCURO_SWEEP_PID"
+
 # Where a user's runs go by default: records, checkpoints and metrics.jsonl. Git-ignored, so
 # running never writes into tracked files. The committed records (results/runs) are written
 # only on purpose, with `--out results/runs`.

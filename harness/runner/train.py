@@ -9,6 +9,7 @@ checkpoint; a finished run is not redone.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -20,7 +21,7 @@ import torch
 
 from harness.core import records
 from harness.core.config import RunConfig, seq_len_of
-from harness.core.paths import NOT_WRITABLE, run_paths, writable_folder
+from harness.core.paths import NOT_WRITABLE, SWEEP_PARENT_ENV, run_paths, writable_folder
 from harness.core.record_sections import at_plateau
 from harness.engine import checkpoint, distributed, provenance
 from harness.engine.calibrate import calibrate_routers
@@ -98,8 +99,18 @@ class _StopSignals:
     on the way out is consistent."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self._received: int | None = None
         self._previous: dict[int, Any] = {}
+        parent = os.environ.get(SWEEP_PARENT_ENV, "")
+        self._sweep = int(parent) if parent.isdigit() else None
+
+    @property
+    def received(self) -> int | None:
+        """The signal that stops the run, if one came; a sweep's cell whose sweep is gone (its
+        parent changed) stops as on SIGTERM."""
+        if self._received is None and self._sweep is not None and os.getppid() != self._sweep:
+            self._received = signal.SIGTERM
+        return self._received
 
     def __enter__(self) -> _StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -108,7 +119,7 @@ class _StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        self._received = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.paths import SWEEP_PARENT_ENV
 from registry.files import UnsafeFile, open_for_append
 
 
@@ -63,6 +64,7 @@ def run_cell(spec: CellSpec, gpu: int | None = None,
         return CellResult("done before", record)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (spec.pythonpath, env.get("PYTHONPATH")) if p)
+    env[SWEEP_PARENT_ENV] = str(os.getpid())  # the cell stops when this process is gone
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     log = Path(spec.log_path)
