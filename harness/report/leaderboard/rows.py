@@ -56,17 +56,22 @@ class Section:
     ranked: list[Group]  # honest rows with >= 2 seeds, honest one-seed rows, flagged rows
     reference: Group | None  # "vs best": the best honest row among those with the most seeds
     vs_best: dict[tuple[Any, ...], tuple[str, Comparison | None]]
-    floor: Group | None  # the no-mixing row (single identity) with the most seeds
+    # every honest no-mixing row (single identity), most seeds first, the one each row is
+    # compared with, and the verdict of that comparison
+    floors: list[Group]
+    floor_of: dict[tuple[Any, ...], Group]
     vs_floor: dict[tuple[Any, ...], tuple[str, Comparison | None]]
     chance: list[ChanceRow]  # equal-cost pairs first
     no_control: list[Group]
     pareto: set[tuple[Any, ...]]
     ranks: dict[tuple[Any, ...], int] = field(default_factory=dict)  # honest rows only
-    # every honest no-mixing row, most seeds first, and the one each row is compared with
-    floors: list[Group] = field(default_factory=list)
-    floor_of: dict[tuple[Any, ...], Group] = field(default_factory=dict)
     parameters: list[str] = field(default_factory=list)  # differing between these rows
     lr_differs: bool = False  # the rows ran at more than one learning rate
+
+    @property
+    def floor(self) -> Group | None:
+        """The section's floor: the no-mixing row with the most seeds."""
+        return self.floors[0] if self.floors else None
 
     @property
     def honest(self) -> list[Group]:
@@ -202,7 +207,7 @@ def _vs_floor(groups: list[Group], floor_of: dict[tuple[Any, ...], Group], rank_
         floor = floor_of.get(g.key)
         if floor is None:
             continue
-        if g.roles.floor:
+        if floor is g:
             out[g.key] = ("the floor", None)
             continue
         w = welch(g.values("test", rank_metric), floor.values("test", rank_metric))
@@ -284,11 +289,10 @@ def _section(task: str, budget: Budget, groups: list[Group], several: bool, rank
     name = f"{task} · {budget.label}" if several else task
     stem = f"{slug(task)}_{slug(budget.slug)}" if several else slug(task)
     section = Section(task, budget, name, stem, higher, rank_metric, ranked, ref,
-                      _vs_best(honest, ref, rank_metric, higher), floors[0] if floors else None,
+                      _vs_best(honest, ref, rank_metric, higher), floors, floor_of,
                       _vs_floor(honest, floor_of, rank_metric, higher), chance, missing,
                       _pareto(honest, rank_metric, higher))
     section.ranks = {g.key: i for i, g in enumerate(honest, 1)}
-    section.floors, section.floor_of = floors, floor_of
     section.parameters = parameters
     section.lr_differs = len({g.lr for g in groups}) > 1
     return section
