@@ -94,3 +94,33 @@ def test_a_run_resumed_on_other_code_says_so():
     (note,) = code_flags(p.code)
     assert note == f"note: resumed on other code: started on {'a' * 12}, then ran {'b' * 12}"
     assert code_flags(["a" * 40]) == []
+
+
+def test_a_resumed_runs_wall_time_counts_the_processes_before_it(
+        causal_task_and_noncausal_op, tmp_path, monkeypatch):
+    # a run killed and resumed used to report only its last process's wall time (a 4,000-step
+    # run resumed for its last 500 steps read "wall 355 s")
+    import time
+
+    from harness.runner import train as runner
+
+    cfg = resolve({"preset": "smoke", "out": str(tmp_path), "data": {"task": "tiny-lm-test"},
+                   "routing": {"router": "single", "ops": ["identity"]},
+                   "budget": {"max_steps": 3}}, {})
+    step = runner.Trainer.train_step
+
+    def slow_step(self, i):
+        time.sleep(1.0)  # 3 s of wall time before the first process's last checkpoint
+        return step(self, i)
+
+    with monkeypatch.context() as m:
+        m.setattr(runner.Trainer, "train_step", slow_step)
+        first, path = runner.train(cfg, log=lambda msg: None)
+    assert first.training.resumes == 0 and first.training.wall_seconds >= 3.0
+    path.unlink()  # the record lost: the same command resumes from the final checkpoint
+    t0 = time.perf_counter()
+    again, _ = runner.train(cfg, log=lambda msg: None)
+    alone = time.perf_counter() - t0  # the second process: the final evaluation, no steps
+    assert again.training.resumes == 1
+    assert again.training.wall_seconds >= alone + 3.0
+    assert again.training.train_seconds == first.training.train_seconds  # carried, not redone

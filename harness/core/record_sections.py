@@ -97,6 +97,7 @@ class Training(Section):
     wall_seconds: Annotated[float | None, Metric(
         "wall", 0, False, style="grouped", phrase="wall {} s", shown=(BOARD_NOTE, RUN_SUMMARY))
     ] = None
+    resumes: int | None = None  # processes that took the run over from a checkpoint (wall: all)
     peak_memory_mb: Annotated[float | None, Metric(
         "peak memory", 0, False, style="grouped", phrase="peak memory {} MB",
         shown=(BOARD_NOTE,))] = None

@@ -12,6 +12,11 @@ class Progress:
     step: int = 0
     train_tokens: int = 0
     train_seconds: float = 0.0
+    # wall-clock seconds the run's processes spent to reach this state (building, training,
+    # evaluating, probing); work a killed process did after its last checkpoint is done again
+    # and counted once, as in train_seconds
+    wall_seconds: float = 0.0
+    resumes: int = 0  # how many processes took the run over from a checkpoint
     history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
     best: dict[str, Any] | None = None  # the history entry with the best validation metric
     stop_reason: str | None = None

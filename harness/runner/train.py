@@ -131,6 +131,8 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, log: Callable[[str], None] = print):
         self.code = provenance.git_commit()  # the code this process runs, read before it does
+        self.started = time.perf_counter()
+        self.wall_before = 0.0  # the wall time of the processes before this one (a resume)
         self.cfg = cfg
         self.dist, device_name = distributed.setup(cfg.device)
         self.log = log if self.dist.is_main else (lambda msg: None)
@@ -217,7 +219,13 @@ class Trainer:
             "data_hashes": provenance.split_hashes(self.task),
         }
 
+    def wall_seconds(self) -> float:
+        """The run's wall time so far: this process's, plus its predecessors' to the checkpoint
+        it resumed from."""
+        return self.wall_before + time.perf_counter() - self.started
+
     def save_checkpoint(self) -> None:
+        self.progress.wall_seconds = self.wall_seconds()
         if self.dist.is_main:
             checkpoint.save(self.ckpt_path, self.state())
         self.saved_step = self.progress.step
@@ -245,6 +253,8 @@ class Trainer:
             self.step_fn.load_state_dict(state)
             checkpoint.set_rng_state(state["rng"])
             self.progress = Progress.from_json(state["progress"])
+        self.progress.resumes += 1
+        self.wall_before = self.progress.wall_seconds
         self.saved_step = self.progress.step
         self._truncate_metrics_log(self.progress.step)
         self.log(f"resumed from {self.ckpt_path} at step {self.progress.step}")
@@ -421,8 +431,8 @@ class Trainer:
 
     # -- results ----------------------------------------------------------------------------
 
-    def make_record(self, status: str = "finished", error: str | None = None,
-                    t_start: float | None = None) -> records.RunRecord:
+    def make_record(self, status: str = "finished",
+                    error: str | None = None) -> records.RunRecord:
         final = None
         if status == "finished":
             cfg = self.cfg  # the trained model checked again, then probed along its evaluation
@@ -436,7 +446,7 @@ class Trainer:
             self.cfg, task=self.task, op_names=self.model.op_names, parameters=self.n_params,
             flags=self.flags, progress=self.progress, train_cost=self.step_fn.cost.summary(),
             final=final, device=self.device, processes=self.dist.world,
-            wall_seconds=time.perf_counter() - t_start if t_start else None,
+            wall_seconds=self.wall_seconds(),
             peak_memory_mb=peak_memory_mb(self.device), backends=self.backends(),
             status=status, error=error, cool_down=self.step_fn.wsd)
 
@@ -455,7 +465,6 @@ class Trainer:
 
 def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[records.RunRecord, Path]:
     """Train (or resume, or reuse a finished run), evaluate, write and return the record."""
-    t_start = time.perf_counter()
     look_up_names(cfg)
     trainer = Trainer(cfg, log)
     lock = RunLock(trainer.work_dir, log)
@@ -478,9 +487,9 @@ def train(cfg: RunConfig, *, log: Callable[[str], None] = print) -> tuple[record
             trainer.fit()
         except TrainingDiverged as exc:
             diverged = TrainingDiverged(f"{exc}; {trainer.what_is_kept()}")
-            trainer.write(trainer.make_record("diverged", str(diverged), t_start))
+            trainer.write(trainer.make_record("diverged", str(diverged)))
             raise diverged from exc
-        record = trainer.make_record(t_start=t_start)
+        record = trainer.make_record()
         return record, trainer.write(record)
     except (OSError, files.DiskFull) as exc:
         if isinstance(exc, OSError) and exc.errno in NOT_WRITABLE:  # made read-only meanwhile
