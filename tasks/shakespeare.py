@@ -15,6 +15,10 @@ record_sections.py, ``plateau_gain``): the last quarter of training (4 evaluatio
 the best validation perplexity by less than 1%; a run stops there, or at the cap, and says
 whether it got there. With no token mixing (`single identity`) a model plateaus near
 validation perplexity 19.6; attention passes 10 by step 2,200 (results/README.md).
+
+Data-limited: option ``train_lines`` trains on the train split's first lines only; the first
+four works (All's Well, Antony and Cleopatra, As You Like It, The Comedy of Errors) end at
+line 19,415, 12% of the words (results/README.md says what it does to the plateau).
 """
 
 from __future__ import annotations

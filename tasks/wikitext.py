@@ -126,6 +126,10 @@ class _WikiText(LanguageModelingTask):
             None, strict=False, description="the valid split's text file")
         test_file: Path | None = Field(
             None, strict=False, description="the test split's text file")
+        train_lines: int | None = Field(
+            None, ge=1, description="train on the first N lines of the train split only (a "
+                                    "data-limited setting: every run can reach its plateau); "
+                                    "the tokenizer is trained on them too")
 
     def __init__(self, seq_len: int, **kwargs: Any):
         super().__init__(seq_len, **kwargs)
@@ -290,6 +294,13 @@ class _WikiText(LanguageModelingTask):
             else:
                 lines = self._file_lines(src)
                 where = str(src.path)
+            if split == "train" and self.options.train_lines is not None:
+                if self.options.train_lines > len(lines):
+                    raise ConfigError(
+                        f"{self.title}: train_lines={self.options.train_lines} is more than the "
+                        f"train split's {len(lines):,} lines ({where}); pass at most that, or "
+                        f"drop the option to train on all of it")
+                lines = lines[:self.options.train_lines]
             if not any(line.strip() for line in lines):
                 raise DataError(f"{self.title}: the {split} split ({where}) has no text")
             self._lines[split] = lines
@@ -299,8 +310,12 @@ class _WikiText(LanguageModelingTask):
         """sha256 identifying the split's text (files: without reading more than the bytes)."""
         src = self.sources[split]
         if src.kind == "hub":
-            return text.digest("hub", HUB_NAME, self.hub_config, self.hub_text_sha256(split))
-        return text.digest("file", src.file_sha256(), src.part, CARVE_FRACTION)
+            key = text.digest("hub", HUB_NAME, self.hub_config, self.hub_text_sha256(split))
+        else:
+            key = text.digest("file", src.file_sha256(), src.part, CARVE_FRACTION)
+        if split == "train" and self.options.train_lines is not None:  # another text
+            key = text.digest(key, "first lines", self.options.train_lines)
+        return key
 
     def hub_text_sha256(self, split: str) -> str:
         if split not in self._hub_sha:
@@ -384,6 +399,8 @@ class _WikiText(LanguageModelingTask):
                                  "lines": {"all": "all", "head": "first ~90%",
                                            "tail": "last ~10%"}[src.part],
                                  "how": src.how}
+            if split == "train" and self.options.train_lines is not None:
+                source[split]["first_lines"] = self.options.train_lines
         splits: dict[str, Any] = {}
         for split in SPLITS:
             enc = self.encoded(split)

@@ -59,3 +59,22 @@ def test_the_real_corpus_has_the_word_counts_of_its_readme(tmp_path):
     lines = {split: task.lines(split) for split in ("train", "valid", "test")}
     words = {split: sum(len(line.split()) for line in ls) for split, ls in lines.items()}
     assert words == {"train": 742_650, "valid": 91_923, "test": 70_445}
+
+
+def test_train_lines_trains_on_the_first_lines_only_and_keys_every_cache_by_them(tmp_path):
+    from registry import ConfigError
+
+    corpus, cache = _corpus(tmp_path / "shakespeare"), tmp_path / "cache"
+    full = TASKS.get("shakespeare")(16, data_dir=corpus, cache_dir=cache, vocab_size=300)
+    full_train = full.encoded("train")  # cached first: the subset must not reuse it
+    part = TASKS.get("shakespeare")(16, data_dir=corpus, cache_dir=cache, vocab_size=300,
+                                    train_lines=20)
+    assert part.words_in_split("train") == 10 * (10 + 1) + 10 * (3 + 1)  # 10 of each line
+    assert part.encoded("train")["lines"] == 20 and full_train["lines"] == 80
+    assert part.source_key("train") != full.source_key("train")
+    assert part.source_key("valid") == full.source_key("valid")  # evaluation unchanged
+    assert part.describe()["source"]["train"]["first_lines"] == 20
+    assert "first_lines" not in full.describe()["source"]["train"]
+    with pytest.raises(ConfigError, match=r"train_lines=81 is more than the train split's 80"):
+        TASKS.get("shakespeare")(16, data_dir=corpus, cache_dir=cache, vocab_size=300,
+                                 train_lines=81).lines("train")

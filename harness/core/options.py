@@ -149,6 +149,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("data.task_options.eval_stride", int, None,
            "wikitext: sliding-window stride at evaluation", metavar="N", group=DATA,
            check=CHECK_IGNORES, default_text="seq_len/2"),
+    Option("data.task_options.train_lines", int, None,
+           "wikitext, shakespeare: train on the train split's first N lines only (data-"
+           "limited: runs reach their plateau sooner)", metavar="N", group=DATA,
+           check=CHECK_IGNORES, default_text="all"),
     Option("data.length_bucketing", bool, True,
            "batches of similar-length examples (less padding)", group=DATA),
     # optimisation and budget
