@@ -45,6 +45,18 @@ def test_a_causal_dct_run_whose_best_step_is_not_its_last_writes_its_record(
     assert path.exists()
     best = record.best_checkpoint
     assert best.step == 2 and best.same_as_final is False
+    assert best.selected_by == "valid perplexity at training time, on its first 1 batches " \
+                               "(--eval-batches)"  # what chose it: not the full split
     assert set(best.metrics) == {"valid", "test"}
     # two different sets of weights were evaluated
     assert record.metrics["test"]["loss"] != best.metrics["test"]["loss"]
+
+
+def test_a_best_chosen_on_the_full_split_says_so(tmp_path):
+    from harness.runner.best import best_checkpoint_metrics
+
+    final = {"valid": {"loss": 1.0}, "test": {"loss": 1.1}}
+    best = best_checkpoint_metrics(None, dict, tmp_path, {"step": 4}, 4, final, "perplexity",
+                                   None)  # best == last: nothing loaded or evaluated again
+    assert best == {"step": 4, "selected_by": "valid perplexity at training time, on the full "
+                                              "split", "same_as_final": True, "metrics": final}

@@ -32,16 +32,19 @@ def save_best(work_dir: Path, step: int, config_hash: str, model: torch.nn.Modul
 
 def best_checkpoint_metrics(model: torch.nn.Module, evaluate_splits: Callable[[], dict],
                             work_dir: Path, best: dict[str, Any] | None, final_step: int,
-                            final: dict[str, dict[str, float]], metric: str
-                            ) -> dict[str, Any] | None:
+                            final: dict[str, dict[str, float]], metric: str,
+                            eval_batches: int | None) -> dict[str, Any] | None:
     """Full valid and test metrics (``evaluate_splits()``) of the best-validation weights
-    (``best``: the history entry of the best evaluation); the model is left as it was. None
-    when no evaluation ran."""
+    (``best``: the history entry of the best evaluation, chosen on the training-time
+    evaluations: the full valid split, or its first `eval_batches` batches); the model is left
+    as it was. None when no evaluation ran."""
     if best is None:
         return None
     step = int(best["step"])
-    info: dict[str, Any] = {"step": step, "selected_by": f"valid {metric} on the "
-                            f"training-time subset (--eval-batches)"}
+    seen = ("the full split" if eval_batches is None
+            else f"its first {eval_batches} batches (--eval-batches)")
+    info: dict[str, Any] = {"step": step,
+                            "selected_by": f"valid {metric} at training time, on {seen}"}
     if step == final_step:  # the best weights are the final ones
         return {**info, "same_as_final": True, "metrics": final}
     path = work_dir / BEST_FILE

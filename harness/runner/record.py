@@ -77,7 +77,7 @@ def final_evaluation(model: Model, task: Task, device: torch.device, cfg: RunCon
         return {split: measure(split, "best-validation") for split in ("valid", "test")}
 
     best = best_checkpoint_metrics(model, both_splits, work_dir, progress.best, progress.step,
-                                   metrics, task.metric)
+                                   metrics, task.metric, cfg.budget.eval_batches)
     return FinalEvaluation(metrics, cost.summary(), histogram.summary(), ground_truth,
                            predictor_accuracy, best)
 
