@@ -75,6 +75,13 @@ def test_the_budget_is_tokens_or_to_plateau_with_its_cap():
     rec.config["data"]["seq_len"] = None  # left to the task: what the task recorded
     rec.config["budget"]["max_tokens"] = None
     assert protocol.budget_of(rec).tokens == 300 * 32 * 128
+    full = protocol.budget_of(rec)
+    rec.config["data"]["task_options"] = {"train_lines": 19415}  # data-limited: another budget
+    limited = protocol.budget_of(rec)
+    assert limited != full and limited.train_lines == 19415
+    assert limited.label == "to plateau (cap 1.23M tokens), preset cpu, trained on the first " \
+                            "19,415 lines"
+    assert limited.slug == "plateau-1.23M-cpu-lines19415"
 
 
 def test_rows_of_other_budgets_are_never_ranked_together(tmp_path):

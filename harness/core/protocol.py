@@ -31,6 +31,9 @@ class Budget:
     kind: str  # TOKENS | PLATEAU
     tokens: int | None
     preset: str  # "" when the run had none
+    # data-limited: trained on the train split's first N lines only (option train_lines), so
+    # never ranked with rows that saw all of it
+    train_lines: int | None = None
 
     @property
     def plateau(self) -> bool:
@@ -38,17 +41,21 @@ class Budget:
 
     @property
     def label(self) -> str:
-        """'1.23M training tokens, preset cpu' or 'to plateau (cap 6.14M tokens), preset cpu'."""
+        """'1.23M training tokens, preset cpu' or 'to plateau (cap 6.14M tokens), preset cpu',
+        with ', trained on the first N lines' for a data-limited run."""
         amount = "unknown" if self.tokens is None else tokens_text(self.tokens)
         what = (f"{PLATEAU} (cap {amount} tokens)" if self.plateau
                 else f"{amount} training tokens")
-        return f"{what}, preset {self.preset or 'none'}"
+        data = "" if self.train_lines is None else \
+            f", trained on the first {self.train_lines:,} lines"
+        return f"{what}, preset {self.preset or 'none'}{data}"
 
     @property
     def slug(self) -> str:
         """A short name for files: 'plateau-6.14M-cpu', '1.23M-cpu'."""
         amount = "unknown" if self.tokens is None else tokens_text(self.tokens)
-        return ("plateau-" if self.plateau else "") + f"{amount}-{self.preset or 'none'}"
+        data = "" if self.train_lines is None else f"-lines{self.train_lines}"
+        return ("plateau-" if self.plateau else "") + f"{amount}-{self.preset or 'none'}{data}"
 
 
 def tokens_text(n: int) -> str:
@@ -83,7 +90,8 @@ def budget_of(record: RunRecord) -> Budget:
     if cap is not None:
         tokens = cap if tokens is None else min(tokens, cap)
     kind = PLATEAU if _positive_int(budget.get("patience")) else TOKENS
-    return Budget(kind, tokens, record.preset or "")
+    lines = _positive_int(_section(_section(config, "data"), "task_options").get("train_lines"))
+    return Budget(kind, tokens, record.preset or "", lines)
 
 
 def checkpoint_metrics(record: RunRecord) -> dict[str, dict[str, float]]:

@@ -319,8 +319,8 @@ def build_task(task: str, groups: list[Group], headline: tuple[str, bool] | None
         headline = (ref_metric, infer_direction(ref_metric) is not False)
     metric, higher = headline
     rank_metric = _rank_metric(metric, groups)
-    budgets = sorted({g.budget for g in groups}, key=lambda b: (b.preset, b.plateau,
-                                                                b.tokens or 0))
+    budgets = sorted({g.budget for g in groups}, key=lambda b: (
+        b.preset, b.plateau, b.tokens or 0, b.train_lines is not None, b.train_lines or 0))
     sections = [_section(task, b, [g for g in groups if g.budget == b], len(budgets) > 1,
                          rank_metric, higher) for b in budgets]
     return TaskBoard(task, metric, higher, rank_metric, sections, references,
