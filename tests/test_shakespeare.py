@@ -51,6 +51,8 @@ def test_its_cpu_preset_is_the_plateau_setting():
     assert cfg.data.task_options == {"vocab_size": 300}
     assert cfg.budget.eval_batches is None  # the plateau is judged on the full split
     assert (cfg.budget.patience, cfg.budget.min_delta) == (4, 0.01)
+    # warmup-stable-decay under a cap attention's plateau (step 6,500) fits in with its cool-down
+    assert (cfg.optim.schedule, cfg.optim.lr, cfg.budget.max_steps) == ("wsd", 1e-3, 24000)
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/shakespeare")
