@@ -1,6 +1,7 @@
 """The committed sweep definitions: every cell of Zoology's difficulty sweep and of its routed
-pairs is valid here, and (slow) a slice of the sweep runs end to end onto the board's
-difficulty section."""
+pairs is valid here, the data-limited Shakespeare sweep makes exactly the committed records of
+its budget, and (slow) a slice of the sweep runs end to end onto the board's difficulty
+section."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.main import main
+from harness.cli.main import build_parser, main
+from harness.core.options import deep_merge
+from harness.sweep.grid import expand, grid_from_args, record_path_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DIFFICULTY = ROOT / "sweeps" / "mqar_difficulty.toml"
 ROUTED = ROOT / "sweeps" / "mqar_routed.toml"
+DATA_LIMITED = ROOT / "sweeps" / "shakespeare_data_limited.toml"
 
 
 @pytest.mark.parametrize("file, cells", [(DIFFICULTY, 4 * 3 * 3 * 3), (ROUTED, 2 * 3 * 3)])
@@ -47,6 +51,29 @@ def test_the_sweep_files_make_the_rows_this_section_reads():
     for case in cases:  # Zoology's rule: the vocabulary is larger than the sequence
         assert case["data"]["task_options"]["vocab_size"] > case["data"]["seq_len"]
     assert sweep["base"]["preset"] == "cpu"
+
+
+def test_the_data_limited_sweep_makes_the_committed_records_of_its_budget():
+    """results/README.md reproduces the data-limited Shakespeare rows with this sweep file and
+    --tune optim.lr=1e-3,2e-3,4e-3: every committed record of that budget (the first 19,415
+    lines, a 4,800-step cap) must be one of its cells, configuration hash and all, or the
+    command would run something else."""
+    sweep = tomllib.loads(DATA_LIMITED.read_text())
+    lines = sweep["base"]["data"]["task_options"]["train_lines"]
+    cap = sweep["base"]["budget"]["max_steps"]
+    grid, base = grid_from_args(build_parser().parse_args(["sweep", "--file", str(DATA_LIMITED)]))
+    cells = {record_path_of(cell.overrides).name
+             for lr in (1e-3, 2e-3, 4e-3)
+             for cell in expand(grid, deep_merge(base, {"optim": {"lr": lr}}))}
+    assert len(cells) == 2 * 3 * 3  # attention and the floor, 3 rates, 3 seeds
+    committed = set()
+    for path in (ROOT / "results" / "runs").glob("shakespeare__*.json"):
+        config = json.loads(path.read_text())["config"]
+        if (config["data"].get("task_options", {}).get("train_lines") == lines
+                and config["budget"]["max_steps"] == cap):
+            committed.add(path.name)
+    assert committed, "no committed record of the data-limited budget"
+    assert committed <= cells, sorted(committed - cells)
 
 
 @pytest.mark.slow
